@@ -4,4 +4,6 @@
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
 pub mod keyring;
+pub mod profile;
 pub mod progress;
+pub mod sizing;
