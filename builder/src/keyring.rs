@@ -171,12 +171,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.gpg");
         std::fs::write(&path, UBUNTU_KEYRING).unwrap();
-        check_pinned(&path, &["F6EC B376 2474 EDA9 D21B  7022 8719 20D1 991B C93C"]).unwrap();
+        check_pinned(
+            &path,
+            &["F6EC B376 2474 EDA9 D21B  7022 8719 20D1 991B C93C"],
+        )
+        .unwrap();
         let err = check_pinned(&path, &["66A9CD0595D6AFA247290D3BEF8B479E2DC1389C"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("66A9CD0595D6AFA247290D3BEF8B479E2DC1389C"), "{err}");
-        assert!(err.contains("F6ECB3762474EDA9D21B7022871920D1991BC93C"), "{err}");
+        assert!(
+            err.contains("66A9CD0595D6AFA247290D3BEF8B479E2DC1389C"),
+            "{err}"
+        );
+        assert!(
+            err.contains("F6ECB3762474EDA9D21B7022871920D1991BC93C"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! One module per concept; pure functions for layout and rendering, side effects
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
+pub mod fsutil;
 pub mod keyring;
 pub mod profile;
 pub mod progress;
+pub mod rootfs;
 pub mod sizing;

@@ -85,11 +85,9 @@ impl FromStr for ByteSize {
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
-            _ => {
-                return Err(format!(
-                    "`{text}` is not a size: write a whole number with MiB, GiB or TiB, e.g. \"4GiB\""
-                ))
-            }
+            _ => return Err(format!(
+                "`{text}` is not a size: write a whole number with MiB, GiB or TiB, e.g. \"4GiB\""
+            )),
         };
         number
             .parse::<u64>()
@@ -310,8 +308,8 @@ pub fn list_names(dir: &Path) -> Vec<String> {
 }
 
 fn load_section<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     toml::from_str(&text).map_err(|err| {
         anyhow::anyhow!("profile {}: {}", path.display(), err.to_string().trim_end())
     })
@@ -360,7 +358,12 @@ downlink_mbps = 50
         for package in ["nginx", "prosody", "coturn"] {
             assert!(test.packages.iter().any(|p| p == package), "{package}");
         }
-        assert!(Profile::load("default", &profiles_dir()).unwrap().services.jitsi);
+        assert!(
+            Profile::load("default", &profiles_dir())
+                .unwrap()
+                .services
+                .jitsi
+        );
     }
 
     #[test]
@@ -391,15 +394,24 @@ downlink_mbps = 50
     fn bad_base_lists_the_allowed_ones() {
         let err = error_of(&MINIMAL.replace("debian-12", "fedora-40"));
         assert!(err.contains("fedora-40"), "{err}");
-        assert!(err.contains("ubuntu-24.04") && err.contains("debian-12"), "{err}");
+        assert!(
+            err.contains("ubuntu-24.04") && err.contains("debian-12"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_values_are_named() {
         let err = error_of(&MINIMAL.replace("\"3GiB\"", "\"3 gigs\""));
-        assert!(err.contains("image_size") && err.contains("3 gigs"), "{err}");
+        assert!(
+            err.contains("image_size") && err.contains("3 gigs"),
+            "{err}"
+        );
         let err = error_of(&MINIMAL.replace("\"3GiB\"", "\"1GiB\""));
-        assert!(err.contains("image_size") && err.contains("too small"), "{err}");
+        assert!(
+            err.contains("image_size") && err.contains("too small"),
+            "{err}"
+        );
         let err = error_of(&MINIMAL.replace("name = \"box\"", "name = \"My Box\""));
         assert!(err.contains("`name`"), "{err}");
         let err = error_of(&MINIMAL.replace("[services]", "packages = [\"Bad Pkg\"]\n[services]"));
