@@ -9,3 +9,4 @@ pub mod profile;
 pub mod progress;
 pub mod rootfs;
 pub mod sizing;
+pub mod tree;

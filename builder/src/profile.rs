@@ -49,6 +49,17 @@ impl Base {
     }
 }
 
+impl Base {
+    /// Where the kernel packages keep the `vmlinuz`/`initrd.img` symlinks to the
+    /// newest kernel: Ubuntu in /boot, Debian in the root directory.
+    pub fn kernel_link_dir(self) -> &'static str {
+        match self {
+            Base::Ubuntu2404 => "/boot",
+            Base::Debian12 => "",
+        }
+    }
+}
+
 impl fmt::Display for Base {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -85,9 +96,11 @@ impl FromStr for ByteSize {
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "`{text}` is not a size: write a whole number with MiB, GiB or TiB, e.g. \"4GiB\""
-            )),
+            ))
+            }
         };
         number
             .parse::<u64>()
