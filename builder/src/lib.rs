@@ -7,6 +7,7 @@ pub mod fsutil;
 pub mod keyring;
 pub mod profile;
 pub mod progress;
+pub mod qemu;
 pub mod rootfs;
 pub mod sizing;
 pub mod tree;
