@@ -3,7 +3,9 @@
 //! One module per concept; pure functions for layout and rendering, side effects
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
+pub mod compress;
 pub mod fsutil;
+pub mod hosttools;
 pub mod keyring;
 pub mod profile;
 pub mod progress;
