@@ -11,5 +11,6 @@ pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
+pub mod run;
 pub mod sizing;
 pub mod tree;
