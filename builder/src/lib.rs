@@ -3,4 +3,8 @@
 //! One module per concept; pure functions for layout and rendering, side effects
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
+pub mod disk;
+pub mod layout;
 pub mod progress;
+#[cfg(test)]
+mod test_tools;
