@@ -4,6 +4,7 @@
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
 pub mod disk;
+pub mod esp;
 pub mod layout;
 pub mod progress;
 #[cfg(test)]
