@@ -5,6 +5,7 @@
 
 pub mod disk;
 pub mod esp;
+pub mod ext4;
 pub mod layout;
 pub mod progress;
 #[cfg(test)]
