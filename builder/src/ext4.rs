@@ -361,14 +361,12 @@ mod tests {
         std::fs::hard_link(dir.join("usr/bin/tool"), dir.join("usr/bin/tool-link")).unwrap();
         std::os::unix::fs::symlink("../etc/sub/file01", dir.join("usr/link")).unwrap();
         let fixed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
-        for path in ["usr/bin/tool"] {
-            std::fs::File::options()
-                .write(true)
-                .open(dir.join(path))
-                .unwrap()
-                .set_modified(fixed)
-                .unwrap();
-        }
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("usr/bin/tool"))
+            .unwrap()
+            .set_modified(fixed)
+            .unwrap();
         // Unpacking a tarball restores every mtime, symlinks' too; do the same here.
         set_symlink_mtime(&dir.join("usr/link"), 1_600_000_000);
         // Directory mtimes depend on creation order; pin them like an unpacked tarball does.
