@@ -4,13 +4,19 @@
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
 pub mod compress;
+pub mod disk;
+pub mod esp;
+pub mod ext4;
 pub mod fsutil;
 pub mod hosttools;
 pub mod keyring;
+pub mod layout;
 pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
 pub mod run;
 pub mod sizing;
+#[cfg(test)]
+mod test_tools;
 pub mod tree;
