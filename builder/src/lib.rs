@@ -6,7 +6,9 @@
 pub mod artifacts;
 pub mod atomic_file;
 pub mod checksums;
+pub mod keygen;
 pub mod keys;
 pub mod manifest;
 pub mod progress;
 pub mod signing;
+pub mod verify;

@@ -295,6 +295,19 @@ pub(crate) mod tests {
         raw
     }
 
+    /// Writes `raw` leaving its zero blocks as holes, as a disk image builder does.
+    fn write_sparse(path: &Path, raw: &[u8]) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = File::create(path).unwrap();
+        file.set_len(raw.len() as u64).unwrap();
+        for (index, block) in raw.chunks(4096).enumerate() {
+            if block.iter().any(|&byte| byte != 0) {
+                file.seek(SeekFrom::Start(index as u64 * 4096)).unwrap();
+                file.write_all(block).unwrap();
+            }
+        }
+    }
+
     /// Builds, compresses, maps (with the real bmaptool) and signs a 4 MiB image
     /// named `name` with a new key in `key_dir` (or the key already there).
     pub(crate) fn synthetic_build(name: &str, seed: u64, key_dir: &Path) -> Option<SyntheticBuild> {
@@ -303,17 +316,20 @@ pub(crate) mod tests {
         let files = BuildFiles::new(dir.path(), name);
         let raw = synthetic_raw_image(4 << 20, seed);
         let raw_path = key_dir.join(format!("{name}-{seed}.img"));
-        std::fs::write(&raw_path, &raw).unwrap();
+        write_sparse(&raw_path, &raw);
         let compressed = zstd::encode_all(&raw[..], 3).unwrap();
         std::fs::write(files.image_zst(), &compressed).unwrap();
-        let status = Command::new(bmaptool)
+        let mapped = Command::new(bmaptool)
             .arg("create")
             .arg(&raw_path)
             .arg("-o")
             .arg(files.bmap())
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "bmaptool create failed");
+        assert!(
+            mapped.status.success(),
+            "bmaptool create failed: {mapped:?}"
+        );
         sample(name, &raw, &compressed)
             .write(&files.manifest())
             .unwrap();
