@@ -273,7 +273,7 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
         epoch,
         recipe: serde_json::to_value(recipe)?,
     };
-    crate::fsutil::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?, 0o644)?;
+    crate::atomic_file::write(&meta_path, &serde_json::to_vec_pretty(&meta)?, crate::atomic_file::PUBLIC_MODE)?;
     progress::detail(format!(
         "mmdebstrap took {:.0} s; tarball {}",
         started.elapsed().as_secs_f64(),
