@@ -3,4 +3,5 @@
 //! One module per concept; pure functions for layout and rendering, side effects
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
+pub mod blockmap;
 pub mod progress;
