@@ -4,4 +4,5 @@
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
 pub mod blockmap;
+pub mod flash;
 pub mod progress;
