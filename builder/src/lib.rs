@@ -4,12 +4,14 @@
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
 pub mod artifacts;
+pub mod blockmap;
 pub mod atomic_file;
 pub mod checksums;
 pub mod compress;
 pub mod disk;
 pub mod esp;
 pub mod ext4;
+pub mod flash;
 pub mod hosttools;
 pub mod keygen;
 pub mod keyring;

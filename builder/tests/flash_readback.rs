@@ -1,0 +1,37 @@
+//! Read-back catches a target that changed between writing and verifying.
+//!
+//! Its own test binary: the test switch is an environment variable, which would
+//! leak into other tests running in the same process.
+
+mod flash_support;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use flash_support::{signed_build, MIB};
+use meetbox::flash::run;
+
+#[test]
+fn corruption_after_writing_is_caught_and_the_disk_made_unbootable() {
+    let Some(build) = signed_build() else { return };
+    let target = build.dir.path().join("corrupted.raw");
+    // A byte inside the mapped data at 30 MiB (see the fixture's layout).
+    std::env::set_var("MEETBOX_TEST_CORRUPT_AFTER_WRITE", (31 * MIB).to_string());
+    let result = run(&build.args(&target));
+    std::env::remove_var("MEETBOX_TEST_CORRUPT_AFTER_WRITE");
+    let err = format!(
+        "{:#}",
+        result.expect_err("read-back must catch the corruption")
+    );
+    assert!(err.contains("read-back mismatch"), "{err}");
+    assert!(err.contains("will not boot"), "{err}");
+    let mut head = vec![0u8; MIB as usize];
+    File::open(&target)
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    assert!(
+        head.iter().all(|&b| b == 0),
+        "a disk that failed read-back still has a partition table"
+    );
+}
