@@ -8,15 +8,16 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::checksums::Sha256Digest;
 use crate::progress::Progress;
 
 /// Sizes and digests of one compression run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compressed {
     pub raw_size: u64,
-    pub raw_sha256: String,
+    pub raw_sha256: Sha256Digest,
     pub compressed_size: u64,
-    pub compressed_sha256: String,
+    pub compressed_sha256: Sha256Digest,
 }
 
 /// Compresses `raw` into `out` (through a temporary file and a rename) with
@@ -61,9 +62,9 @@ pub fn compress(raw: &Path, out: &Path, level: i32, threads: u32) -> Result<Comp
         .with_context(|| format!("cannot rename into {}", out.display()))?;
     Ok(Compressed {
         raw_size,
-        raw_sha256: hex::encode(raw_hasher.finalize()),
+        raw_sha256: Sha256Digest::from_hasher(raw_hasher),
         compressed_size: sink.written,
-        compressed_sha256: hex::encode(sink.hasher.finalize()),
+        compressed_sha256: Sha256Digest::from_hasher(sink.hasher),
     })
 }
 
@@ -103,12 +104,9 @@ mod tests {
         let result = compress(&raw, &out, 3, 2).unwrap();
         let compressed = std::fs::read(&out).unwrap();
         assert_eq!(result.raw_size, data.len() as u64);
-        assert_eq!(result.raw_sha256, hex::encode(Sha256::digest(&data)));
+        assert_eq!(result.raw_sha256, Sha256Digest::of(&data));
         assert_eq!(result.compressed_size, compressed.len() as u64);
-        assert_eq!(
-            result.compressed_sha256,
-            hex::encode(Sha256::digest(&compressed))
-        );
+        assert_eq!(result.compressed_sha256, Sha256Digest::of(&compressed));
         assert_eq!(zstd::decode_all(&compressed[..]).unwrap(), data);
     }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::keyring;
+use crate::manifest::Package;
 use crate::profile::{Base, Profile};
 use crate::progress;
 
@@ -362,17 +363,9 @@ impl<R: Read> Read for CountingReader<'_, R> {
     }
 }
 
-/// An installed package, for the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledPackage {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-}
-
 /// Installed packages from the text of `/var/lib/dpkg/status`, sorted by name.
-pub fn installed_packages(status: &str) -> Vec<InstalledPackage> {
-    let mut packages: Vec<InstalledPackage> = status
+pub fn installed_packages(status: &str) -> Vec<Package> {
+    let mut packages: Vec<Package> = status
         .split("\n\n")
         .filter_map(|stanza| {
             let field = |name: &str| {
@@ -383,7 +376,7 @@ pub fn installed_packages(status: &str) -> Vec<InstalledPackage> {
                 })
             };
             let installed = field("Status")?.ends_with(" installed");
-            installed.then(|| InstalledPackage {
+            installed.then(|| Package {
                 name: field("Package").unwrap_or_default(),
                 version: field("Version").unwrap_or_default(),
                 architecture: field("Architecture").unwrap_or_default(),
@@ -521,12 +514,12 @@ mod tests {
         assert_eq!(
             packages,
             vec![
-                InstalledPackage {
+                Package {
                     name: "bash".into(),
                     version: "5.2-1".into(),
                     architecture: "amd64".into()
                 },
-                InstalledPackage {
+                Package {
                     name: "zlib1g".into(),
                     version: "1:1.3".into(),
                     architecture: "amd64".into()
