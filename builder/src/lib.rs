@@ -5,3 +5,4 @@
 
 pub mod keyring;
 pub mod progress;
+pub mod sizing;
