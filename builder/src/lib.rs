@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod blockmap;
+pub mod build;
 pub mod atomic_file;
 pub mod checksums;
 pub mod compress;
