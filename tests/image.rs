@@ -21,7 +21,13 @@ fn prerequisites_missing() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("building images needs root (mmdebstrap)".into());
     }
-    for tool in ["mmdebstrap", "qemu-system-x86_64", "minisign", "bmaptool", "sha256sum"] {
+    for tool in [
+        "mmdebstrap",
+        "qemu-system-x86_64",
+        "minisign",
+        "bmaptool",
+        "sha256sum",
+    ] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -137,7 +143,10 @@ fn run_ok(program: &str, args: &[&str], dir: &Path) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "{program} {args:?} failed:\n{text}");
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
     text
 }
 
@@ -146,12 +155,25 @@ fn check_artifacts_with_reference_tools(built: &Built) {
     let (_, public) = test_key();
     let out = &built.out;
     for signed in [format!("{}.img.zst", built.name), "SHA256SUMS".to_string()] {
-        let text = run_ok("minisign", &["-V", "-p", public.to_str().unwrap(), "-m", &signed], out);
-        assert!(text.contains("Signature and comment signature verified"), "{text}");
-        assert!(text.contains(&signed), "trusted comment names {signed}: {text}");
+        let text = run_ok(
+            "minisign",
+            &["-V", "-p", public.to_str().unwrap(), "-m", &signed],
+            out,
+        );
+        assert!(
+            text.contains("Signature and comment signature verified"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&signed),
+            "trusted comment names {signed}: {text}"
+        );
     }
     let sums = run_ok("sha256sum", &["-c", "SHA256SUMS"], out);
-    assert!(sums.contains(&format!("{}.img.zst: OK", built.name)), "{sums}");
+    assert!(
+        sums.contains(&format!("{}.img.zst: OK", built.name)),
+        "{sums}"
+    );
 
     let copy = work_dir().join(format!("{}-bmaptool.img", built.name));
     let _ = fs::remove_file(&copy);
@@ -184,7 +206,12 @@ fn sha256_file(path: &Path) -> String {
 fn check_verify(built: &Built) {
     let (_, public) = test_key();
     let image = built.file(".img.zst");
-    meetbox_ok(&["verify", image.to_str().unwrap(), "--pubkey", public.to_str().unwrap()]);
+    meetbox_ok(&[
+        "verify",
+        image.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
 
     let tampered_dir = work_dir().join(format!("{}-tampered", built.name));
     let _ = fs::remove_dir_all(&tampered_dir);
@@ -196,15 +223,30 @@ fn check_verify(built: &Built) {
     let copy = tampered_dir.join(image.file_name().unwrap());
     let len = fs::metadata(&copy).unwrap().len();
     flip_byte(&copy, len / 2);
-    let output = meetbox(&["verify", copy.to_str().unwrap(), "--pubkey", public.to_str().unwrap()]);
-    assert!(!output.status.success(), "a flipped byte must fail verification");
+    let output = meetbox(&[
+        "verify",
+        copy.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert!(
+        !output.status.success(),
+        "a flipped byte must fail verification"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("signature") || stderr.contains("SHA-256"), "{stderr}");
+    assert!(
+        stderr.contains("signature") || stderr.contains("SHA-256"),
+        "{stderr}"
+    );
     fs::remove_dir_all(&tampered_dir).unwrap();
 }
 
 fn flip_byte(path: &Path, offset: u64) {
-    let mut file = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut byte = [0u8];
     file.seek(SeekFrom::Start(offset)).unwrap();
     file.read_exact(&mut byte).unwrap();
@@ -282,7 +324,8 @@ fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
     let entries_lba = u64::from_le_bytes(header[72..80].try_into().unwrap());
     let entry_size = u32::from_le_bytes(header[84..88].try_into().unwrap()) as u64;
     let mut entry = vec![0u8; entry_size as usize];
-    file.seek(SeekFrom::Start(entries_lba * 512 + entry_size)).unwrap();
+    file.seek(SeekFrom::Start(entries_lba * 512 + entry_size))
+        .unwrap();
     file.read_exact(&mut entry).unwrap();
     let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
     let last = u64::from_le_bytes(entry[40..48].try_into().unwrap());

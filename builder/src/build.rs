@@ -15,7 +15,9 @@ use crate::keys::{self, SigningKeyArgs};
 use crate::layout::DiskLayout;
 use crate::manifest::{self, ImageFiles, Manifest, MANIFEST_FORMAT};
 use crate::profile::{default_profiles_dir, Base, Profile};
-use crate::{compress, disk, esp, ext4, hosttools, layout, progress, rootfs, signing, sizing, tree};
+use crate::{
+    compress, disk, esp, ext4, hosttools, layout, progress, rootfs, signing, sizing, tree,
+};
 
 /// Build a signed, compressed, bootable disk image from a profile.
 #[derive(Debug, clap::Args)]
@@ -77,7 +79,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         "Profile {} ({}): {}",
         profile.name, profile.base, profile.description
     ));
-    hosttools::ensure(hosttools::BUILD_TOOLS, args.install_host_tools && is_root())?;
+    hosttools::ensure(hosttools::BUILD_TOOLS, args.install_host_tools)?;
     let agent = match &args.agent {
         Some(path) => path.clone(),
         None => build_agent()?,
@@ -85,14 +87,14 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     if !is_root() {
         return reexec_with_sudo(args, &agent);
     }
-    if args.install_host_tools {
-        hosttools::ensure(hosttools::BUILD_TOOLS, true)?;
-    }
     let overlay = args
         .overlay
         .clone()
         .unwrap_or_else(|| source_tree().join("overlay"));
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(rootfs::default_cache_dir);
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(rootfs::default_cache_dir);
     fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache {}", cache_dir.display()))?;
     assemble(&profile, &agent, &overlay, &cache_dir, args)
@@ -193,7 +195,10 @@ fn assemble(
         progress::human_bytes(layout.image_size_bytes)
     ));
 
-    progress::step(format!("Compressing (zstd level {})", args.compression_level));
+    progress::step(format!(
+        "Compressing (zstd level {})",
+        args.compression_level
+    ));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let compressed = compress::compress(&raw, &files.image_zst(), args.compression_level, threads)?;
     fs::remove_file(&raw)?;
@@ -232,8 +237,8 @@ fn assemble(
 }
 
 fn manifest_disk(layout: &DiskLayout, esp_volume_id: &str) -> manifest::Disk {
-    let partition = |plan: &layout::PartitionPlan, filesystem: &str, fs_id: String| {
-        manifest::Partition {
+    let partition =
+        |plan: &layout::PartitionPlan, filesystem: &str, fs_id: String| manifest::Partition {
             number: plan.number,
             name: plan.role.name().to_string(),
             type_guid: plan.role.type_guid(),
@@ -243,8 +248,7 @@ fn manifest_disk(layout: &DiskLayout, esp_volume_id: &str) -> manifest::Disk {
             size_bytes: plan.len_bytes(),
             filesystem: filesystem.to_string(),
             filesystem_uuid: fs_id,
-        }
-    };
+        };
     manifest::Disk {
         size_bytes: layout.image_size_bytes,
         disk_guid: layout.disk_guid,
@@ -303,9 +307,7 @@ fn build_agent() -> Result<PathBuf> {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| source_tree().join("target"));
-    let agent = target_dir
-        .join(target)
-        .join("release/meetbox-firstboot");
+    let agent = target_dir.join(target).join("release/meetbox-firstboot");
     if !agent.is_file() {
         bail!("cargo did not produce {}", agent.display());
     }

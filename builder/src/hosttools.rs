@@ -92,7 +92,15 @@ pub fn ensure(tools: &[HostTool], install: bool) -> Result<()> {
         );
     }
     progress::step(format!("Installing host tools: {}", packages.join(" ")));
-    let status = Command::new("apt-get")
+    // SAFETY: geteuid has no preconditions.
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        Command::new("apt-get")
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("apt-get");
+        sudo
+    };
+    let status = command
         .args(["install", "-y", "--no-install-recommends"])
         .args(&packages)
         .env("DEBIAN_FRONTEND", "noninteractive")

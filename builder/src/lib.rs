@@ -4,9 +4,9 @@
 //! (processes, files, devices) at the edges. See docs/architecture.md.
 
 pub mod artifacts;
+pub mod atomic_file;
 pub mod blockmap;
 pub mod build;
-pub mod atomic_file;
 pub mod checksums;
 pub mod compress;
 pub mod disk;
@@ -14,6 +14,7 @@ pub mod esp;
 pub mod ext4;
 pub mod flash;
 pub mod hosttools;
+pub mod inspect;
 pub mod keygen;
 pub mod keyring;
 pub mod keys;

@@ -260,6 +260,8 @@ impl Profile {
         if self.esp_size.0 < (64 << 20) || self.esp_size.0 > (4 << 30) {
             bail!("key `esp_size`: must lie between \"64MiB\" and \"4GiB\"");
         }
+        self.hardware.validate()?;
+        self.bandwidth.validate()?;
         if self.image_size.0 % (1 << 20) != 0 {
             bail!("key `image_size`: must be a whole number of MiB");
         }

@@ -98,11 +98,15 @@ printf '127.0.0.1 localhost\n127.0.1.1 meetbox\n::1 localhost ip6-localhost ip6-
 
 impl Recipe {
     pub fn for_profile(profile: &Profile) -> Recipe {
+        let firmware = match profile.base {
+            Base::Ubuntu2404 => &profile.hardware.firmware.ubuntu,
+            Base::Debian12 => &profile.hardware.firmware.debian,
+        };
         let mut packages: Vec<String> = base_packages(profile.base)
             .into_iter()
             .map(str::to_string)
             .chain(profile.packages.iter().cloned())
-            .chain(profile.hardware.firmware.iter().cloned())
+            .chain(firmware.iter().cloned())
             .collect();
         if profile.services.ssh {
             packages.push("openssh-server".to_string());
@@ -274,7 +278,11 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
         epoch,
         recipe: serde_json::to_value(recipe)?,
     };
-    crate::atomic_file::write(&meta_path, &serde_json::to_vec_pretty(&meta)?, crate::atomic_file::PUBLIC_MODE)?;
+    crate::atomic_file::write(
+        &meta_path,
+        &serde_json::to_vec_pretty(&meta)?,
+        crate::atomic_file::PUBLIC_MODE,
+    )?;
     progress::detail(format!(
         "mmdebstrap took {:.0} s; tarball {}",
         started.elapsed().as_secs_f64(),
