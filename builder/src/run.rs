@@ -128,8 +128,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let mut vm = Vm::start(spec, false)?;
     vm.wait_for_serial(&args.expect, Duration::from_secs(args.timeout))?;
     progress::step("Powering the VM off");
-    if !vm.power_off(Duration::from_secs(120))? {
-        progress::detail("the guest did not power off within 120 s; stopped it");
+    if !vm.power_off(Duration::from_secs(30))? {
+        progress::detail("the guest did not power off within 30 s; stopped it");
     }
     Ok(())
 }
