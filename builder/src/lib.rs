@@ -15,6 +15,7 @@ pub mod ext4;
 pub mod flash;
 pub mod hosttools;
 pub mod inspect;
+pub mod jitsi;
 pub mod keygen;
 pub mod keyring;
 pub mod keys;

@@ -1,0 +1,430 @@
+//! Jitsi Meet from Jitsi's own apt repository, installed into the root file system
+//! by mmdebstrap customize hooks.
+//!
+//! Order of the checks, each before anything is installed: the repository's keyring
+//! must carry exactly the pinned fingerprint; the repository must answer within a
+//! bounded time; then, inside the image, apt verifies the repository's signed
+//! `InRelease` with that keyring (`--error-on=any`: a bad signature is an error)
+//! before it installs a package. The debconf answers are loaded before the packages
+//! are configured, so the install asks nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use base64::Engine;
+
+use crate::keyring;
+
+/// Jitsi's stable repository (flat: one suite directory, no components).
+pub const REPOSITORY_URL: &str = "https://download.jitsi.org";
+pub const SUITE: &str = "stable/";
+/// "Jitsi <dev@jitsi.org>", rsa4096, created 2016-06-23.
+pub const FINGERPRINT: &str = "66A9 CD05 95D6 AFA2 4729  0D3B EF8B 479E 2DC1 389C";
+/// Where the checked keyring lives in this checkout.
+pub const KEYRING_FILE: &str = "keys/jitsi.gpg";
+/// The Jitsi Meet packages; prosody comes from the base distribution (0.12 in
+/// Debian 12 and Ubuntu 24.04, as jitsi-meet-prosody needs).
+pub const PACKAGES: [&str; 6] = [
+    "jitsi-videobridge2",
+    "jicofo",
+    "jitsi-meet-web",
+    "jitsi-meet-web-config",
+    "jitsi-meet-prosody",
+    "jitsi-meet-turnserver",
+];
+/// The fixed internal XMPP domain (as docker-jitsi-meet does): the public name
+/// lives only in nginx, certificates, TURN and the client URLs, set at first boot.
+pub const INTERNAL_DOMAIN: &str = "meet.jitsi";
+/// The keyring and the source list in the image.
+pub const KEYRING_IN_IMAGE: &str = "/usr/share/keyrings/meetbox-jitsi.gpg";
+pub const SOURCES_IN_IMAGE: &str = "/etc/apt/sources.list.d/meetbox-jitsi.list";
+/// Bound on the reachability check, so an unreachable repository stops the build
+/// well within a minute.
+pub const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A third-party apt repository and what to install from it.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    /// Flat-repository suite path, ending in '/'.
+    pub suite: String,
+    /// The keyring apt verifies the repository with (binary or armoured).
+    pub keyring: Vec<u8>,
+    /// The only fingerprint the keyring may hold.
+    pub fingerprint: String,
+    pub packages: Vec<String>,
+}
+
+impl Repository {
+    /// Jitsi's stable repository with the keyring kept in the repository.
+    pub fn jitsi() -> Result<Repository> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(KEYRING_FILE);
+        let keyring = std::fs::read(&path).with_context(|| {
+            format!(
+                "cannot read Jitsi's archive key {}: download https://download.jitsi.org/jitsi-key.gpg.key, \
+                 check that `gpg --show-keys` prints the fingerprint {FINGERPRINT}, and save it there",
+                path.display()
+            )
+        })?;
+        Ok(Repository {
+            url: REPOSITORY_URL.to_owned(),
+            suite: SUITE.to_owned(),
+            keyring,
+            fingerprint: FINGERPRINT.to_owned(),
+            packages: PACKAGES.iter().map(|p| p.to_string()).collect(),
+        })
+    }
+
+    /// The apt source line as the image keeps it.
+    pub fn source_line(&self) -> String {
+        format!(
+            "deb [signed-by={KEYRING_IN_IMAGE}] {} {}",
+            self.url, self.suite
+        )
+    }
+
+    /// The file a reachability check asks for.
+    pub fn release_url(&self) -> String {
+        format!("{}/{}Release", self.url, self.suite)
+    }
+
+    /// Rejects values that would break the source line or the hook scripts.
+    fn validate(&self) -> Result<()> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":/.-_~%".contains(c))
+        };
+        ensure!(
+            plain(&self.url)
+                && (self.url.starts_with("https://") || self.url.starts_with("http://")),
+            "repository URL {:?} must be an http(s) URL without spaces or quotes",
+            self.url
+        );
+        ensure!(
+            plain(&self.suite) && self.suite.ends_with('/'),
+            "repository suite {:?} must be a flat-repository path ending in '/'",
+            self.suite
+        );
+        for package in &self.packages {
+            ensure!(
+                !package.is_empty()
+                    && package
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c)),
+                "{package:?} is not a Debian package name"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What the root file system step adds to its mmdebstrap run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsInputs {
+    /// `--customize-hook` scripts (run with the root as `$1`), in order; they must
+    /// run before any hook that removes apt's package lists.
+    pub customize_hooks: Vec<String>,
+}
+
+impl RootfsInputs {
+    /// The hooks as mmdebstrap options.
+    pub fn mmdebstrap_args(&self) -> Vec<String> {
+        self.customize_hooks
+            .iter()
+            .map(|hook| format!("--customize-hook={hook}"))
+            .collect()
+    }
+}
+
+/// Checks the keyring against its pin and the repository's reachability, then
+/// returns the hooks that install the packages. Fails before anything is built
+/// or installed when either check fails.
+pub fn prepare(repository: &Repository, domain: &str, timeout: Duration) -> Result<RootfsInputs> {
+    repository.validate()?;
+    check_keyring(repository)?;
+    check_reachable(&repository.release_url(), timeout)?;
+    Ok(RootfsInputs {
+        customize_hooks: vec![
+            source_hook(repository),
+            preseed_hook(domain)?,
+            install_hook(repository),
+        ],
+    })
+}
+
+/// Fails unless the keyring holds exactly the pinned key.
+fn check_keyring(repository: &Repository) -> Result<()> {
+    let found = keyring::fingerprints(&repository.keyring).with_context(|| {
+        format!(
+            "the keyring for {} is not an OpenPGP keyring",
+            repository.url
+        )
+    })?;
+    let pinned = keyring::normalize(&repository.fingerprint);
+    if found != std::slice::from_ref(&pinned) {
+        bail!(
+            "the keyring for {} does not match the pinned fingerprint\n  pinned: {pinned}\n  found:  {}\n\
+             Nothing was installed. Restore the keyring from the Meetbox repository, or change the pin \
+             only after checking the new key with its publisher.",
+            repository.url,
+            found.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A bounded HEAD request for `url`: an unreachable repository stops the build
+/// with a clear message instead of hanging inside apt.
+pub fn check_reachable(url: &str, timeout: Duration) -> Result<()> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent();
+    match agent.head(url).call() {
+        Ok(_) => Ok(()),
+        Err(error) => bail!(
+            "the apt repository cannot be reached: HEAD {url} failed ({error}) within {} s. \
+             The build needs it to install Jitsi Meet: check the network, DNS or proxy \
+             (https_proxy), or build a profile without Jitsi.",
+            timeout.as_secs()
+        ),
+    }
+}
+
+/// Installs the keyring and the source line into the image.
+fn source_hook(repository: &Repository) -> String {
+    let keyring = base64::engine::general_purpose::STANDARD.encode(&repository.keyring);
+    let wrapped: Vec<&str> = keyring
+        .as_bytes()
+        .chunks(76)
+        .map(|chunk| std::str::from_utf8(chunk).unwrap_or_default())
+        .collect();
+    format!(
+        "set -e\n\
+         install -d -m 0755 \"$1/usr/share/keyrings\" \"$1/etc/apt/sources.list.d\"\n\
+         base64 -d > \"$1{KEYRING_IN_IMAGE}\" <<'KEYRING'\n{}\nKEYRING\n\
+         chmod 0644 \"$1{KEYRING_IN_IMAGE}\"\n\
+         printf '%s\\n' '{}' > \"$1{SOURCES_IN_IMAGE}\"\n",
+        wrapped.join("\n"),
+        repository.source_line()
+    )
+}
+
+/// Secrets the preseed carries, as text to put in the selections.
+pub struct Secrets<'a> {
+    pub videobridge: &'a str,
+    pub jicofo: &'a str,
+    pub turn: &'a str,
+}
+
+/// The debconf selections for a non-interactive install: the internal domain, a
+/// self-signed certificate (the first-boot agent replaces it), no JaaS, no e-mail.
+pub fn preseed(domain: &str, secrets: &Secrets) -> String {
+    format!(
+        "jitsi-videobridge2 jitsi-videobridge/jvb-hostname string {domain}\n\
+         jitsi-videobridge2 jitsi-videobridge/jvbsecret password {}\n\
+         jicofo jicofo/jicofo-authpassword password {}\n\
+         jitsi-meet-prosody jitsi-meet-prosody/turn-secret password {}\n\
+         jitsi-meet-web-config jitsi-meet/cert-choice select Generate a new self-signed certificate\n\
+         jitsi-meet-web-config jitsi-meet/jaas-choice boolean false\n\
+         jitsi-meet-web-config jitsi-meet/email string\n",
+        secrets.videobridge, secrets.jicofo, secrets.turn
+    )
+}
+
+/// Loads the preseed into the image's debconf database. The secrets are drawn
+/// when the hook runs (256 bits each) and never touch a file or the build log:
+/// they are build-time placeholders, and the first-boot agent replaces them with
+/// per-device ones, as it does every per-device value.
+fn preseed_hook(domain: &str) -> Result<String> {
+    ensure!(
+        !domain.is_empty()
+            && domain
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c)),
+        "internal domain {domain:?} must be lower-case letters, digits, '.' and '-'"
+    );
+    let generated = "$(meetbox_secret)";
+    let selections = preseed(
+        domain,
+        &Secrets {
+            videobridge: generated,
+            jicofo: generated,
+            turn: generated,
+        },
+    );
+    Ok(format!(
+        "set -e\n\
+         meetbox_secret() {{ head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \\n'; }}\n\
+         chroot \"$1\" debconf-set-selections <<SELECTIONS\n{selections}SELECTIONS\n"
+    ))
+}
+
+/// Reads the repository's index (only its own: the base distribution's lists are
+/// already there) and installs the packages. `--error-on=any` turns a signature
+/// failure into an error, so nothing is installed from an unverified index.
+fn install_hook(repository: &Repository) -> String {
+    format!(
+        "set -e\n\
+         chroot \"$1\" apt-get update --error-on=any \
+         -o Dir::Etc::SourceList={SOURCES_IN_IMAGE} -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0\n\
+         chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}\n",
+        repository.packages.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    fn repository(url: &str) -> Repository {
+        Repository {
+            url: url.to_owned(),
+            suite: SUITE.to_owned(),
+            keyring: Vec::new(),
+            fingerprint: FINGERPRINT.to_owned(),
+            packages: PACKAGES.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn preseed_answers_every_question_without_weak_secrets() {
+        let text = preseed(
+            INTERNAL_DOMAIN,
+            &Secrets {
+                videobridge: "a".repeat(64).as_str(),
+                jicofo: "b",
+                turn: "c",
+            },
+        );
+        assert!(
+            text.contains("jitsi-videobridge/jvb-hostname string meet.jitsi\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jitsi-meet/cert-choice select Generate a new self-signed certificate\n")
+        );
+        assert!(text.contains("jitsi-meet/jaas-choice boolean false\n"));
+        assert!(text.contains("jitsi-meet/email string\n"));
+        assert!(text.contains(&format!(
+            "jitsi-videobridge/jvbsecret password {}\n",
+            "a".repeat(64)
+        )));
+        // Every line parses as debconf-set-selections input: owner, question, type[, value].
+        for line in text.lines() {
+            assert!(line.split_whitespace().count() >= 3, "{line}");
+        }
+    }
+
+    #[test]
+    fn preseed_hook_draws_secrets_at_build_time_and_holds_none() {
+        let hook = preseed_hook(INTERNAL_DOMAIN).unwrap();
+        assert_eq!(hook.matches("$(meetbox_secret)").count(), 3, "{hook}");
+        // The hook is the same on every call: it can enter a cache key.
+        assert_eq!(hook, preseed_hook(INTERNAL_DOMAIN).unwrap());
+        assert!(preseed_hook("meet.jitsi; rm -rf /").is_err());
+    }
+
+    #[test]
+    fn the_generated_secret_is_long_and_random() {
+        let script =
+            "meetbox_secret() { head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \\n'; }\n\
+                      meetbox_secret; echo; meetbox_secret";
+        assert!(preseed_hook(INTERNAL_DOMAIN)
+            .unwrap()
+            .contains(script.lines().next().unwrap()));
+        let output = std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let secrets: Vec<&str> = text.lines().collect();
+        assert_eq!(secrets.len(), 2);
+        for secret in &secrets {
+            assert_eq!(secret.len(), 64, "{secret}");
+            assert!(secret.chars().all(|c| c.is_ascii_hexdigit()));
+        }
+        assert_ne!(secrets[0], secrets[1]);
+    }
+
+    #[test]
+    fn source_line_and_release_url_follow_the_flat_layout() {
+        let jitsi = repository(REPOSITORY_URL);
+        assert_eq!(
+            jitsi.source_line(),
+            "deb [signed-by=/usr/share/keyrings/meetbox-jitsi.gpg] https://download.jitsi.org stable/"
+        );
+        assert_eq!(
+            jitsi.release_url(),
+            "https://download.jitsi.org/stable/Release"
+        );
+        assert!(repository("https://example.invalid/a b")
+            .validate()
+            .is_err());
+        assert!(repository("ftp://example.invalid").validate().is_err());
+    }
+
+    #[test]
+    fn the_kept_jitsi_keyring_matches_its_pin() {
+        match Repository::jitsi() {
+            Ok(jitsi) => check_keyring(&jitsi).unwrap(),
+            Err(error) => {
+                // Not in this checkout: the message must tell how to add it.
+                let message = format!("{error:#}");
+                assert!(
+                    message.contains("jitsi-key.gpg.key") && message.contains("2DC1 389C"),
+                    "{message}"
+                );
+                eprintln!("skipping: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_silent_server_is_given_up_on_within_the_bound() {
+        // Accepts the connection, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/stable/Release", listener.local_addr().unwrap());
+        let holder = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buffer = [0; 1024];
+            let _ = stream.read(&mut buffer);
+            std::thread::sleep(Duration::from_secs(4));
+        });
+        let started = Instant::now();
+        let error = check_reachable(&url, Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+        let elapsed = started.elapsed();
+        assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+        assert!(
+            error.contains("cannot be reached") && error.contains(&url),
+            "{error}"
+        );
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn an_unresolvable_repository_stops_the_build_quickly() {
+        let started = Instant::now();
+        let mut jitsi = repository("https://download.jitsi.invalid");
+        jitsi.keyring = b"not a keyring".to_vec();
+        // The keyring is checked first.
+        let error = format!(
+            "{:#}",
+            prepare(&jitsi, INTERNAL_DOMAIN, Duration::from_secs(5)).unwrap_err()
+        );
+        assert!(error.contains("not an OpenPGP keyring"), "{error}");
+        let error = check_reachable(&jitsi.release_url(), REACHABILITY_TIMEOUT)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot be reached"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+}
