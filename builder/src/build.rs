@@ -16,7 +16,7 @@ use crate::layout::DiskLayout;
 use crate::manifest::{self, ImageFiles, Manifest, MANIFEST_FORMAT};
 use crate::profile::{default_profiles_dir, Base, Profile};
 use crate::{
-    compress, disk, esp, ext4, hosttools, layout, progress, rootfs, signing, sizing, tree,
+    compress, disk, esp, ext4, hosttools, jitsi, layout, progress, rootfs, signing, sizing, tree,
 };
 
 /// Build a signed, compressed, bootable disk image from a profile.
@@ -56,6 +56,9 @@ pub struct BuildArgs {
     /// The first-boot agent binary (default: built from the source tree, statically linked).
     #[arg(long)]
     pub agent: Option<PathBuf>,
+    /// Jitsi's archive key (default: builder/keys/jitsi.gpg); must match the pinned fingerprint.
+    #[arg(long, value_name = "FILE")]
+    pub jitsi_keyring: Option<PathBuf>,
     /// zstd level (1-19); the output does not depend on the thread count.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: i32,
@@ -128,7 +131,18 @@ fn assemble(
         .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
     let key = keys::resolve_secret_key(&args.signing)?;
 
-    let recipe = rootfs::Recipe::for_profile(profile);
+    let mut recipe = rootfs::Recipe::for_profile(profile);
+    if profile.services.jitsi {
+        progress::step("Jitsi Meet: pinned archive key and repository reachability");
+        let repository = jitsi::Repository::jitsi(args.jitsi_keyring.as_deref())?;
+        let inputs = jitsi::prepare(
+            &repository,
+            jitsi::INTERNAL_DOMAIN,
+            jitsi::REACHABILITY_TIMEOUT,
+        )?;
+        // Before the clean-up hook, which removes apt's package lists.
+        recipe.customize_hooks.splice(0..0, inputs.customize_hooks);
+    }
     let cached = rootfs::ensure_cached(&recipe, cache_dir)?;
 
     // Identifiers derive from what shapes the image, so a rebuild reuses them.

@@ -23,6 +23,9 @@ pub const SUITE: &str = "stable/";
 pub const FINGERPRINT: &str = "66A9 CD05 95D6 AFA2 4729  0D3B EF8B 479E 2DC1 389C";
 /// Where the checked keyring lives in this checkout.
 pub const KEYRING_FILE: &str = "keys/jitsi.gpg";
+/// Where Jitsi publishes the key, fetched when no copy is kept (its fingerprint is
+/// what is trusted, not the download).
+pub const KEY_URL: &str = "https://download.jitsi.org/jitsi-key.gpg.key";
 /// The Jitsi Meet packages; prosody comes from the base distribution (0.12 in
 /// Debian 12 and Ubuntu 24.04, as jitsi-meet-prosody needs).
 pub const PACKAGES: [&str; 6] = [
@@ -58,16 +61,20 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Jitsi's stable repository with the keyring kept in the repository.
-    pub fn jitsi() -> Result<Repository> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(KEYRING_FILE);
-        let keyring = std::fs::read(&path).with_context(|| {
-            format!(
-                "cannot read Jitsi's archive key {}: download https://download.jitsi.org/jitsi-key.gpg.key, \
-                 check that `gpg --show-keys` prints the fingerprint {FINGERPRINT}, and save it there",
-                path.display()
-            )
-        })?;
+    /// Jitsi's stable repository. Its key comes from `keyring`, else from the copy
+    /// kept in the repository, else from Jitsi's web site; whichever it is, `prepare`
+    /// checks it against the pinned fingerprint before anything is installed.
+    pub fn jitsi(keyring: Option<&Path>) -> Result<Repository> {
+        let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join(KEYRING_FILE);
+        let armoured_or_binary = match keyring {
+            Some(path) => std::fs::read(path)
+                .with_context(|| format!("cannot read Jitsi's archive key {}", path.display()))?,
+            None if kept.is_file() => {
+                std::fs::read(&kept).with_context(|| format!("cannot read {}", kept.display()))?
+            }
+            None => download_key(KEY_URL, REACHABILITY_TIMEOUT)?,
+        };
+        let keyring = crate::keyring::dearmor(&armoured_or_binary)?;
         Ok(Repository {
             url: REPOSITORY_URL.to_owned(),
             suite: SUITE.to_owned(),
@@ -192,6 +199,31 @@ pub fn check_reachable(url: &str, timeout: Duration) -> Result<()> {
             timeout.as_secs()
         ),
     }
+}
+
+/// Fetches the archive key within `timeout`, saying plainly when it cannot.
+fn download_key(url: &str, timeout: Duration) -> Result<Vec<u8>> {
+    crate::progress::detail(format!(
+        "no copy of Jitsi's key in the repository: fetching {url} (checked against the pinned fingerprint)"
+    ));
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent();
+    let mut response = agent.get(url).call().map_err(|error| {
+        anyhow::anyhow!(
+            "cannot fetch Jitsi's archive key from {url} ({error}) within {} s: check the \
+             network, or save the key to builder/{KEYRING_FILE} or pass --jitsi-keyring FILE, \
+             or build a profile without Jitsi (--profile test)",
+            timeout.as_secs()
+        )
+    })?;
+    response
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_vec()
+        .with_context(|| format!("cannot read the key from {url}"))
 }
 
 /// Installs the keyring and the source line into the image.
@@ -372,7 +404,7 @@ mod tests {
 
     #[test]
     fn the_kept_jitsi_keyring_matches_its_pin() {
-        match Repository::jitsi() {
+        match Repository::jitsi(None) {
             Ok(jitsi) => check_keyring(&jitsi).unwrap(),
             Err(error) => {
                 // Not in this checkout: the message must tell how to add it.

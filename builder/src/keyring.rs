@@ -62,7 +62,8 @@ pub fn normalize(fingerprint: &str) -> String {
 }
 
 /// Strips ASCII armour (RFC 4880 §6) if present; binary input is returned as is.
-fn dearmor(input: &[u8]) -> Result<Vec<u8>> {
+/// apt reads `signed-by` files ending in `.gpg` as binary keyrings.
+pub fn dearmor(input: &[u8]) -> Result<Vec<u8>> {
     let Ok(text) = std::str::from_utf8(input) else {
         return Ok(input.to_vec());
     };
