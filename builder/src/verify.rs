@@ -490,7 +490,7 @@ fn check_manifest(
         for (field, found, actual) in expected {
             if found != actual {
                 return Err(format!(
-                    "says {field} {found}, but the build has {actual}: manifest of another build or altered"
+                    "says {field} {found}, the files have {actual}: the image or the manifest was altered or comes from another build"
                 ));
             }
         }
@@ -1006,6 +1006,40 @@ mod tests {
             error.to_string().contains("cannot open the image"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn signatures_made_by_the_reference_cli_verify() {
+        let Some(minisign) = crate::signing::tests::require_tool("minisign") else {
+            return;
+        };
+        let Some((build, keys)) = signed_build(13) else {
+            return;
+        };
+        // Re-sign both files with the reference CLI, keeping meetbox's trusted comments.
+        for (file, signature) in [
+            (build.files.image_zst(), build.files.image_signature()),
+            (build.files.sums(), build.files.sums_signature()),
+        ] {
+            let comment = SignatureBox::from_file(&signature)
+                .unwrap()
+                .trusted_comment()
+                .unwrap();
+            fs::remove_file(&signature).unwrap();
+            let signed = std::process::Command::new(&minisign)
+                .arg("-S")
+                .arg("-s")
+                .arg(keys.path().join("test.key"))
+                .arg("-m")
+                .arg(&file)
+                .arg("-t")
+                .arg(&comment)
+                .output()
+                .unwrap();
+            assert!(signed.status.success(), "{signed:?}");
+        }
+        let report = verify(&build);
+        assert!(report.passed(), "{report}");
     }
 
     #[test]
