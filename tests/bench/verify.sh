@@ -97,14 +97,22 @@ echo "image: $image ($(du -h "$image" | cut -f1) compressed, ${raw_size:-unknown
 
 ours="$meetbox verify $image --pubkey $pubkey"
 reference="zstd -dc $image | sha256sum && minisign -Vm $image -p $pubkey"
+# coreutils' sha256sum may lack the CPU's SHA instructions; OpenSSL uses them.
+openssl_reference="zstd -dc $image | openssl dgst -sha256 && minisign -Vm $image -p $pubkey"
 
 if command -v hyperfine >/dev/null; then
     csv=$(mktemp)
+    extra=()
+    if command -v openssl >/dev/null; then
+        extra=(--command-name "zstd -dc | openssl sha256 + minisign -V" "$openssl_reference >/dev/null 2>&1")
+    fi
     hyperfine --style basic --warmup 1 --runs "$runs" --export-csv "$csv" \
         --command-name "meetbox verify" "$ours >/dev/null 2>&1" \
-        --command-name "zstd -dc | sha256sum + minisign -V" "$reference >/dev/null 2>&1" >&2
+        --command-name "zstd -dc | sha256sum + minisign -V" "$reference >/dev/null 2>&1" \
+        "${extra[@]}" >&2
     ours_s=$(awk -F, 'NR==2 {print $2}' "$csv")
     reference_s=$(awk -F, 'NR==3 {print $2}' "$csv")
+    openssl_s=$(awk -F, 'NR==4 {print $2}' "$csv")
     rm -f "$csv"
 else
     mean_seconds() {
@@ -118,9 +126,17 @@ else
     }
     ours_s=$(mean_seconds "$ours")
     reference_s=$(mean_seconds "$reference")
+    openssl_s=""
+    if command -v openssl >/dev/null; then
+        openssl_s=$(mean_seconds "$openssl_reference")
+    fi
 fi
-awk -v ours="$ours_s" -v ref="$reference_s" 'BEGIN {
-    printf "meetbox verify:                      %.2f s\n", ours
-    printf "zstd -dc | sha256sum + minisign -V:  %.2f s\n", ref
-    printf "ratio (meetbox / reference):         %.2f\n", ours / ref
+awk -v ours="$ours_s" -v ref="$reference_s" -v ossl="$openssl_s" 'BEGIN {
+    printf "meetbox verify:                              %.2f s\n", ours
+    printf "zstd -dc | sha256sum + minisign -V:          %.2f s\n", ref
+    printf "ratio (meetbox / reference):                 %.2f\n", ours / ref
+    if (ossl != "") {
+        printf "zstd -dc | openssl sha256 + minisign -V:     %.2f s\n", ossl
+        printf "ratio (meetbox / openssl reference):         %.2f\n", ours / ossl
+    }
 }'
