@@ -490,7 +490,7 @@ fn check_manifest(
         for (field, found, actual) in expected {
             if found != actual {
                 return Err(format!(
-                    "says {field} {found}, but the build has {actual}: manifest of another build or altered"
+                    "says {field} {found}, the files have {actual}: the image or the manifest was altered or comes from another build"
                 ));
             }
         }
@@ -630,21 +630,57 @@ fn feed_blocks(
 }
 
 /// Decompresses the blocks as a zstd stream and returns the raw size and SHA-256;
-/// a truncated or corrupt stream is an error.
+/// a truncated or corrupt stream is an error. Hashing runs in its own thread: the
+/// raw image is several times larger than the compressed one and SHA-256 of it costs
+/// about as much as decompressing it.
 fn hash_decompressed(blocks: Receiver<Arc<Vec<u8>>>) -> io::Result<(u64, Sha256Digest)> {
+    let (raw_tx, raw_rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH + 2);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            let mut size = 0u64;
+            for block in raw_rx {
+                hasher.update(&block);
+                size += block.len() as u64;
+                // The decompressor may have finished already; then the block is dropped.
+                let _ = spare_tx.try_send(block);
+            }
+            (size, Sha256Digest::from_hasher(hasher))
+        });
+        let decoded = decompress_into(blocks, &raw_tx, &spare_rx);
+        drop(raw_tx);
+        let hashed = hasher.join().expect("the hashing thread does not panic");
+        decoded.map(|()| hashed)
+    })
+}
+
+/// Decompresses into blocks (reused once hashed) and sends them to the hasher.
+fn decompress_into(
+    blocks: Receiver<Arc<Vec<u8>>>,
+    raw: &SyncSender<Vec<u8>>,
+    spare: &Receiver<Vec<u8>>,
+) -> io::Result<()> {
     let mut decoder = zstd::stream::read::Decoder::new(ChannelReader::new(blocks))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; CHUNK_BYTES];
-    let mut size = 0u64;
     loop {
-        let n = match decoder.read(&mut buffer) {
-            Ok(0) => return Ok((size, Sha256Digest::from_hasher(hasher))),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buffer[..n]);
-        size += n as u64;
+        let mut block = spare.try_recv().unwrap_or_default();
+        block.resize(CHUNK_BYTES, 0);
+        let mut filled = 0;
+        while filled < block.len() {
+            match decoder.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        block.truncate(filled);
+        if raw.send(block).is_err() {
+            return Ok(());
+        }
     }
 }
 
@@ -970,6 +1006,40 @@ mod tests {
             error.to_string().contains("cannot open the image"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn signatures_made_by_the_reference_cli_verify() {
+        let Some(minisign) = crate::signing::tests::require_tool("minisign") else {
+            return;
+        };
+        let Some((build, keys)) = signed_build(13) else {
+            return;
+        };
+        // Re-sign both files with the reference CLI, keeping meetbox's trusted comments.
+        for (file, signature) in [
+            (build.files.image_zst(), build.files.image_signature()),
+            (build.files.sums(), build.files.sums_signature()),
+        ] {
+            let comment = SignatureBox::from_file(&signature)
+                .unwrap()
+                .trusted_comment()
+                .unwrap();
+            fs::remove_file(&signature).unwrap();
+            let signed = std::process::Command::new(&minisign)
+                .arg("-S")
+                .arg("-s")
+                .arg(keys.path().join("test.key"))
+                .arg("-m")
+                .arg(&file)
+                .arg("-t")
+                .arg(&comment)
+                .output()
+                .unwrap();
+            assert!(signed.status.success(), "{signed:?}");
+        }
+        let report = verify(&build);
+        assert!(report.passed(), "{report}");
     }
 
     #[test]
