@@ -1,0 +1,988 @@
+//! `meetbox verify`: checks a build's signatures, checksums and manifest and the
+//! decompressed image, reading the compressed image once. The same checks without
+//! decompression serve `meetbox flash` (`check_signatures`) and `meetbox inspect`
+//! (`signature_status`).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use minisign::{PublicKey, SignatureBox};
+use sha2::{Digest, Sha256};
+
+use crate::artifacts::BuildFiles;
+use crate::checksums::{digest_listed_for, parse_sums, Sha256Digest, SUMS_FILE};
+use crate::keys::{default_secret_key_path, load_public_key, public_key_path_for, user_config_dir};
+use crate::manifest::Manifest;
+use crate::progress::{detail, human_bytes, step, Progress};
+use crate::signing::{HashingReader, TrustedComment};
+
+/// Size of the blocks the image is read and handed to the checking threads in.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Blocks in flight per checking thread: enough to keep both cores busy, little memory.
+const CHANNEL_DEPTH: usize = 16;
+
+/// Check a build before trusting it: the minisign signatures of the image and of
+/// SHA256SUMS, the digests SHA256SUMS lists, the manifest, and the SHA-256 and size
+/// of the decompressed image. Reads the compressed image once. Exits 0 only if every
+/// check passes; each failed check is named with its reason.
+#[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "Examples:\n  \
+    meetbox verify out/meetbox-office-ubuntu-24.04.img.zst --pubkey meetbox-release.pub\n  \
+    meetbox verify out/meetbox-test-debian-12.img.zst    # key of this machine's builds\n\n\
+The files of the build must sit next to the image: NAME.img.zst.minisig, NAME.img.bmap,\n\
+NAME.manifest.json, SHA256SUMS and SHA256SUMS.minisig. The reference tools check the\n\
+same signatures: minisign -Vm NAME.img.zst -p KEY.pub; sha256sum -c SHA256SUMS.")]
+pub struct VerifyArgs {
+    /// The compressed image, NAME.img.zst.
+    #[arg(value_name = "NAME.img.zst")]
+    pub image: PathBuf,
+    /// Public key that must have signed the build. Default: the public key of the
+    /// signing key in the user's config directory (the key local builds use).
+    #[arg(long, value_name = "KEY.pub")]
+    pub pubkey: Option<PathBuf>,
+}
+
+/// Runs `meetbox verify` and prints its report. `Ok(true)` when every check passed,
+/// `Ok(false)` when one failed (the report names it; exit with 1), `Err` when the
+/// checks could not run at all (no image, no public key).
+pub fn run_verify(args: &VerifyArgs) -> Result<bool> {
+    let report = verify_build(&args.image, args.pubkey.as_deref())?;
+    println!("{report}");
+    if !report.passed() {
+        eprintln!(
+            "verification FAILED: {} of {} checks failed; do not use this image",
+            report.failures().count(),
+            report.checks.len()
+        );
+    }
+    Ok(report.passed())
+}
+
+/// Every check, including decompressing the image and comparing it with the manifest.
+pub fn verify_build(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
+    check_build(image_zst, pubkey, true)
+}
+
+/// Per-check status without decompressing (for `meetbox inspect`); never fails
+/// because a check fails, only when the checks cannot run.
+pub fn signature_status(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
+    check_build(image_zst, pubkey, false)
+}
+
+/// A build whose signatures, checksums and manifest hold, ready for `meetbox flash`.
+/// The raw image itself was not checked: check it against `manifest.image` while
+/// writing, since the file may change after this check.
+#[derive(Clone, Debug)]
+pub struct VerifiedBuild {
+    pub files: BuildFiles,
+    pub manifest: Manifest,
+    pub image_zst: PathBuf,
+    pub bmap: PathBuf,
+    pub public_key_path: PathBuf,
+}
+
+/// Checks both signatures, SHA256SUMS and the manifest (reading the image once,
+/// without decompressing it); fails naming every check that did not pass.
+pub fn check_signatures(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifiedBuild> {
+    let report = check_build(image_zst, pubkey, false)?;
+    if !report.passed() {
+        let reasons: Vec<String> = report.failures().map(ToString::to_string).collect();
+        bail!(
+            "{} failed verification:\n  {}",
+            image_zst.display(),
+            reasons.join("\n  ")
+        );
+    }
+    let manifest = report
+        .manifest
+        .clone()
+        .expect("a passed report has a manifest");
+    Ok(VerifiedBuild {
+        image_zst: report.files.image_zst(),
+        bmap: report.files.bmap(),
+        files: report.files,
+        manifest,
+        public_key_path: report.public_key_path,
+    })
+}
+
+/// The public key to check with: the given one, else the default signing key's.
+pub fn resolve_public_key(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let path = public_key_path_for(&default_secret_key_path(&user_config_dir()?));
+    if !path.exists() {
+        bail!(
+            "no --pubkey given and no default key at {}: pass the public key the image was signed with (--pubkey KEY.pub)",
+            path.display()
+        );
+    }
+    detail(format!("public key: {} (default)", path.display()));
+    Ok(path)
+}
+
+/// Result of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// What was checked, e.g. "signature of NAME.img.zst".
+    pub check: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Passed; the text says what was found.
+    Passed(String),
+    /// Failed; the text says why and what it means.
+    Failed(String),
+}
+
+impl fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Outcome::Passed(detail) => write!(f, "ok    {}: {detail}", self.check),
+            Outcome::Failed(reason) => write!(f, "FAIL  {}: {reason}", self.check),
+        }
+    }
+}
+
+/// Everything one verification found.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    pub files: BuildFiles,
+    pub public_key_path: PathBuf,
+    pub checks: Vec<CheckResult>,
+    /// The manifest, if it could be read (trust it only if `passed()`).
+    pub manifest: Option<Manifest>,
+    pub compressed_size: u64,
+    /// Size of the decompressed image, when it was decompressed completely.
+    pub raw_size: Option<u64>,
+    pub elapsed: Duration,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.failures().next().is_none()
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks
+            .iter()
+            .filter(|check| matches!(check.outcome, Outcome::Failed(_)))
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} with {}:",
+            self.files.image_zst().display(),
+            self.public_key_path.display()
+        )?;
+        for check in &self.checks {
+            writeln!(f, "  {check}")?;
+        }
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        let read = self.raw_size.unwrap_or(self.compressed_size);
+        write!(
+            f,
+            "{}: {} compressed{} checked in {:.1} s ({}/s)",
+            if self.passed() { "PASSED" } else { "FAILED" },
+            human_bytes(self.compressed_size),
+            self.raw_size
+                .map(|raw| format!(", {} raw", human_bytes(raw)))
+                .unwrap_or_default(),
+            secs,
+            human_bytes((read as f64 / secs) as u64)
+        )
+    }
+}
+
+/// Builds the report: reads the small files, streams the image once, then judges.
+fn check_build(image_zst: &Path, pubkey: Option<&Path>, decompress: bool) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let files = BuildFiles::from_image_zst(image_zst)?;
+    let public_key_path = resolve_public_key(pubkey)?;
+    let public = load_public_key(&public_key_path)?;
+    let image = File::open(files.image_zst())
+        .with_context(|| format!("cannot open the image {}", files.image_zst().display()))?;
+    let size = image.metadata()?.len();
+    step(format!(
+        "Verifying {}{}",
+        files.image_zst_name(),
+        if decompress { "" } else { " (signatures only)" }
+    ));
+
+    let image_signature = read_signature(&files.image_signature());
+    let usable_signature = image_signature
+        .as_ref()
+        .ok()
+        .filter(|signature| signature_usable(signature, &public).is_ok());
+    let streamed = stream_image(
+        image,
+        size,
+        usable_signature.map(|s| (&public, s)),
+        decompress,
+    )?;
+
+    let key = KeyContext {
+        public: &public,
+        path: &public_key_path,
+    };
+    let manifest = Manifest::read(&files.manifest()).map_err(|e| format!("{e:#}"));
+    let sums_text = fs::read_to_string(files.sums())
+        .with_context(|| format!("cannot read {}", files.sums().display()))
+        .map_err(|e| format!("{e:#}: missing file"));
+
+    let mut checks = vec![
+        check_image_signature(&files, &key, &image_signature, &streamed),
+        check_image_comment(&files, &image_signature, &streamed, manifest.as_ref().ok()),
+        check_sums_signature(&files, &key, &sums_text),
+        check_sums_listing(&files, &sums_text, &streamed),
+        check_manifest(&files, &manifest, &streamed),
+    ];
+    if decompress {
+        checks.push(check_decompressed(
+            &files,
+            &streamed,
+            manifest.as_ref().ok(),
+        ));
+    }
+    Ok(VerifyReport {
+        files,
+        public_key_path,
+        checks,
+        manifest: manifest.ok(),
+        compressed_size: streamed.compressed_size,
+        raw_size: streamed
+            .raw
+            .as_ref()
+            .and_then(|raw| raw.as_ref().ok())
+            .map(|r| r.0),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The public key and where it came from, for messages.
+struct KeyContext<'a> {
+    public: &'a PublicKey,
+    path: &'a Path,
+}
+
+fn read_signature(path: &Path) -> Result<SignatureBox, String> {
+    let text = fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}: missing file", path.display()))?;
+    SignatureBox::from_string(&text)
+        .map_err(|e| format!("{} is not a minisign signature: {e}", path.display()))
+}
+
+fn key_id(keynum: &[u8]) -> String {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&keynum[..8]);
+    format!("{:016X}", u64::from_le_bytes(bytes))
+}
+
+/// Whether a signature can be checked with the key at all (same key ID, prehashed).
+/// Legacy signatures would need the whole file in memory: images are GBs.
+fn signature_usable(signature: &SignatureBox, key: &PublicKey) -> Result<(), String> {
+    if signature.keynum() != key.keynum() {
+        return Err(format!(
+            "signed with key ID {}, but the public key has ID {}: wrong public key, or a file signed by someone else",
+            key_id(signature.keynum()),
+            key_id(key.keynum())
+        ));
+    }
+    if !signature.is_prehashed() {
+        return Err("legacy (not prehashed) signature: meetbox only writes prehashed ones".into());
+    }
+    Ok(())
+}
+
+/// Verifies a signature of a small in-memory file.
+fn verify_small(key: &PublicKey, signature: &SignatureBox, data: &[u8]) -> Result<(), String> {
+    signature_usable(signature, key)?;
+    minisign::verify(key, signature, Cursor::new(data), true, false, false)
+        .map_err(|e| e.to_string())
+}
+
+/// The authenticated trusted comment of a signature that verified.
+fn trusted_comment(signature: &SignatureBox) -> Result<TrustedComment, String> {
+    let text = signature.trusted_comment().map_err(|e| e.to_string())?;
+    TrustedComment::parse(&text).map_err(|e| format!("{e:#}"))
+}
+
+fn check_image_signature(
+    files: &BuildFiles,
+    key: &KeyContext,
+    signature: &Result<SignatureBox, String>,
+    streamed: &Streamed,
+) -> CheckResult {
+    let check = format!("signature of {}", files.image_zst_name());
+    let outcome = match signature {
+        Err(reason) => Outcome::Failed(reason.clone()),
+        Ok(signature) => match signature_usable(signature, key.public) {
+            Err(reason) => Outcome::Failed(reason),
+            Ok(()) => match &streamed.signature {
+                Some(Ok(())) => Outcome::Passed(format!("key ID {}", key_id(key.public.keynum()))),
+                Some(Err(reason)) => Outcome::Failed(format!(
+                    "does not verify with {} ({reason}): wrong key or altered file",
+                    key.path.display()
+                )),
+                None => Outcome::Failed("was not checked".into()),
+            },
+        },
+    };
+    CheckResult { check, outcome }
+}
+
+fn check_image_comment(
+    files: &BuildFiles,
+    signature: &Result<SignatureBox, String>,
+    streamed: &Streamed,
+    manifest: Option<&Manifest>,
+) -> CheckResult {
+    let check = format!("trusted comment of {}", files.image_zst_name());
+    let outcome = match (signature, &streamed.signature) {
+        (Ok(signature), Some(Ok(()))) => match trusted_comment(signature) {
+            Err(reason) => Outcome::Failed(reason),
+            Ok(comment) => judge_image_comment(files, &comment, streamed, manifest),
+        },
+        _ => Outcome::Failed("not trusted: the signature did not verify".into()),
+    };
+    CheckResult { check, outcome }
+}
+
+fn judge_image_comment(
+    files: &BuildFiles,
+    comment: &TrustedComment,
+    streamed: &Streamed,
+    manifest: Option<&Manifest>,
+) -> Outcome {
+    if comment.file != files.image_zst_name() {
+        return Outcome::Failed(format!(
+            "the signature is for {}, not {}: a file of another build was put in its place",
+            comment.file,
+            files.image_zst_name()
+        ));
+    }
+    if comment.sha256 != streamed.compressed_sha256 {
+        return Outcome::Failed(format!(
+            "signed sha256 {} differs from the file's {}",
+            comment.sha256, streamed.compressed_sha256
+        ));
+    }
+    match (comment.raw_sha256, manifest) {
+        (None, _) => Outcome::Failed("names no raw-sha256 of the image".into()),
+        (Some(raw), Some(manifest)) if raw != manifest.image.raw_sha256 => {
+            Outcome::Failed(format!(
+                "signed raw-sha256 {raw} differs from the manifest's {}: the manifest belongs to another build",
+                manifest.image.raw_sha256
+            ))
+        }
+        _ => Outcome::Passed(format!(
+            "meetbox {}, sha256 {}",
+            comment.meetbox_version, comment.sha256
+        )),
+    }
+}
+
+fn check_sums_signature(
+    files: &BuildFiles,
+    key: &KeyContext,
+    sums_text: &Result<String, String>,
+) -> CheckResult {
+    let check = format!("signature of {SUMS_FILE}");
+    let outcome = (|| {
+        let text = sums_text.as_ref().map_err(Clone::clone)?;
+        let signature = read_signature(&files.sums_signature())?;
+        verify_small(key.public, &signature, text.as_bytes()).map_err(|reason| {
+            format!(
+                "does not verify with {} ({reason}): wrong key or altered file",
+                key.path.display()
+            )
+        })?;
+        let comment = trusted_comment(&signature)?;
+        let digest = Sha256Digest::of(text.as_bytes());
+        if comment.file != SUMS_FILE || comment.sha256 != digest {
+            return Err(format!(
+                "the signature is for {} sha256 {}, the file is {SUMS_FILE} sha256 {digest}",
+                comment.file, comment.sha256
+            ));
+        }
+        Ok(format!("meetbox {}", comment.meetbox_version))
+    })();
+    CheckResult {
+        check,
+        outcome: outcome.map_or_else(Outcome::Failed, Outcome::Passed),
+    }
+}
+
+fn check_sums_listing(
+    files: &BuildFiles,
+    sums_text: &Result<String, String>,
+    streamed: &Streamed,
+) -> CheckResult {
+    let check = format!("{SUMS_FILE} digests");
+    let outcome = (|| {
+        let text = sums_text.as_ref().map_err(Clone::clone)?;
+        let entries = parse_sums(text).map_err(|e| format!("{e:#}"))?;
+        let actual = [
+            (files.image_zst_name(), Ok(streamed.compressed_sha256)),
+            (files.bmap_name(), Sha256Digest::of_file(&files.bmap())),
+            (
+                files.manifest_name(),
+                Sha256Digest::of_file(&files.manifest()),
+            ),
+        ];
+        for (name, digest) in actual {
+            let listed = digest_listed_for(&entries, &name).map_err(|e| e.to_string())?;
+            let digest = digest.map_err(|e| format!("{e:#}: missing file"))?;
+            if listed != digest {
+                return Err(format!(
+                    "lists sha256 {listed} for {name}, the file has {digest}: altered or swapped file"
+                ));
+            }
+        }
+        Ok("image, block map and manifest match".to_string())
+    })();
+    CheckResult {
+        check,
+        outcome: outcome.map_or_else(Outcome::Failed, Outcome::Passed),
+    }
+}
+
+fn check_manifest(
+    files: &BuildFiles,
+    manifest: &Result<Manifest, String>,
+    streamed: &Streamed,
+) -> CheckResult {
+    let check = format!("manifest {}", files.manifest_name());
+    let outcome = (|| {
+        let manifest = manifest.as_ref().map_err(Clone::clone)?;
+        let image = &manifest.image;
+        let expected = [
+            ("name", manifest.name.clone(), files.name.clone()),
+            (
+                "compressed_file",
+                image.compressed_file.clone(),
+                files.image_zst_name(),
+            ),
+            ("bmap_file", image.bmap_file.clone(), files.bmap_name()),
+            (
+                "compressed_sha256",
+                image.compressed_sha256.to_string(),
+                streamed.compressed_sha256.to_string(),
+            ),
+            (
+                "compressed_size_bytes",
+                image.compressed_size_bytes.to_string(),
+                streamed.compressed_size.to_string(),
+            ),
+        ];
+        for (field, found, actual) in expected {
+            if found != actual {
+                return Err(format!(
+                    "says {field} {found}, but the build has {actual}: manifest of another build or altered"
+                ));
+            }
+        }
+        Ok(format!(
+            "{} {}, built by meetbox {}",
+            manifest.name, manifest.base, manifest.meetbox_version
+        ))
+    })();
+    CheckResult {
+        check,
+        outcome: outcome.map_or_else(Outcome::Failed, Outcome::Passed),
+    }
+}
+
+fn check_decompressed(
+    files: &BuildFiles,
+    streamed: &Streamed,
+    manifest: Option<&Manifest>,
+) -> CheckResult {
+    let check = "decompressed image".to_string();
+    let outcome = match (&streamed.raw, manifest) {
+        (Some(Err(reason)), _) => Outcome::Failed(format!(
+            "{} does not decompress ({reason}): truncated or altered",
+            files.image_zst_name()
+        )),
+        (None, _) => Outcome::Failed("was not decompressed".into()),
+        (Some(Ok(_)), None) => Outcome::Failed("no readable manifest to compare with".into()),
+        (Some(Ok((size, digest))), Some(manifest)) => {
+            let image = &manifest.image;
+            if *size != image.raw_size_bytes || *digest != image.raw_sha256 {
+                Outcome::Failed(format!(
+                    "{size} bytes sha256 {digest}, the manifest says {} bytes sha256 {}",
+                    image.raw_size_bytes, image.raw_sha256
+                ))
+            } else {
+                Outcome::Passed(format!("{} sha256 {digest}", human_bytes(*size)))
+            }
+        }
+    };
+    CheckResult { check, outcome }
+}
+
+/// What one pass over the compressed image found.
+struct Streamed {
+    compressed_sha256: Sha256Digest,
+    compressed_size: u64,
+    /// Signature verification, if a usable signature was given.
+    signature: Option<Result<(), String>>,
+    /// Size and SHA-256 of the decompressed image, if decompression was asked for.
+    raw: Option<Result<(u64, Sha256Digest), String>>,
+}
+
+/// Reads the image once and hands each block to two threads: one computes the
+/// SHA-256 and the signature's BLAKE2b prehash of the compressed bytes, the other
+/// decompresses and hashes the raw image; with two cores they run side by side.
+fn stream_image(
+    mut image: File,
+    size: u64,
+    signature: Option<(&PublicKey, &SignatureBox)>,
+    decompress: bool,
+) -> Result<Streamed> {
+    std::thread::scope(|scope| {
+        let (compressed_tx, compressed_rx) = sync_channel(CHANNEL_DEPTH);
+        let compressed = scope.spawn(move || {
+            let progress = Progress::bytes("verify", size);
+            let mut reader = HashingReader::new(ChannelReader::new(compressed_rx), progress);
+            let verdict = signature.map(|(key, signature)| {
+                minisign::verify(key, signature, Unseekable(&mut reader), true, false, false)
+                    .map_err(|e| e.to_string())
+            });
+            // Hash what the signature check left unread (it stops early on errors).
+            let drained = io::copy(&mut reader, &mut io::sink());
+            let (digest, size) = reader.finish();
+            drained.map(|_| (verdict, digest, size))
+        });
+        let (raw_tx, raw_handle) = if decompress {
+            let (tx, rx) = sync_channel(CHANNEL_DEPTH);
+            (Some(tx), Some(scope.spawn(move || hash_decompressed(rx))))
+        } else {
+            (None, None)
+        };
+
+        let read = feed_blocks(&mut image, compressed_tx, raw_tx);
+        let compressed = compressed
+            .join()
+            .expect("the hashing thread does not panic")
+            .context("cannot hash the image")?;
+        let raw = raw_handle.map(|handle| {
+            handle
+                .join()
+                .expect("the decompressing thread does not panic")
+                .map_err(|e| e.to_string())
+        });
+        read.context("cannot read the image")?;
+        let (signature, compressed_sha256, compressed_size) = compressed;
+        Ok(Streamed {
+            compressed_sha256,
+            compressed_size,
+            signature,
+            raw,
+        })
+    })
+}
+
+/// Reads the file in blocks and sends each to every consumer still listening (the
+/// decompressor stops listening when the data is corrupt).
+fn feed_blocks(
+    image: &mut File,
+    compressed: SyncSender<Arc<Vec<u8>>>,
+    mut raw: Option<SyncSender<Arc<Vec<u8>>>>,
+) -> io::Result<()> {
+    loop {
+        let mut block = vec![0u8; CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < block.len() {
+            match image.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        block.truncate(filled);
+        let block = Arc::new(block);
+        if let Some(sender) = &raw {
+            if sender.send(Arc::clone(&block)).is_err() {
+                raw = None;
+            }
+        }
+        if compressed.send(block).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Decompresses the blocks as a zstd stream and returns the raw size and SHA-256;
+/// a truncated or corrupt stream is an error.
+fn hash_decompressed(blocks: Receiver<Arc<Vec<u8>>>) -> io::Result<(u64, Sha256Digest)> {
+    let mut decoder = zstd::stream::read::Decoder::new(ChannelReader::new(blocks))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut size = 0u64;
+    loop {
+        let n = match decoder.read(&mut buffer) {
+            Ok(0) => return Ok((size, Sha256Digest::from_hasher(hasher))),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+}
+
+/// Reads the blocks a channel delivers, as one stream; ends when the sender is gone.
+struct ChannelReader {
+    blocks: Receiver<Arc<Vec<u8>>>,
+    current: Arc<Vec<u8>>,
+    offset: usize,
+}
+
+impl ChannelReader {
+    fn new(blocks: Receiver<Arc<Vec<u8>>>) -> Self {
+        ChannelReader {
+            blocks,
+            current: Arc::new(Vec::new()),
+            offset: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.offset == self.current.len() {
+            match self.blocks.recv() {
+                Ok(block) => {
+                    self.current = block;
+                    self.offset = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.offset);
+        buf[..n].copy_from_slice(&self.current[self.offset..self.offset + n]);
+        self.offset += n;
+        Ok(n)
+    }
+}
+
+/// `minisign::verify` wants `Seek` only to echo the data (`output = true`), which
+/// we never ask for; a stream cannot seek.
+struct Unseekable<R>(R);
+
+impl<R: Read> Read for Unseekable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R> Seek for Unseekable<R> {
+    fn seek(&mut self, _: SeekFrom) -> io::Result<u64> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a streamed image cannot seek",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::keys::write_key_pair;
+    use crate::signing::tests::{synthetic_build, SyntheticBuild};
+
+    /// A signed 4 MiB build plus the directory holding its key; `None` = skipped.
+    fn signed_build(seed: u64) -> Option<(SyntheticBuild, tempfile::TempDir)> {
+        let keys = tempfile::tempdir().unwrap();
+        let build = synthetic_build("meetbox-test", seed, keys.path())?;
+        Some((build, keys))
+    }
+
+    fn verify(build: &SyntheticBuild) -> VerifyReport {
+        verify_build(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
+    }
+
+    /// The names of the failed checks, and the report text for assertion messages.
+    fn failed(report: &VerifyReport) -> (Vec<String>, String) {
+        let names = report.failures().map(|c| c.check.clone()).collect();
+        (names, report.to_string())
+    }
+
+    fn flip_byte(path: &Path, offset: impl FnOnce(usize) -> usize) {
+        let mut bytes = fs::read(path).unwrap();
+        let at = offset(bytes.len());
+        bytes[at] ^= 0x01;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn an_intact_build_passes_every_check_and_reports_sizes() {
+        let Some((build, _keys)) = signed_build(1) else {
+            return;
+        };
+        let report = verify(&build);
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.checks.len(), 6);
+        assert_eq!(report.raw_size, Some(build.raw.len() as u64));
+        assert!(report.to_string().contains("PASSED"), "{report}");
+        assert!(run_verify(&VerifyArgs {
+            image: build.files.image_zst(),
+            pubkey: Some(build.key.public_key_path.clone()),
+        })
+        .unwrap());
+
+        let verified =
+            check_signatures(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap();
+        assert_eq!(
+            verified.manifest.image.raw_sha256,
+            Sha256Digest::of(&build.raw)
+        );
+        assert_eq!(verified.bmap, build.files.bmap());
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_in_the_image_fails_its_signature_and_digests() {
+        let offsets: [fn(usize) -> usize; 3] = [|_| 0, |len| len / 2, |len| len - 1];
+        for offset in offsets {
+            let Some((build, _keys)) = signed_build(2) else {
+                return;
+            };
+            flip_byte(&build.files.image_zst(), offset);
+            let report = verify(&build);
+            let (names, text) = failed(&report);
+            assert!(
+                names.contains(&"signature of meetbox-test.img.zst".to_string()),
+                "{text}"
+            );
+            assert!(names.contains(&"SHA256SUMS digests".to_string()), "{text}");
+            assert!(text.contains("wrong key or altered file"), "{text}");
+            assert!(!run_verify(&VerifyArgs {
+                image: build.files.image_zst(),
+                pubkey: Some(build.key.public_key_path.clone()),
+            })
+            .unwrap());
+        }
+    }
+
+    #[test]
+    fn a_truncated_image_does_not_decompress() {
+        let Some((build, _keys)) = signed_build(3) else {
+            return;
+        };
+        let bytes = fs::read(build.files.image_zst()).unwrap();
+        fs::write(build.files.image_zst(), &bytes[..bytes.len() - 1000]).unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert!(names.contains(&"decompressed image".to_string()), "{text}");
+        assert!(text.contains("does not decompress"), "{text}");
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn altered_block_map_or_manifest_fail_the_signed_digests() {
+        let Some((build, _keys)) = signed_build(4) else {
+            return;
+        };
+        flip_byte(&build.files.bmap(), |len| len / 2);
+        let (names, text) = failed(&verify(&build));
+        assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
+        assert!(text.contains("for meetbox-test.img.bmap"), "{text}");
+
+        let Some((build, _keys)) = signed_build(4) else {
+            return;
+        };
+        let manifest = fs::read_to_string(build.files.manifest()).unwrap();
+        fs::write(
+            build.files.manifest(),
+            manifest.replace("ubuntu-24.04", "ubuntu-24.10"),
+        )
+        .unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
+        assert!(text.contains("for meetbox-test.manifest.json"), "{text}");
+    }
+
+    #[test]
+    fn altered_checksums_or_signatures_fail_their_signature_check() {
+        let Some((build, _keys)) = signed_build(5) else {
+            return;
+        };
+        let sums = fs::read_to_string(build.files.sums()).unwrap();
+        let digit = if sums.starts_with('0') { "1" } else { "0" };
+        fs::write(build.files.sums(), format!("{digit}{}", &sums[1..])).unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert!(
+            names.contains(&"signature of SHA256SUMS".to_string()),
+            "{text}"
+        );
+
+        let Some((build, _keys)) = signed_build(5) else {
+            return;
+        };
+        let signature = fs::read_to_string(build.files.image_signature()).unwrap();
+        let forged = signature.replace("meetbox 0.", "meetbox 9.");
+        assert_ne!(forged, signature);
+        fs::write(build.files.image_signature(), forged).unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+
+        let Some((build, _keys)) = signed_build(5) else {
+            return;
+        };
+        // Third line: the global signature over the detached signature and comment.
+        let signature = fs::read_to_string(build.files.sums_signature()).unwrap();
+        let mut lines: Vec<String> = signature.lines().map(str::to_string).collect();
+        let last = lines.len() - 1;
+        let flipped = if lines[last].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
+        lines[last].replace_range(0..1, flipped);
+        fs::write(build.files.sums_signature(), lines.join("\n") + "\n").unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert_eq!(names, vec!["signature of SHA256SUMS"], "{text}");
+    }
+
+    #[test]
+    fn the_wrong_key_fails_both_signatures_naming_key_ids() {
+        let Some((build, keys)) = signed_build(6) else {
+            return;
+        };
+        let other = keys.path().join("other.key");
+        write_key_pair(&other, None, false).unwrap();
+        let report = verify_build(
+            &build.files.image_zst(),
+            Some(&keys.path().join("other.pub")),
+        )
+        .unwrap();
+        let (names, text) = failed(&report);
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(
+            names.contains(&"signature of SHA256SUMS".to_string()),
+            "{text}"
+        );
+        assert!(text.contains("wrong public key"), "{text}");
+        assert!(check_signatures(
+            &build.files.image_zst(),
+            Some(&keys.path().join("other.pub"))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn files_swapped_in_from_another_signed_build_are_detected() {
+        let Some((build, keys)) = signed_build(7) else {
+            return;
+        };
+        let other = synthetic_build("meetbox-test", 8, keys.path()).unwrap();
+        for path in [other.files.image_zst(), other.files.image_signature()] {
+            fs::copy(&path, build.dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let (names, text) = failed(&verify(&build));
+        // The swapped image and its signature are genuine, but the rest disagrees.
+        assert!(
+            !names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(
+            names.contains(&"trusted comment of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(names.contains(&"SHA256SUMS digests".to_string()), "{text}");
+        assert!(
+            names.contains(&"manifest meetbox-test.manifest.json".to_string()),
+            "{text}"
+        );
+        assert!(names.contains(&"decompressed image".to_string()), "{text}");
+
+        // An image of a differently named build, renamed: its signed file name differs.
+        let Some((build, keys)) = signed_build(9) else {
+            return;
+        };
+        let renamed = synthetic_build("meetbox-other", 10, keys.path()).unwrap();
+        fs::copy(renamed.files.image_zst(), build.files.image_zst()).unwrap();
+        fs::copy(
+            renamed.files.image_signature(),
+            build.files.image_signature(),
+        )
+        .unwrap();
+        let (_, text) = failed(&verify(&build));
+        assert!(
+            text.contains("the signature is for meetbox-other.img.zst"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_fails_a_check_and_a_missing_image_is_an_error() {
+        let Some((probe, _keys)) = signed_build(11) else {
+            return;
+        };
+        let names = [
+            probe.files.bmap(),
+            probe.files.manifest(),
+            probe.files.sums(),
+            probe.files.image_signature(),
+            probe.files.sums_signature(),
+        ]
+        .map(|path| path.file_name().unwrap().to_owned());
+        for name in names {
+            let Some((build, _keys)) = signed_build(11) else {
+                return;
+            };
+            fs::remove_file(build.dir.path().join(&name)).unwrap();
+            let report = verify(&build);
+            let (_, text) = failed(&report);
+            assert!(!report.passed(), "{text}");
+            assert!(text.contains("missing file"), "{name:?}: {text}");
+        }
+        fs::remove_file(probe.files.image_zst()).unwrap();
+        let error =
+            verify_build(&probe.files.image_zst(), Some(&probe.key.public_key_path)).unwrap_err();
+        assert!(
+            error.to_string().contains("cannot open the image"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn signature_status_reports_per_file_without_decompressing() {
+        let Some((build, _keys)) = signed_build(12) else {
+            return;
+        };
+        flip_byte(&build.files.bmap(), |len| len - 2);
+        let report =
+            signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap();
+        assert_eq!(report.checks.len(), 5);
+        assert_eq!(report.raw_size, None);
+        let (names, text) = failed(&report);
+        assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
+    }
+}

@@ -1,0 +1,375 @@
+//! Integration: build the `test` profile on Ubuntu 24.04 and Debian 12 with the
+//! real tools, check the artifacts with the reference tools (minisign, sha256sum,
+//! bmaptool), check reproducibility, and boot each image under OVMF Secure Boot
+//! on a virtual disk larger than the image.
+//!
+//! Needs root and the host packages that tests/run installs. Outside CI a
+//! missing prerequisite skips with the reason; with CI=true it fails.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
+
+fn prerequisites_missing() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("building images needs root (mmdebstrap)".into());
+    }
+    for tool in [
+        "mmdebstrap",
+        "qemu-system-x86_64",
+        "minisign",
+        "bmaptool",
+        "sha256sum",
+    ] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return Some(format!("`{tool}` is not installed (tests/run installs it)"));
+        }
+    }
+    None
+}
+
+/// Returns false (and says why) when the test cannot run here; panics in CI.
+fn can_run(test: &str) -> bool {
+    match prerequisites_missing() {
+        None => true,
+        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
+
+fn work_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-tests");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn meetbox(args: &[&str]) -> Output {
+    let output = Command::new(MEETBOX)
+        .args(args)
+        .output()
+        .expect("meetbox runs");
+    eprintln!(
+        "$ meetbox {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn meetbox_ok(args: &[&str]) -> Output {
+    let output = meetbox(args);
+    assert!(output.status.success(), "meetbox {} failed", args.join(" "));
+    output
+}
+
+/// A test signing key, made once.
+fn test_key() -> &'static (PathBuf, PathBuf) {
+    static KEY: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let prefix = work_dir().join("test-signing");
+        let key = prefix.with_extension("key");
+        let public = prefix.with_extension("pub");
+        if !key.exists() {
+            meetbox_ok(&["keygen", "--out", prefix.to_str().unwrap(), "--unencrypted"]);
+        }
+        (key, public)
+    })
+}
+
+struct Built {
+    out: PathBuf,
+    name: String,
+}
+
+impl Built {
+    fn file(&self, suffix: &str) -> PathBuf {
+        self.out.join(format!("{}{suffix}", self.name))
+    }
+    fn manifest(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.file(".manifest.json")).unwrap()).unwrap()
+    }
+}
+
+fn build(base: &str, out_name: &str) -> Built {
+    let out = work_dir().join(out_name);
+    let _ = fs::remove_dir_all(&out);
+    let (key, _) = test_key();
+    let cache = work_dir().join("cache");
+    meetbox_ok(&[
+        "build",
+        "--profile",
+        "test",
+        "--base",
+        base,
+        "--out",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    Built {
+        out,
+        name: format!("meetbox-test-{base}"),
+    }
+}
+
+fn run_ok(program: &str, args: &[&str], dir: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{text}"
+    );
+    text
+}
+
+/// The reference tools accept what we produce.
+fn check_artifacts_with_reference_tools(built: &Built) {
+    let (_, public) = test_key();
+    let out = &built.out;
+    for signed in [format!("{}.img.zst", built.name), "SHA256SUMS".to_string()] {
+        let text = run_ok(
+            "minisign",
+            &["-V", "-p", public.to_str().unwrap(), "-m", &signed],
+            out,
+        );
+        assert!(
+            text.contains("Signature and comment signature verified"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&signed),
+            "trusted comment names {signed}: {text}"
+        );
+    }
+    let sums = run_ok("sha256sum", &["-c", "SHA256SUMS"], out);
+    assert!(
+        sums.contains(&format!("{}.img.zst: OK", built.name)),
+        "{sums}"
+    );
+
+    let copy = work_dir().join(format!("{}-bmaptool.img", built.name));
+    let _ = fs::remove_file(&copy);
+    run_ok(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            built.file(".img.bmap").to_str().unwrap(),
+            built.file(".img.zst").to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+        out,
+    );
+    let manifest = built.manifest();
+    assert_eq!(
+        sha256_file(&copy),
+        manifest["image"]["raw_sha256"].as_str().unwrap(),
+        "bmaptool's copy is the signed raw image"
+    );
+    fs::remove_file(&copy).unwrap();
+}
+
+fn sha256_file(path: &Path) -> String {
+    let out = run_ok("sha256sum", &[path.to_str().unwrap()], Path::new("."));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+/// `meetbox verify` accepts the build and refuses a tampered copy.
+fn check_verify(built: &Built) {
+    let (_, public) = test_key();
+    let image = built.file(".img.zst");
+    meetbox_ok(&[
+        "verify",
+        image.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+
+    let tampered_dir = work_dir().join(format!("{}-tampered", built.name));
+    let _ = fs::remove_dir_all(&tampered_dir);
+    fs::create_dir_all(&tampered_dir).unwrap();
+    for entry in fs::read_dir(&built.out).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), tampered_dir.join(entry.file_name())).unwrap();
+    }
+    let copy = tampered_dir.join(image.file_name().unwrap());
+    let len = fs::metadata(&copy).unwrap().len();
+    flip_byte(&copy, len / 2);
+    let output = meetbox(&[
+        "verify",
+        copy.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert!(
+        !output.status.success(),
+        "a flipped byte must fail verification"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("signature") || stderr.contains("SHA-256"),
+        "{stderr}"
+    );
+    fs::remove_dir_all(&tampered_dir).unwrap();
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    byte[0] ^= 0xff;
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    std::io::Write::write_all(&mut file, &byte).unwrap();
+}
+
+/// Boots on a disk 2 GiB larger than the image; expects Secure Boot and the agent's
+/// banner on the serial console, then checks that partition and file system grew.
+fn boot_and_check_growth(built: &Built) {
+    let manifest = built.manifest();
+    let image_size = manifest["image"]["raw_size_bytes"].as_u64().unwrap();
+    let disk_size = image_size + (2 << 30);
+    let disk = work_dir().join(format!("{}-vm.img", built.name));
+    let log = work_dir().join(format!("{}-serial.log", built.name));
+    let _ = fs::remove_file(&log);
+    meetbox_ok(&[
+        "run",
+        built.file(".img.zst").to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--disk-size",
+        &disk_size.to_string(),
+        "--http-port",
+        &free_port().to_string(),
+        "--https-port",
+        &free_port().to_string(),
+        "--serial-log",
+        log.to_str().unwrap(),
+        "--expect",
+        "Secure boot enabled",
+        "--expect",
+        "Meetbox first-boot setup",
+        "--timeout",
+        "900",
+    ]);
+    let (root_end, fs_bytes) = root_partition_and_fs_size(&disk);
+    let sector = 512;
+    assert!(
+        (root_end + 1) * sector > image_size + (1 << 30),
+        "root partition grew to the disk: ends at {} bytes, disk {disk_size}",
+        (root_end + 1) * sector
+    );
+    assert!(
+        fs_bytes > image_size,
+        "ext4 grew beyond the image size: {fs_bytes} bytes"
+    );
+    fs::remove_file(&disk).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Image tests take both cores; run them one at a time.
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// (last LBA of partition 2, ext4 size in bytes) read straight from the disk.
+fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
+    let mut file = fs::File::open(disk).unwrap();
+    let mut header = [0u8; 92];
+    file.seek(SeekFrom::Start(512)).unwrap();
+    file.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..8], b"EFI PART");
+    let entries_lba = u64::from_le_bytes(header[72..80].try_into().unwrap());
+    let entry_size = u32::from_le_bytes(header[84..88].try_into().unwrap()) as u64;
+    let mut entry = vec![0u8; entry_size as usize];
+    file.seek(SeekFrom::Start(entries_lba * 512 + entry_size))
+        .unwrap();
+    file.read_exact(&mut entry).unwrap();
+    let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
+    let last = u64::from_le_bytes(entry[40..48].try_into().unwrap());
+    let mut sb = [0u8; 1024];
+    file.seek(SeekFrom::Start(first * 512 + 1024)).unwrap();
+    file.read_exact(&mut sb).unwrap();
+    assert_eq!(u16::from_le_bytes([sb[56], sb[57]]), 0xEF53, "ext4 magic");
+    let blocks_lo = u32::from_le_bytes(sb[4..8].try_into().unwrap()) as u64;
+    let blocks_hi = u32::from_le_bytes(sb[0x150..0x154].try_into().unwrap()) as u64;
+    let block_size = 1024u64 << u32::from_le_bytes(sb[24..28].try_into().unwrap());
+    (last, ((blocks_hi << 32) | blocks_lo) * block_size)
+}
+
+#[test]
+fn ubuntu_image_builds_verifies_reproduces_and_boots() {
+    if !can_run("ubuntu image") {
+        return;
+    }
+    let _one_at_a_time = exclusive();
+    let built = build("ubuntu-24.04", "ubuntu");
+    check_artifacts_with_reference_tools(&built);
+    check_verify(&built);
+
+    // Determinism: a second assembly from the cached root file system.
+    let again = build("ubuntu-24.04", "ubuntu-again");
+    let (first, second) = (built.manifest(), again.manifest());
+    assert_eq!(first["image"]["raw_sha256"], second["image"]["raw_sha256"]);
+    assert_eq!(
+        sha256_file(&built.file(".img.zst")),
+        sha256_file(&again.file(".img.zst")),
+        "byte-identical compressed images"
+    );
+    fs::remove_dir_all(&again.out).unwrap();
+
+    boot_and_check_growth(&built);
+}
+
+#[test]
+fn debian_image_builds_and_boots() {
+    if !can_run("debian image") {
+        return;
+    }
+    let _one_at_a_time = exclusive();
+    let built = build("debian-12", "debian");
+    check_artifacts_with_reference_tools(&built);
+    boot_and_check_growth(&built);
+}
