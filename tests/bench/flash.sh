@@ -14,6 +14,8 @@
 #   DROP_CACHES=0  keep the page cache between runs (default: drop it, needs root)
 #   REPEAT    runs per tool; the median is reported (default 3)
 # Needs: bmap-tools, zstd, gdisk, minisign, python3, GNU time; root for loop devices.
+# Synthetic images are signed with the minisign CLI in meetbox's format: the
+# manifest, SHA256SUMS and trusted comments match what `meetbox build` writes.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -95,13 +97,57 @@ with open(sys.argv[1], "r+b") as img:
         pos += extent + random.choice((0, 4096, 128 * 1024, 2 * MIB, 16 * MIB))
 PY
     sgdisk -q -v "$raw" >/dev/null
-    echo "==> Compressing, mapping and signing" >&2
+    echo "==> Compressing, mapping, describing and signing" >&2
     zstd -q -T0 -f "$raw" -o "$out/$name.img.zst"
     bmaptool create -o "$out/$name.img.bmap" "$raw"
-    (cd "$out" && sha256sum "$name.img.zst" "$name.img.bmap" > SHA256SUMS)
+    # The manifest and trusted comments as `meetbox build` writes them (see
+    # builder/src/manifest.rs and signing.rs), signed here with the minisign CLI.
+    local version raw_sha zst_sha
+    version=$("$meetbox" --version | awk '{ print $2 }')
+    raw_sha=$(sha256sum "$raw" | cut -d' ' -f1)
+    zst_sha=$(sha256sum "$out/$name.img.zst" | cut -d' ' -f1)
+    python3 - "$raw" "$name" "$version" "$raw_sha" "$zst_sha" "$(stat -c %s "$out/$name.img.zst")" \
+        > "$out/$name.manifest.json" <<'PY'
+import json, struct, sys, uuid
+raw, name, version, raw_sha, zst_sha, zst_size = sys.argv[1:]
+with open(raw, "rb") as f:
+    f.seek(512); header = f.read(92)
+    entries_lba, count, size = struct.unpack_from("<QII", header, 72)
+    f.seek(entries_lba * 512); table = f.read(count * size)
+    f.seek(0, 2); raw_size = f.tell()
+parts = []
+for i in range(count):
+    e = table[i * size:(i + 1) * size]
+    if e[:16] == bytes(16):
+        continue
+    first, last = struct.unpack_from("<QQ", e, 32)
+    parts.append({
+        "number": i + 1,
+        "name": e[56:128].decode("utf-16-le").rstrip("\0"),
+        "type_guid": str(uuid.UUID(bytes_le=e[:16])),
+        "partition_guid": str(uuid.UUID(bytes_le=e[16:32])),
+        "first_lba": first, "last_lba": last, "size_bytes": (last - first + 1) * 512,
+        "filesystem": "vfat" if i == 0 else "ext4", "filesystem_uuid": "",
+    })
+print(json.dumps({
+    "format": 1, "name": name, "meetbox_version": version, "base": "synthetic",
+    "profile": {"name": "flash-benchmark"}, "packages": [],
+    "disk": {"size_bytes": raw_size, "disk_guid": str(uuid.UUID(bytes_le=header[56:72])),
+             "sector_size": 512, "partitions": parts},
+    "image": {"raw_size_bytes": raw_size, "raw_sha256": raw_sha,
+              "compressed_file": name + ".img.zst", "compressed_size_bytes": int(zst_size),
+              "compressed_sha256": zst_sha, "bmap_file": name + ".img.bmap"},
+    "source_date_epoch": 1700000000,
+}, indent=2))
+PY
+    (cd "$out" && sha256sum "$name.img.zst" "$name.img.bmap" "$name.manifest.json" > SHA256SUMS)
+    local sums_sha
+    sums_sha=$(sha256sum "$out/SHA256SUMS" | cut -d' ' -f1)
     minisign -GW -p "$WORK/bench.pub" -s "$WORK/bench.key" >/dev/null
-    minisign -Sm "$out/$name.img.zst" -s "$WORK/bench.key" >/dev/null
-    minisign -Sm "$out/SHA256SUMS" -s "$WORK/bench.key" >/dev/null
+    minisign -S -s "$WORK/bench.key" -m "$out/$name.img.zst" \
+        -t "meetbox $version file:$name.img.zst sha256:$zst_sha raw-sha256:$raw_sha" >/dev/null
+    minisign -S -s "$WORK/bench.key" -m "$out/SHA256SUMS" \
+        -t "meetbox $version file:SHA256SUMS sha256:$sums_sha" >/dev/null
     rm -f "$raw"
     image=$out/$name.img.zst
     pubkey=$WORK/bench.pub

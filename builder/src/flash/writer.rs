@@ -735,6 +735,7 @@ fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     const MIB: u64 = 1 << 20;
 
@@ -771,5 +772,42 @@ mod tests {
             outside_regions(10 * MIB, 4 * MIB, &regions),
             vec![(10 * MIB, 4 * MIB)]
         );
+    }
+
+    /// File systems without O_DIRECT take the page-cache path with streamed
+    /// writeback; it must write the same bytes and count every one as flushed.
+    #[test]
+    fn page_cache_fallback_writes_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("x.img");
+        let image_size = 160 * MIB;
+        let file = File::create(&raw).unwrap();
+        file.set_len(image_size).unwrap();
+        // More data than two writeback windows, so windows are waited for.
+        let data: Vec<u8> = (0..(150 * MIB) as usize)
+            .map(|i| (i >> 12) as u8 ^ i as u8 | 1)
+            .collect();
+        file.write_all_at(&data, 5 * MIB).unwrap();
+        file.sync_all().unwrap();
+        let map = BlockMap::from_image(&raw).unwrap();
+        let zst = dir.path().join("x.img.zst");
+        let mut encoder = zstd::Encoder::new(File::create(&zst).unwrap(), 1).unwrap();
+        encoder.write_all(&std::fs::read(&raw).unwrap()).unwrap();
+        encoder.finish().unwrap();
+
+        let path = dir.path().join("target.raw");
+        let mut target = TargetFile::open_file(&path, image_size).unwrap();
+        target.direct = target.buffered.try_clone().unwrap();
+        target.direct_io = false;
+        let stop = AtomicBool::new(false);
+        let job = FlashJob {
+            image_zst: &zst,
+            map: &map,
+            stop: &stop,
+            corrupt_after_write: None,
+        };
+        let report = write_image(&job, &target).unwrap();
+        assert_eq!(report.bytes_verified, map.mapped_bytes());
+        assert!(std::fs::read(&path).unwrap() == std::fs::read(&raw).unwrap());
     }
 }
