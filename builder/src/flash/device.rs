@@ -358,14 +358,15 @@ impl DiskFacts {
         let logical_block_size = read_trimmed(&disk_dir.join("queue/logical_block_size"))
             .and_then(|s| s.parse().ok())
             .unwrap_or(IMAGE_SECTOR_SIZE);
-        let model = [
-            read_trimmed(&disk_dir.join("device/vendor")),
-            read_trimmed(&disk_dir.join("device/model")),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ");
+        // Vendor names only help next to a model; virtio's "vendor" is a PCI id.
+        let model = read_trimmed(&disk_dir.join("device/model")).map(|model| {
+            match read_trimmed(&disk_dir.join("device/vendor")) {
+                Some(vendor) if !vendor.starts_with("0x") && !model.starts_with(&vendor) => {
+                    format!("{vendor} {model}")
+                }
+                _ => model,
+            }
+        });
         let path = disk_dir.to_string_lossy().into_owned();
 
         // Everything built on the disk or any of its partitions counts.
@@ -403,7 +404,7 @@ impl DiskFacts {
             size_bytes: sectors * 512,
             read_only: read_trimmed(&dir.join("ro")).as_deref() == Some("1"),
             logical_block_size,
-            model: (!model.is_empty()).then_some(model),
+            model,
             serial: read_serial(&disk_dir),
             transport: transport_from_sysfs_path(&path, &disk_name),
             partition_of,

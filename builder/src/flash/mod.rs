@@ -94,8 +94,7 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     };
 
     progress::step(format!("Checking the signatures of {}", image.display()));
-    let bmap = verified_block_map(image, args.pubkey.as_deref())?;
-    let map = BlockMap::read(&bmap)?;
+    let map = verified_block_map(image, args.pubkey.as_deref())?;
 
     progress::step(format!("Checking {}", target_path.display()));
     let target = match device::inspect_target(target_path)? {
@@ -158,45 +157,23 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     Ok(())
 }
 
-/// Checks the build's signatures and returns the verified block map's path.
-fn verified_block_map(image: &Path, pubkey: Option<&Path>) -> Result<PathBuf> {
-    check_signatures_until_verify_lands(image, pubkey)
-}
-
-/// TEMPORARY stand-in for `crate::verify::check_signatures` (another branch):
-/// minisign CLI over the image and SHA256SUMS, then the block map's hash.
-fn check_signatures_until_verify_lands(image: &Path, pubkey: Option<&Path>) -> Result<PathBuf> {
-    use sha2::Digest;
-    let pubkey = pubkey.context("pass --pubkey")?;
-    let dir = image.parent().unwrap_or(Path::new("."));
-    let name = image.file_name().unwrap().to_string_lossy();
-    let base = name
-        .strip_suffix(".img.zst")
-        .context("image must be NAME.img.zst")?;
-    let bmap = dir.join(format!("{base}.img.bmap"));
-    for file in [image.to_path_buf(), dir.join("SHA256SUMS")] {
-        let status = std::process::Command::new("minisign")
-            .arg("-Vqm")
-            .arg(&file)
-            .arg("-p")
-            .arg(pubkey)
-            .status()
-            .context("cannot run minisign")?;
-        anyhow::ensure!(
-            status.success(),
-            "signature check failed for {}",
-            file.display()
+/// Checks the build's signatures, SHA256SUMS and manifest, then reads the block
+/// map they vouch for. The map's per-range SHA-256, checked again while writing,
+/// is what ties every written byte to the signature, even if the image file were
+/// swapped after this check.
+fn verified_block_map(image: &Path, pubkey: Option<&Path>) -> Result<BlockMap> {
+    let verified = crate::verify::check_signatures(image, pubkey)?;
+    let map = BlockMap::read(&verified.bmap)?;
+    if map.image_size != verified.manifest.image.raw_size_bytes {
+        bail!(
+            "{} maps an image of {} bytes but the manifest says {}: the build is inconsistent; rebuild it",
+            verified.bmap.display(),
+            map.image_size,
+            verified.manifest.image.raw_size_bytes
         );
     }
-    let sums = std::fs::read_to_string(dir.join("SHA256SUMS"))?;
-    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&bmap)?));
-    anyhow::ensure!(
-        sums.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                == [digest.as_str(), &format!("{base}.img.bmap")]),
-        "block map does not match SHA256SUMS"
-    );
-    Ok(bmap)
+    progress::detail(format!("signed by {}", verified.public_key_path.display()));
+    Ok(map)
 }
 
 /// Asks before erasing a disk; scripts pass `--yes`.

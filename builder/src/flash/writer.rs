@@ -2,8 +2,8 @@
 //!
 //! A reader thread decompresses the image into large aligned buffers, keeping only
 //! the mapped ranges; a hashing thread checks each range against the block map
-//! before its last buffer may be written; the calling thread writes (O_DIRECT on
-//! block devices, streamed writeback on files). The first MiB (protective MBR and
+//! before its last buffer may be written; the calling thread writes with O_DIRECT
+//! (streamed page-cache writeback on file systems without it). The first MiB (protective MBR and
 //! primary GPT) and the image's last MiB (backup GPT) are zeroed before anything
 //! else and written only after all data is on the target, so an interrupted or
 //! failed flash leaves a disk without a partition table: it does not boot half an
@@ -44,7 +44,8 @@ pub struct TargetFile {
     direct: File,
     /// Descriptor for unaligned pieces, flushes and the partition table.
     buffered: File,
-    pub is_block_device: bool,
+    /// Whether `direct` bypasses the page cache (O_DIRECT).
+    direct_io: bool,
     /// Size in bytes.
     pub size: u64,
 }
@@ -75,37 +76,50 @@ impl TargetFile {
             path: path.to_path_buf(),
             direct,
             buffered,
-            is_block_device: true,
+            direct_io: true,
             size: end as u64,
         })
     }
 
-    /// Opens or creates a regular file, growing it to at least `image_size`.
+    /// Opens or creates a regular file, growing it to at least `image_size`. Bulk
+    /// I/O bypasses the page cache (O_DIRECT) where the file system allows it.
     pub fn open_file(path: &Path, image_size: u64) -> Result<TargetFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
-            .with_context(|| format!("cannot open or create {}", path.display()))?;
-        let len = file
+        let open = |flags: libc::c_int| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o644)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let buffered =
+            open(0).with_context(|| format!("cannot open or create {}", path.display()))?;
+        let len = buffered
             .metadata()
             .with_context(|| format!("cannot stat {}", path.display()))?
             .len();
         if len < image_size {
-            file.set_len(image_size)
+            buffered
+                .set_len(image_size)
                 .with_context(|| format!("cannot grow {} to the image size", path.display()))?;
         }
-        let buffered = file
-            .try_clone()
-            .with_context(|| format!("cannot reopen {}", path.display()))?;
+        // File systems without O_DIRECT refuse the flag: fall back to the page cache.
+        let (direct, direct_io) = match open(libc::O_DIRECT) {
+            Ok(direct) => (direct, true),
+            Err(_) => (
+                buffered
+                    .try_clone()
+                    .with_context(|| format!("cannot reopen {}", path.display()))?,
+                false,
+            ),
+        };
         Ok(TargetFile {
             path: path.to_path_buf(),
-            direct: file,
+            direct,
             buffered,
-            is_block_device: false,
+            direct_io,
             size: len.max(image_size),
         })
     }
@@ -117,7 +131,7 @@ impl TargetFile {
 
     /// Writes `data` at `offset`: aligned bulk through the direct descriptor, the rest buffered.
     fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
-        let direct_len = if self.is_block_device
+        let direct_len = if self.direct_io
             && offset % ALIGN as u64 == 0
             && data.as_ptr() as usize % ALIGN == 0
         {
@@ -132,14 +146,12 @@ impl TargetFile {
 
     /// Reads `buf.len()` bytes at `offset`, past the page cache where the device allows.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let direct_len = if self.is_block_device
-            && offset % ALIGN as u64 == 0
-            && buf.as_ptr() as usize % ALIGN == 0
-        {
-            buf.len() / ALIGN * ALIGN
-        } else {
-            0
-        };
+        let direct_len =
+            if self.direct_io && offset % ALIGN as u64 == 0 && buf.as_ptr() as usize % ALIGN == 0 {
+                buf.len() / ALIGN * ALIGN
+            } else {
+                0
+            };
         let (head, tail) = buf.split_at_mut(direct_len);
         self.direct.read_exact_at(head, offset)?;
         self.buffered
@@ -548,8 +560,8 @@ fn write_chunks(
                 .with_context(|| format!("cannot write to {}", target.path.display()))?;
             written += len;
         }
-        if target.is_block_device {
-            progress.inc(chunk.len as u64); // O_DIRECT: on the device once written
+        if target.direct_io {
+            progress.inc(chunk.len as u64); // O_DIRECT: on the medium once written
         } else {
             writeback.wrote(target, chunk.offset, chunk.len as u64, progress)?;
         }
@@ -723,6 +735,7 @@ fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     const MIB: u64 = 1 << 20;
 
@@ -759,5 +772,42 @@ mod tests {
             outside_regions(10 * MIB, 4 * MIB, &regions),
             vec![(10 * MIB, 4 * MIB)]
         );
+    }
+
+    /// File systems without O_DIRECT take the page-cache path with streamed
+    /// writeback; it must write the same bytes and count every one as flushed.
+    #[test]
+    fn page_cache_fallback_writes_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("x.img");
+        let image_size = 160 * MIB;
+        let file = File::create(&raw).unwrap();
+        file.set_len(image_size).unwrap();
+        // More data than two writeback windows, so windows are waited for.
+        let data: Vec<u8> = (0..(150 * MIB) as usize)
+            .map(|i| (i >> 12) as u8 ^ i as u8 | 1)
+            .collect();
+        file.write_all_at(&data, 5 * MIB).unwrap();
+        file.sync_all().unwrap();
+        let map = BlockMap::from_image(&raw).unwrap();
+        let zst = dir.path().join("x.img.zst");
+        let mut encoder = zstd::Encoder::new(File::create(&zst).unwrap(), 1).unwrap();
+        encoder.write_all(&std::fs::read(&raw).unwrap()).unwrap();
+        encoder.finish().unwrap();
+
+        let path = dir.path().join("target.raw");
+        let mut target = TargetFile::open_file(&path, image_size).unwrap();
+        target.direct = target.buffered.try_clone().unwrap();
+        target.direct_io = false;
+        let stop = AtomicBool::new(false);
+        let job = FlashJob {
+            image_zst: &zst,
+            map: &map,
+            stop: &stop,
+            corrupt_after_write: None,
+        };
+        let report = write_image(&job, &target).unwrap();
+        assert_eq!(report.bytes_verified, map.mapped_bytes());
+        assert!(std::fs::read(&path).unwrap() == std::fs::read(&raw).unwrap());
     }
 }

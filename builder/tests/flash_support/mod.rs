@@ -8,9 +8,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use meetbox::artifacts::BuildFiles;
 use meetbox::blockmap::BlockMap;
+use meetbox::checksums::Sha256Digest;
 use meetbox::flash::FlashArgs;
-use sha2::{Digest, Sha256};
+use meetbox::keys::{load_signing_key, write_key_pair};
+use meetbox::manifest::{Disk, ImageFiles, Manifest, Partition, MANIFEST_FORMAT};
+use meetbox::signing::sign_build;
 
 pub const MIB: u64 = 1 << 20;
 /// Size of the test image.
@@ -81,14 +85,15 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Builds a 64 MiB sparse GPT image (ESP + root) with data scattered in both
-/// partitions, compresses it, maps it and signs it like the build does.
-/// None (test skipped) when sgdisk or minisign is missing.
+/// partitions, then compresses, maps, describes and signs it as `meetbox build`
+/// does. None (test skipped) when sgdisk is missing.
 pub fn signed_build() -> Option<Build> {
-    if !have_tool("sgdisk", "gdisk") || !have_tool("minisign", "minisign") {
+    if !have_tool("sgdisk", "gdisk") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let raw = dir.path().join("meetbox-test.img");
+    let files = BuildFiles::new(dir.path(), NAME);
+    let raw = dir.path().join(format!("{NAME}.img"));
     File::create(&raw).unwrap().set_len(IMAGE_SIZE).unwrap();
     run(Command::new("sgdisk")
         .args([
@@ -116,45 +121,73 @@ pub fn signed_build() -> Option<Build> {
     file.sync_all().unwrap();
     drop(file);
 
-    let zst = dir.path().join("meetbox-test.img.zst");
-    let mut encoder = zstd::Encoder::new(File::create(&zst).unwrap(), 3).unwrap();
-    std::io::copy(&mut File::open(&raw).unwrap(), &mut encoder).unwrap();
-    encoder.finish().unwrap().sync_all().unwrap();
-    let bmap = dir.path().join("meetbox-test.img.bmap");
-    BlockMap::from_image(&raw).unwrap().write(&bmap).unwrap();
+    let raw_bytes = std::fs::read(&raw).unwrap();
+    let compressed = zstd::encode_all(&raw_bytes[..], 3).unwrap();
+    std::fs::write(files.image_zst(), &compressed).unwrap();
+    BlockMap::from_image(&raw)
+        .unwrap()
+        .write(&files.bmap())
+        .unwrap();
+    manifest(&raw, &raw_bytes, &compressed)
+        .write(&files.manifest())
+        .unwrap();
 
-    let sums: String = [&zst, &bmap]
+    let secret = dir.path().join("test.key");
+    write_key_pair(&secret, None, false).unwrap();
+    let key = load_signing_key(&secret, None).unwrap();
+    sign_build(dir.path(), NAME, &key).unwrap();
+    Some(Build {
+        raw,
+        zst: files.image_zst(),
+        pubkey: key.public_key_path.clone(),
+        dir,
+    })
+}
+
+/// Build name of the fixture.
+pub const NAME: &str = "meetbox-test";
+
+/// The manifest of the fixture image, with its partitions as the crate reads them.
+fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8]) -> Manifest {
+    let disk = gpt::GptConfig::new().open(raw).unwrap();
+    let partitions = disk
+        .partitions()
         .iter()
-        .map(|p| {
-            format!(
-                "{}  {}\n",
-                hex::encode(Sha256::digest(std::fs::read(p).unwrap())),
-                p.file_name().unwrap().to_string_lossy()
-            )
+        .map(|(&number, p)| Partition {
+            number,
+            name: p.name.clone(),
+            type_guid: uuid::Uuid::parse_str(&p.part_type_guid.guid.to_string()).unwrap(),
+            partition_guid: uuid::Uuid::from_bytes(*p.part_guid.as_bytes()),
+            first_lba: p.first_lba,
+            last_lba: p.last_lba,
+            size_bytes: (p.last_lba - p.first_lba + 1) * 512,
+            filesystem: if number == 1 { "vfat" } else { "ext4" }.into(),
+            filesystem_uuid: String::new(),
         })
         .collect();
-    std::fs::write(dir.path().join("SHA256SUMS"), sums).unwrap();
-    let pubkey = dir.path().join("test.pub");
-    let seckey = dir.path().join("test.key");
-    run(Command::new("minisign")
-        .arg("-GW")
-        .arg("-p")
-        .arg(&pubkey)
-        .arg("-s")
-        .arg(&seckey));
-    for file in [zst.clone(), dir.path().join("SHA256SUMS")] {
-        run(Command::new("minisign")
-            .arg("-Sm")
-            .arg(&file)
-            .arg("-s")
-            .arg(&seckey));
+    Manifest {
+        format: MANIFEST_FORMAT,
+        name: NAME.into(),
+        meetbox_version: env!("CARGO_PKG_VERSION").into(),
+        base: "debian-12".into(),
+        profile: serde_json::json!({ "name": "flash-test" }),
+        packages: Vec::new(),
+        disk: Disk {
+            size_bytes: IMAGE_SIZE,
+            disk_guid: uuid::Uuid::from_bytes(*disk.guid().as_bytes()),
+            sector_size: 512,
+            partitions,
+        },
+        image: ImageFiles {
+            raw_size_bytes: IMAGE_SIZE,
+            raw_sha256: Sha256Digest::of(raw_bytes),
+            compressed_file: format!("{NAME}.img.zst"),
+            compressed_size_bytes: compressed.len() as u64,
+            compressed_sha256: Sha256Digest::of(compressed),
+            bmap_file: format!("{NAME}.img.bmap"),
+        },
+        source_date_epoch: 1_700_000_000,
     }
-    Some(Build {
-        dir,
-        raw,
-        zst,
-        pubkey,
-    })
 }
 
 /// A loop device over a sparse file of `size` bytes, detached on drop.
