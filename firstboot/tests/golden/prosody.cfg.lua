@@ -25,8 +25,6 @@ https_ports = { }
 http_default_host = "meet.jitsi"
 consider_bosh_secure = true
 consider_websocket_secure = true
-cross_domain_bosh = false
-cross_domain_websocket = false
 c2s_require_encryption = true
 network_default_read_size = 66560
 
