@@ -61,7 +61,8 @@ pub fn parse(text: &str) -> Result<Answers> {
         )
     })?;
     let mut problems = Vec::new();
-    let domain = validation::domain(&file.domain).map_err(|e| problems.push(format!("domain: {e}")));
+    let domain =
+        validation::domain(&file.domain).map_err(|e| problems.push(format!("domain: {e}")));
     let admin_user =
         validation::user(&file.admin_user).map_err(|e| problems.push(format!("admin_user: {e}")));
     if let Ok(user) = &admin_user {
@@ -97,7 +98,10 @@ pub fn parse(text: &str) -> Result<Answers> {
                 acme_ca_cert,
             })
         }
-        _ => bail!("the answers file has problems:\n  - {}", problems.join("\n  - ")),
+        _ => bail!(
+            "the answers file has problems:\n  - {}",
+            problems.join("\n  - ")
+        ),
     }
 }
 
@@ -142,13 +146,19 @@ tls = "self-signed"
         assert_eq!(answers.admin_user, "admin");
         assert_eq!(answers.email, None);
         assert_eq!(answers.tls, TlsChoice::SelfSigned);
-        assert!(!format!("{answers:?}").contains("staple"), "Debug must hide the password");
+        assert!(
+            !format!("{answers:?}").contains("staple"),
+            "Debug must hide the password"
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
         let err = parse(&format!("{GOOD}\nadmin_pasword = \"x\"\n")).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown field `admin_pasword`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown field `admin_pasword`"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -17,7 +17,10 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub const ROOT: Owner = Owner { user: "root", group: "root" };
+    pub const ROOT: Owner = Owner {
+        user: "root",
+        group: "root",
+    };
     pub const fn new(user: &'static str, group: &'static str) -> Self {
         Owner { user, group }
     }
@@ -34,7 +37,12 @@ pub struct FileSpec {
 }
 
 impl FileSpec {
-    pub fn new(path: impl Into<String>, content: impl Into<Vec<u8>>, mode: u32, owner: Owner) -> Self {
+    pub fn new(
+        path: impl Into<String>,
+        content: impl Into<Vec<u8>>,
+        mode: u32,
+        owner: Owner,
+    ) -> Self {
         FileSpec {
             path: path.into(),
             content: content.into(),
@@ -81,7 +89,9 @@ impl Root {
     /// Writes one file atomically with its mode and owner.
     pub fn write(&self, file: &FileSpec) -> Result<()> {
         let path = self.path(&file.path);
-        let parent = path.parent().context("a target file has no parent directory")?;
+        let parent = path
+            .parent()
+            .context("a target file has no parent directory")?;
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create the directory {}", parent.display()))?;
         let mut temp = tempfile::Builder::new()
@@ -127,8 +137,10 @@ impl Root {
             path.file_name().and_then(|n| n.to_str()).unwrap_or("link")
         ));
         let _ = fs::remove_file(&temp);
-        symlink(target, &temp).with_context(|| format!("cannot create the link {}", temp.display()))?;
-        fs::rename(&temp, &path).with_context(|| format!("cannot move the link {} into place", path.display()))
+        symlink(target, &temp)
+            .with_context(|| format!("cannot create the link {}", temp.display()))?;
+        fs::rename(&temp, &path)
+            .with_context(|| format!("cannot move the link {} into place", path.display()))
     }
 
     /// Removes a file or link if present.
@@ -188,16 +200,32 @@ mod tests {
             Owner::ROOT,
         ))
         .unwrap();
-        root.write(&FileSpec::new("/etc/group", "prosody:x:4343:\n", 0o644, Owner::ROOT))
-            .unwrap();
-        let spec = FileSpec::new("/etc/prosody/x.key", "k", 0o600, Owner::new("prosody", "prosody"));
+        root.write(&FileSpec::new(
+            "/etc/group",
+            "prosody:x:4343:\n",
+            0o644,
+            Owner::ROOT,
+        ))
+        .unwrap();
+        let spec = FileSpec::new(
+            "/etc/prosody/x.key",
+            "k",
+            0o600,
+            Owner::new("prosody", "prosody"),
+        );
         root.write(&spec).unwrap();
         let meta = fs::metadata(root.path("/etc/prosody/x.key")).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
         let leftovers: Vec<_> = fs::read_dir(root.path("/etc/prosody"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".meetbox-"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".meetbox-")
+            })
             .collect();
         assert!(leftovers.is_empty());
     }
@@ -206,12 +234,20 @@ mod tests {
     fn absent_users_fall_back_to_root_and_links_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let root = Root::new(dir.path());
-        root.write(&FileSpec::new("/a/f", "x", 0o640, Owner::new("turnserver", "turnserver")))
-            .unwrap();
+        root.write(&FileSpec::new(
+            "/a/f",
+            "x",
+            0o640,
+            Owner::new("turnserver", "turnserver"),
+        ))
+        .unwrap();
         assert_eq!(fs::metadata(root.path("/a/f")).unwrap().uid(), 0);
         root.symlink("/b/l", "../a/f").unwrap();
         root.symlink("/b/l", "../a/g").unwrap();
-        assert_eq!(fs::read_link(root.path("/b/l")).unwrap(), Path::new("../a/g"));
+        assert_eq!(
+            fs::read_link(root.path("/b/l")).unwrap(),
+            Path::new("../a/g")
+        );
         root.remove("/b/l").unwrap();
         root.remove("/b/l").unwrap();
     }

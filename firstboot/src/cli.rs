@@ -26,7 +26,11 @@ use crate::tls;
 use crate::validation::{self, TlsChoice};
 
 #[derive(Parser)]
-#[command(name = "meetbox-firstboot", version, about = "Meetbox first-boot setup: questions, secrets, configuration, certificate")]
+#[command(
+    name = "meetbox-firstboot",
+    version,
+    about = "Meetbox first-boot setup: questions, secrets, configuration, certificate"
+)]
 struct Cli {
     /// Root directory of the system to set up.
     #[arg(long, default_value = "/", global = true)]
@@ -82,7 +86,8 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
         return Ok(());
     }
     let _quiet = console_name.map(|_| QuietKernel::start());
-    let unattended = answers.is_some() || root.exists(layout::ESP_ANSWERS) || has_recorded_answers(root);
+    let unattended =
+        answers.is_some() || root.exists(layout::ESP_ANSWERS) || has_recorded_answers(root);
     let Some(_lock) = acquire(root, console_name.is_some() && !unattended)? else {
         return Ok(());
     };
@@ -94,7 +99,11 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
         Ok(outcome) => {
             println!(
                 "{}",
-                console::final_screen(&outcome.settings, outcome.network.lan_address, &outcome.certificate_note)
+                console::final_screen(
+                    &outcome.settings,
+                    outcome.network.lan_address,
+                    &outcome.certificate_note
+                )
             );
             Ok(())
         }
@@ -118,7 +127,9 @@ fn next_step_name(root: &Root) -> String {
     Step::ALL
         .iter()
         .find(|s| !state.is_done(**s))
-        .map_or("the last step".to_string(), |s| format!("\"{}\"", s.describe()))
+        .map_or("the last step".to_string(), |s| {
+            format!("\"{}\"", s.describe())
+        })
 }
 
 /// Takes the setup lock. On a console with questions to ask, first waits for Enter so that the console
@@ -155,7 +166,11 @@ fn acquire(root: &Root, wait_for_enter: bool) -> Result<Option<console::SetupLoc
 }
 
 fn print_result_of_other_console(root: &Root) {
-    if let Ok(State { settings: Some(settings), .. }) = State::load(root) {
+    if let Ok(State {
+        settings: Some(settings),
+        ..
+    }) = State::load(root)
+    {
         let lan = network::detect(settings.domain.as_str()).lan_address;
         let note = match tls::installed(root) {
             Ok(Some(info)) if !info.self_signed => "from the ACME server",
@@ -194,7 +209,14 @@ fn status(root: &Root) -> Result<()> {
     println!("Certificate:  {} (chosen)", settings.tls.as_str());
     match tls::installed(root)? {
         Some(info) => {
-            println!("  installed:  {}", if info.self_signed { "self-signed".to_string() } else { format!("issued by {}", info.issuer) });
+            println!(
+                "  installed:  {}",
+                if info.self_signed {
+                    "self-signed".to_string()
+                } else {
+                    format!("issued by {}", info.issuer)
+                }
+            );
             println!("  valid until {}", format_time(info.not_after));
             if settings.tls == TlsChoice::LetsEncrypt && !info.self_signed {
                 println!("  renewal at  {}", format_time(tls::renewal_time(&info)));
@@ -212,11 +234,19 @@ fn status(root: &Root) -> Result<()> {
     }
     println!("Steps:");
     for step in Step::ALL {
-        println!("  [{}] {}", if state.is_done(step) { "x" } else { " " }, step.describe());
+        println!(
+            "  [{}] {}",
+            if state.is_done(step) { "x" } else { " " },
+            step.describe()
+        );
     }
     println!(
         "Setup {}.",
-        if setup::finished(root) { "finished" } else { "not finished: run meetbox-firstboot to resume" }
+        if setup::finished(root) {
+            "finished"
+        } else {
+            "not finished: run meetbox-firstboot to resume"
+        }
     );
     Ok(())
 }
@@ -224,7 +254,10 @@ fn status(root: &Root) -> Result<()> {
 fn format_time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| unix.to_string())
 }
 
@@ -256,7 +289,11 @@ fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let file: ReconfigureFile = toml::from_str(&text).map_err(|e| {
-                anyhow::anyhow!("{} is not valid: {} (keys: domain, email, tls, acme_directory, acme_ca_cert)", path.display(), e.message())
+                anyhow::anyhow!(
+                    "{} is not valid: {} (keys: domain, email, tls, acme_directory, acme_ca_cert)",
+                    path.display(),
+                    e.message()
+                )
             })?;
             settings.domain = validation::domain(&file.domain).map_err(anyhow::Error::msg)?;
             settings.email = validation::email(&file.email).map_err(anyhow::Error::msg)?;
@@ -285,12 +322,21 @@ fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
     setup::reopen(
         root,
         &mut state,
-        &[Step::SelfSignedCertificate, Step::Configuration, Step::Certificate, Step::Services],
+        &[
+            Step::SelfSignedCertificate,
+            Step::Configuration,
+            Step::Certificate,
+            Step::Services,
+        ],
     )?;
     let outcome = setup::resume(root, &mut state)?;
     println!(
         "{}",
-        console::final_screen(&outcome.settings, outcome.network.lan_address, &outcome.certificate_note)
+        console::final_screen(
+            &outcome.settings,
+            outcome.network.lan_address,
+            &outcome.certificate_note
+        )
     );
     Ok(())
 }
@@ -310,13 +356,19 @@ fn renew(root: &Root, force: bool) -> Result<()> {
     let installed = tls::installed(root)?;
     if let Some(info) = &installed {
         if !info.self_signed && now < tls::renewal_time(info) && !force {
-            println!("The certificate is renewed after {}.", format_time(tls::renewal_time(info)));
+            println!(
+                "The certificate is renewed after {}.",
+                format_time(tls::renewal_time(info))
+            );
             return Ok(());
         }
     }
     if let Some(record) = RetryRecord::load(root)? {
         if now < record.next_attempt && !force {
-            println!("The last attempt failed; the next one is after {}.", format_time(record.next_attempt));
+            println!(
+                "The last attempt failed; the next one is after {}.",
+                format_time(record.next_attempt)
+            );
             return Ok(());
         }
     }

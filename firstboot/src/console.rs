@@ -35,7 +35,11 @@ impl QuietKernel {
 
 impl Drop for QuietKernel {
     fn drop(&mut self) {
-        if let Some(level) = self.previous.as_deref().and_then(|p| p.split_whitespace().next()) {
+        if let Some(level) = self
+            .previous
+            .as_deref()
+            .and_then(|p| p.split_whitespace().next())
+        {
             let _ = fs::write(PRINTK, level);
         }
     }
@@ -50,7 +54,8 @@ pub struct SetupLock {
 pub fn try_lock(root: &Root) -> Result<Option<SetupLock>> {
     let path = root.path(layout::LOCK_FILE);
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let file = OpenOptions::new()
         .create(true)
@@ -73,7 +78,11 @@ pub fn try_lock(root: &Root) -> Result<Option<SetupLock>> {
 }
 
 /// The last screen: where to meet, who may start meetings, what to forward on the router.
-pub fn final_screen(settings: &Settings, lan_address: Option<std::net::IpAddr>, certificate_note: &str) -> String {
+pub fn final_screen(
+    settings: &Settings,
+    lan_address: Option<std::net::IpAddr>,
+    certificate_note: &str,
+) -> String {
     let forward_to = lan_address.map_or("this box".to_string(), |ip| format!("this box ({ip})"));
     let mut out = String::new();
     out += "\nSetup is complete.\n\n";
@@ -118,8 +127,21 @@ mod tests {
             acme_directory: String::new(),
             acme_ca_cert: None,
         };
-        let screen = final_screen(&settings, Some("192.168.1.9".parse().unwrap()), "Let's Encrypt");
-        for needle in ["https://meet.example.org/", "admin", "80/tcp", "443/tcp", "10000/udp", "3478/udp", "5349/tcp", "192.168.1.9"] {
+        let screen = final_screen(
+            &settings,
+            Some("192.168.1.9".parse().unwrap()),
+            "Let's Encrypt",
+        );
+        for needle in [
+            "https://meet.example.org/",
+            "admin",
+            "80/tcp",
+            "443/tcp",
+            "10000/udp",
+            "3478/udp",
+            "5349/tcp",
+            "192.168.1.9",
+        ] {
             assert!(screen.contains(needle), "{needle}");
         }
     }

@@ -80,7 +80,11 @@ pub fn prosody_account_file(host: &str, user: &str) -> String {
             })
             .collect::<String>()
     };
-    format!("{PROSODY_DATA_DIR}/{}/accounts/{}.dat", encode(host), encode(user))
+    format!(
+        "{PROSODY_DATA_DIR}/{}/accounts/{}.dat",
+        encode(host),
+        encode(user)
+    )
 }
 
 #[cfg(test)]

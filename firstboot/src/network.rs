@@ -35,7 +35,10 @@ pub fn is_global(ip: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            !(v6.is_loopback() || v6.is_unspecified() || (s[0] & 0xfe00) == 0xfc00 || (s[0] & 0xffc0) == 0xfe80)
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
         }
     }
 }
@@ -91,7 +94,10 @@ mod tests {
     fn public_address_only_behind_nat() {
         let lan: IpAddr = "192.168.1.20".parse().unwrap();
         let public: IpAddr = "198.51.99.10".parse().unwrap();
-        assert_eq!(facts_from(Some(lan), &[public]).public_address, Some(public));
+        assert_eq!(
+            facts_from(Some(lan), &[public]).public_address,
+            Some(public)
+        );
         assert_eq!(facts_from(Some(public), &[public]).public_address, None);
         assert_eq!(facts_from(Some(lan), &[lan]).public_address, None);
         assert_eq!(facts_from(Some(lan), &[]).public_address, None);

@@ -26,7 +26,9 @@ pub fn ask() -> Result<Answers> {
 }
 
 fn ask_once() -> Result<Answers> {
-    eprintln!("A few questions, then the box sets itself up. Nothing changes before you confirm.\n");
+    eprintln!(
+        "A few questions, then the box sets itself up. Nothing changes before you confirm.\n"
+    );
     let domain = ask_domain()?;
     let admin_user: String = Input::new()
         .with_prompt("Admin user name (logs in to start meetings)")
@@ -42,7 +44,10 @@ fn ask_once() -> Result<Answers> {
             validation::MIN_PASSWORD_CHARS,
             validation::MIN_PASSPHRASE_WORDS
         ))
-        .with_confirmation("Type the password again", "The two passwords differ; please type them again.")
+        .with_confirmation(
+            "Type the password again",
+            "The two passwords differ; please type them again.",
+        )
         .validate_with(move |input: &String| validation::password(input, &user_for_check))
         .interact()
         .context("cannot read the password")?;

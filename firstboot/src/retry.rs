@@ -33,9 +33,12 @@ impl RetryRecord {
             return Ok(None);
         }
         let text = root.read_to_string(layout::ACME_RETRY_FILE)?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .with_context(|| format!("the retry record {} is damaged; remove it", layout::ACME_RETRY_FILE))
+        serde_json::from_str(&text).map(Some).with_context(|| {
+            format!(
+                "the retry record {} is damaged; remove it",
+                layout::ACME_RETRY_FILE
+            )
+        })
     }
 
     /// Records one more failure at `now` and returns the new record.
@@ -46,8 +49,14 @@ impl RetryRecord {
             next_attempt: now + delay_after(attempts),
             last_failure: explanation.to_string(),
         };
-        let json = serde_json::to_string_pretty(&record).context("cannot encode the retry record")?;
-        root.write(&FileSpec::new(layout::ACME_RETRY_FILE, json + "\n", 0o600, Owner::ROOT))?;
+        let json =
+            serde_json::to_string_pretty(&record).context("cannot encode the retry record")?;
+        root.write(&FileSpec::new(
+            layout::ACME_RETRY_FILE,
+            json + "\n",
+            0o600,
+            Owner::ROOT,
+        ))?;
         Ok(record)
     }
 

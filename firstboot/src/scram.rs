@@ -25,7 +25,12 @@ pub struct ScramCredential {
 pub fn credential(password: &str, salt: &str, iteration_count: u32) -> ScramCredential {
     let prepared: String = password.nfkc().collect();
     let mut salted = [0u8; 20];
-    pbkdf2::pbkdf2_hmac::<Sha1>(prepared.as_bytes(), salt.as_bytes(), iteration_count, &mut salted);
+    pbkdf2::pbkdf2_hmac::<Sha1>(
+        prepared.as_bytes(),
+        salt.as_bytes(),
+        iteration_count,
+        &mut salted,
+    );
     let client_key = hmac(&salted, b"Client Key");
     let stored_key = Sha1::digest(client_key);
     let server_key = hmac(&salted, b"Server Key");
@@ -38,7 +43,8 @@ pub fn credential(password: &str, salt: &str, iteration_count: u32) -> ScramCred
 }
 
 fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha1> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(message);
     mac.finalize().into_bytes().to_vec()
 }

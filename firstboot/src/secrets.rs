@@ -60,7 +60,8 @@ impl Secrets {
 /// Random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut buf = [0u8; N];
-    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("the system random source failed: {e}"))?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| anyhow::anyhow!("the system random source failed: {e}"))?;
     Ok(buf)
 }
 
@@ -84,7 +85,14 @@ pub fn uuid_v4() -> Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
 }
 
 #[cfg(test)]
@@ -105,7 +113,10 @@ mod tests {
     fn shapes() {
         let s = Secrets::generate().unwrap();
         assert_eq!(s.machine_id.len(), 32);
-        assert!(s.machine_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(s
+            .machine_id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(s.turn_secret.len(), SECRET_LEN);
         assert!(s.turn_secret.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_eq!(s.jvb_muc_nickname.as_bytes()[14], b'4');

@@ -20,14 +20,22 @@ pub const ACME_TIMER: &str = "meetbox-acme.timer";
 
 /// True when the target has a unit file for `unit`.
 pub fn installed(root: &Root, unit: &str) -> bool {
-    ["/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system"]
-        .iter()
-        .any(|dir| root.exists(&format!("{dir}/{unit}")))
+    [
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+        "/etc/systemd/system",
+    ]
+    .iter()
+    .any(|dir| root.exists(&format!("{dir}/{unit}")))
 }
 
 /// Enables `units` in the target; on the live system also (re)starts them now.
 pub fn enable_and_restart(root: &Root, units: &[&str]) -> Result<Vec<String>> {
-    let present: Vec<&str> = units.iter().copied().filter(|u| installed(root, u)).collect();
+    let present: Vec<&str> = units
+        .iter()
+        .copied()
+        .filter(|u| installed(root, u))
+        .collect();
     if present.is_empty() {
         return Ok(Vec::new());
     }

@@ -165,12 +165,22 @@ pub fn load_or_create_secrets(root: &Root) -> Result<Secrets> {
     }
     let secrets = Secrets::generate()?;
     let json = serde_json::to_string_pretty(&secrets).context("cannot encode the secrets")?;
-    root.write(&FileSpec::new(layout::SECRETS_FILE, json + "\n", 0o600, Owner::ROOT))?;
+    root.write(&FileSpec::new(
+        layout::SECRETS_FILE,
+        json + "\n",
+        0o600,
+        Owner::ROOT,
+    ))?;
     Ok(secrets)
 }
 
 /// Does one step; returns a note for the last screen (the certificate step's outcome).
-fn do_step(root: &Root, step: Step, settings: &Settings, network: &mut NetworkFacts) -> Result<String> {
+fn do_step(
+    root: &Root,
+    step: Step,
+    settings: &Settings,
+    network: &mut NetworkFacts,
+) -> Result<String> {
     match step {
         Step::Answers => {}
         Step::Secrets => {
@@ -221,7 +231,9 @@ fn ssh_host_keys(root: &Root) -> Result<()> {
         return Ok(());
     }
     let dir = root.path("/etc/ssh");
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
         let entry = entry?;
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
             std::fs::remove_file(entry.path())
@@ -235,7 +247,10 @@ fn ssh_host_keys(root: &Root) -> Result<()> {
         .output()
         .context("cannot run ssh-keygen (package openssh-client)")?;
     if !output.status.success() {
-        bail!("ssh-keygen -A failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "ssh-keygen -A failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -246,8 +261,18 @@ fn prosody_certificates(root: &Root) -> Result<()> {
     for host in [layout::XMPP_DOMAIN, layout::XMPP_AUTH_DOMAIN] {
         let certified = tls::self_signed(&[host])?;
         let dir = layout::PROSODY_CERT_DIR;
-        root.write(&FileSpec::new(format!("{dir}/{host}.key"), certified.key_pem, 0o600, prosody))?;
-        root.write(&FileSpec::new(format!("{dir}/{host}.crt"), certified.chain_pem, 0o644, prosody))?;
+        root.write(&FileSpec::new(
+            format!("{dir}/{host}.key"),
+            certified.key_pem,
+            0o600,
+            prosody,
+        ))?;
+        root.write(&FileSpec::new(
+            format!("{dir}/{host}.crt"),
+            certified.chain_pem,
+            0o644,
+            prosody,
+        ))?;
     }
     Ok(())
 }
@@ -278,11 +303,19 @@ fn accounts(root: &Root, settings: &Settings) -> Result<()> {
     let secrets = load_or_create_secrets(root)?;
     let prosody = Owner::new("prosody", "prosody");
     let records = [
-        (layout::XMPP_DOMAIN, settings.admin_user.as_str(), settings.admin_credential.clone()),
+        (
+            layout::XMPP_DOMAIN,
+            settings.admin_user.as_str(),
+            settings.admin_credential.clone(),
+        ),
         (
             layout::XMPP_AUTH_DOMAIN,
             layout::FOCUS_USER,
-            scram::credential(&secrets.focus_password, &secrets.focus_salt, scram::ITERATIONS),
+            scram::credential(
+                &secrets.focus_password,
+                &secrets.focus_salt,
+                scram::ITERATIONS,
+            ),
         ),
         (
             layout::XMPP_AUTH_DOMAIN,
@@ -292,10 +325,19 @@ fn accounts(root: &Root, settings: &Settings) -> Result<()> {
     ];
     for (host, user, credential) in records {
         let path = layout::prosody_account_file(host, user);
-        let host_dir = path.rsplitn(3, '/').nth(2).unwrap_or(layout::PROSODY_DATA_DIR).to_string();
+        let host_dir = path
+            .rsplitn(3, '/')
+            .nth(2)
+            .unwrap_or(layout::PROSODY_DATA_DIR)
+            .to_string();
         root.directory(&host_dir, 0o750, prosody)?;
         root.directory(&format!("{host_dir}/accounts"), 0o750, prosody)?;
-        root.write(&FileSpec::new(path, scram::account_file(&credential), 0o640, prosody))?;
+        root.write(&FileSpec::new(
+            path,
+            scram::account_file(&credential),
+            0o640,
+            prosody,
+        ))?;
     }
     Ok(())
 }
@@ -334,7 +376,10 @@ pub fn obtain_and_install(
         http_port: acme::http_port(),
         lan_address: lan,
     };
-    println!("    asking {} for a certificate for {}", settings.acme_directory, settings.domain);
+    println!(
+        "    asking {} for a certificate for {}",
+        settings.acme_directory, settings.domain
+    );
     let (findings, result) = acme::obtain(root, &request);
     for finding in &findings {
         println!("    check: {}", finding.advice(request.domain, lan));

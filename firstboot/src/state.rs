@@ -104,8 +104,13 @@ impl State {
 
     pub fn save(&self, root: &Root) -> Result<()> {
         let json = serde_json::to_string_pretty(self).context("cannot encode the state")?;
-        root.write(&FileSpec::new(layout::STATE_FILE, json + "\n", 0o600, Owner::ROOT))
-            .context("cannot save the setup state")
+        root.write(&FileSpec::new(
+            layout::STATE_FILE,
+            json + "\n",
+            0o600,
+            Owner::ROOT,
+        ))
+        .context("cannot save the setup state")
     }
 
     pub fn is_done(&self, step: Step) -> bool {
@@ -144,7 +149,10 @@ mod tests {
         state.save(&root).unwrap();
         let loaded = State::load(&root).unwrap();
         assert_eq!(loaded.completed, vec![Step::Answers]);
-        assert!(root.read_to_string(layout::STATE_FILE).unwrap().contains("\"answers\""));
+        assert!(root
+            .read_to_string(layout::STATE_FILE)
+            .unwrap()
+            .contains("\"answers\""));
     }
 
     #[test]

@@ -26,16 +26,22 @@ pub fn new_key() -> Result<KeyPair> {
 /// A self-signed certificate for `names` with a fresh key.
 pub fn self_signed(names: &[&str]) -> Result<CertifiedKey> {
     let key = new_key()?;
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .context("a certificate name is not valid")?;
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .context("a certificate name is not valid")?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.first().copied().unwrap_or("meetbox"));
+    dn.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("meetbox"),
+    );
     dn.push(DnType::OrganizationName, "Meetbox (self-signed)");
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(SELF_SIGNED_DAYS);
-    let cert = params.self_signed(&key).context("cannot sign the self-signed certificate")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot sign the self-signed certificate")?;
     Ok(CertifiedKey {
         chain_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -44,8 +50,8 @@ pub fn self_signed(names: &[&str]) -> Result<CertifiedKey> {
 
 /// A DER certificate signing request for `domain`.
 pub fn csr(domain: &str, key: &KeyPair) -> Result<Vec<u8>> {
-    let mut params =
-        CertificateParams::new(vec![domain.to_string()]).context("the domain is not a valid certificate name")?;
+    let mut params = CertificateParams::new(vec![domain.to_string()])
+        .context("the domain is not a valid certificate name")?;
     params.distinguished_name = DistinguishedName::new();
     let request = params
         .serialize_request(key)
@@ -89,9 +95,24 @@ pub fn renewal_time(info: &CertificateInfo) -> i64 {
 pub fn install(root: &Root, certified: &CertifiedKey) -> Result<()> {
     let turn = Owner::new("turnserver", "turnserver");
     for file in [
-        FileSpec::new(layout::TLS_CERT, certified.chain_pem.clone(), 0o644, Owner::ROOT),
-        FileSpec::new(layout::TLS_KEY, certified.key_pem.clone(), 0o600, Owner::ROOT),
-        FileSpec::new(layout::TURN_TLS_CERT, certified.chain_pem.clone(), 0o644, turn),
+        FileSpec::new(
+            layout::TLS_CERT,
+            certified.chain_pem.clone(),
+            0o644,
+            Owner::ROOT,
+        ),
+        FileSpec::new(
+            layout::TLS_KEY,
+            certified.key_pem.clone(),
+            0o600,
+            Owner::ROOT,
+        ),
+        FileSpec::new(
+            layout::TURN_TLS_CERT,
+            certified.chain_pem.clone(),
+            0o644,
+            turn,
+        ),
         FileSpec::new(layout::TURN_TLS_KEY, certified.key_pem.clone(), 0o600, turn),
     ] {
         root.write(&file).context("installing the certificate")?;

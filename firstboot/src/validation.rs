@@ -56,7 +56,9 @@ impl From<Domain> for String {
 pub fn domain(input: &str) -> Result<Domain, String> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
-        return Err("Type the name people will use to reach the server, e.g. meet.example.org.".into());
+        return Err(
+            "Type the name people will use to reach the server, e.g. meet.example.org.".into(),
+        );
     }
     if trimmed.contains("://") {
         return Err(format!(
@@ -78,7 +80,9 @@ pub fn domain(input: &str) -> Result<Domain, String> {
         );
     }
     if trimmed.contains(':') {
-        return Err("Type the name without a port (nothing after a \":\"); the server uses 443.".into());
+        return Err(
+            "Type the name without a port (nothing after a \":\"); the server uses 443.".into(),
+        );
     }
     let without_dot = trimmed.strip_suffix('.').unwrap_or(trimmed);
     let ascii = idna::domain_to_ascii(without_dot)
@@ -90,7 +94,10 @@ pub fn domain(input: &str) -> Result<Domain, String> {
         ));
     }
     if ascii == "localhost" || ascii.ends_with(".localhost") {
-        return Err("\"localhost\" only works on this box itself; type the public name of the server.".into());
+        return Err(
+            "\"localhost\" only works on this box itself; type the public name of the server."
+                .into(),
+        );
     }
     let labels: Vec<&str> = ascii.split('.').collect();
     if labels.len() < 2 {
@@ -107,16 +114,24 @@ pub fn domain(input: &str) -> Result<Domain, String> {
                 "The part \"{label}\" is longer than {MAX_LABEL_LEN} characters."
             ));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(format!(
                 "The part \"{label}\" may contain only letters, digits and hyphens."
             ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("The part \"{label}\" may not start or end with a hyphen."));
+            return Err(format!(
+                "The part \"{label}\" may not start or end with a hyphen."
+            ));
         }
     }
-    if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("The last part of the name cannot be a number.".into());
     }
     Ok(Domain(ascii))
@@ -141,7 +156,9 @@ pub fn user(input: &str) -> Result<String, String> {
         return Err("A user name may contain only letters, digits, \".\", \"_\" and \"-\".".into());
     }
     if RESERVED_USERS.contains(&name.as_str()) {
-        return Err(format!("\"{name}\" is used by the server itself; choose another name."));
+        return Err(format!(
+            "\"{name}\" is used by the server itself; choose another name."
+        ));
     }
     Ok(name)
 }
@@ -151,7 +168,9 @@ pub fn user(input: &str) -> Result<String, String> {
 pub fn password(password: &str, user: &str) -> Result<(), String> {
     let chars = password.chars().count();
     if chars > MAX_PASSWORD_CHARS {
-        return Err(format!("A password has at most {MAX_PASSWORD_CHARS} characters."));
+        return Err(format!(
+            "A password has at most {MAX_PASSWORD_CHARS} characters."
+        ));
     }
     let words = password
         .split_whitespace()
@@ -163,7 +182,10 @@ pub fn password(password: &str, user: &str) -> Result<(), String> {
         ));
     }
     let lowered = password.to_lowercase();
-    if COMMON_PASSWORDS.lines().any(|common| common.trim() == lowered) {
+    if COMMON_PASSWORDS
+        .lines()
+        .any(|common| common.trim() == lowered)
+    {
         return Err("That is one of the most common passwords; choose another.".into());
     }
     let first = lowered.chars().next();
@@ -188,8 +210,13 @@ pub fn email(input: &str) -> Result<Option<String>, String> {
     if local.is_empty() || local.len() > 64 || local.contains('@') {
         return Err("The part before \"@\" is missing or invalid.".into());
     }
-    if local.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c)) {
-        return Err("The part before \"@\" contains characters an e-mail address may not have.".into());
+    if local
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\"\\".contains(c))
+    {
+        return Err(
+            "The part before \"@\" contains characters an e-mail address may not have.".into(),
+        );
     }
     let host = domain(host).map_err(|why| format!("The part after \"@\" is not valid: {why}"))?;
     Ok(Some(format!("{local}@{host}")))
@@ -256,13 +283,22 @@ mod tests {
 
     #[test]
     fn domain_is_lower_cased_and_trimmed() {
-        assert_eq!(domain("  Meet.Example.ORG. ").unwrap().as_str(), "meet.example.org");
+        assert_eq!(
+            domain("  Meet.Example.ORG. ").unwrap().as_str(),
+            "meet.example.org"
+        );
     }
 
     #[test]
     fn international_domain_is_converted_to_punycode() {
-        assert_eq!(domain("bücher.example").unwrap().as_str(), "xn--bcher-kva.example");
-        assert_eq!(domain("МОСКВА.рф").unwrap().as_str(), "xn--80adxhks.xn--p1ai");
+        assert_eq!(
+            domain("bücher.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            domain("МОСКВА.рф").unwrap().as_str(),
+            "xn--80adxhks.xn--p1ai"
+        );
     }
 
     #[test]
@@ -298,23 +334,41 @@ mod tests {
 
     #[test]
     fn password_rules() {
-        assert!(password("short", "admin").unwrap_err().contains("Too short"));
+        assert!(password("short", "admin")
+            .unwrap_err()
+            .contains("Too short"));
         assert!(password("elevenchars", "admin").is_err());
         password("Tr0ub4dor&3xyz", "admin").unwrap();
         password("horse staple cart moon", "admin").unwrap();
-        assert!(password("one two six", "admin").unwrap_err().contains("Too short"));
-        assert!(password("password1234", "admin").unwrap_err().contains("most common"));
-        assert!(password("Password1234", "admin").unwrap_err().contains("most common"));
-        assert!(password("aaaaaaaaaaaaaa", "admin").unwrap_err().contains("repeated"));
-        assert!(password("myadminpassword99", "admin").unwrap_err().contains("user name"));
+        assert!(password("one two six", "admin")
+            .unwrap_err()
+            .contains("Too short"));
+        assert!(password("password1234", "admin")
+            .unwrap_err()
+            .contains("most common"));
+        assert!(password("Password1234", "admin")
+            .unwrap_err()
+            .contains("most common"));
+        assert!(password("aaaaaaaaaaaaaa", "admin")
+            .unwrap_err()
+            .contains("repeated"));
+        assert!(password("myadminpassword99", "admin")
+            .unwrap_err()
+            .contains("user name"));
         let why = password("qwertyuiop12", "admin").unwrap_err();
-        assert!(!why.contains("qwertyuiop12"), "the refusal must not echo the password");
+        assert!(
+            !why.contains("qwertyuiop12"),
+            "the refusal must not echo the password"
+        );
     }
 
     #[test]
     fn email_is_optional_and_checked() {
         assert_eq!(email("  ").unwrap(), None);
-        assert_eq!(email("Ops@Exämple.org").unwrap().unwrap(), "Ops@xn--exmple-cua.org");
+        assert_eq!(
+            email("Ops@Exämple.org").unwrap().unwrap(),
+            "Ops@xn--exmple-cua.org"
+        );
         assert!(email("ops").unwrap_err().contains("name@example.org"));
         assert!(email("@example.org").is_err());
         assert!(email("ops@localhost").unwrap_err().contains("after \"@\""));
@@ -325,7 +379,9 @@ mod tests {
     fn tls_choices() {
         assert_eq!(tls_choice("letsencrypt").unwrap(), TlsChoice::LetsEncrypt);
         assert_eq!(tls_choice("Self-Signed").unwrap(), TlsChoice::SelfSigned);
-        assert!(tls_choice("manual").unwrap_err().contains("\"letsencrypt\" or \"self-signed\""));
+        assert!(tls_choice("manual")
+            .unwrap_err()
+            .contains("\"letsencrypt\" or \"self-signed\""));
     }
 
     #[test]

@@ -18,14 +18,20 @@ fn check(name: &str, rendered: &str) {
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display())
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
     });
     if expected != rendered {
         let line = expected
             .lines()
             .zip(rendered.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| expected.lines().count().min(rendered.lines().count()) + 1, |i| i + 1);
+            .map_or_else(
+                || expected.lines().count().min(rendered.lines().count()) + 1,
+                |i| i + 1,
+            );
         panic!(
             "{name} differs from its golden file at line {line}:\n  golden:   {:?}\n  rendered: {:?}\nIf the change is intended, run with UPDATE_GOLDEN=1.",
             expected.lines().nth(line - 1),
@@ -63,7 +69,10 @@ fn without_jitsi_packages_prosody_uses_only_its_own_modules() {
         network: &network,
         jitsi_prosody_plugins: false,
     };
-    check("meet.jitsi.cfg.lua.without-jitsi", &render::prosody_site(&site));
+    check(
+        "meet.jitsi.cfg.lua.without-jitsi",
+        &render::prosody_site(&site),
+    );
     check("prosody.cfg.lua.without-jitsi", &render::prosody_cfg(&site));
 }
 
@@ -102,7 +111,10 @@ fn privacy_and_hardening_properties_hold() {
         .map(|f| String::from_utf8_lossy(&f.content).to_string())
         .collect();
     for third_party in ["jitsi.net", "jit.si", "google", "gravatar.com", "8x8"] {
-        assert!(!all.contains(third_party), "a rendered file names {third_party}");
+        assert!(
+            !all.contains(third_party),
+            "a rendered file names {third_party}"
+        );
     }
     let nginx = render::nginx_site(&site);
     // The add_header pitfall: headers only at server level, none inside a location block.
@@ -110,7 +122,10 @@ fn privacy_and_hardening_properties_hold() {
     for line in nginx.lines() {
         let trimmed = line.trim();
         if depth >= 2 {
-            assert!(!trimmed.starts_with("add_header"), "add_header inside a location: {line}");
+            assert!(
+                !trimmed.starts_with("add_header"),
+                "add_header inside a location: {line}"
+            );
         }
         depth += trimmed.matches('{').count();
         depth -= trimmed.matches('}').count();
@@ -118,6 +133,9 @@ fn privacy_and_hardening_properties_hold() {
     assert!(nginx.contains("access_log off;"));
     assert!(nginx.contains("server_tokens off;"));
     let files = render::all(&site);
-    let jicofo = files.iter().find(|f| f.path.ends_with("jicofo.conf")).unwrap();
+    let jicofo = files
+        .iter()
+        .find(|f| f.path.ends_with("jicofo.conf"))
+        .unwrap();
     assert_eq!(jicofo.mode, 0o640, "jicofo.conf holds a password");
 }

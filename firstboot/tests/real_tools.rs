@@ -59,10 +59,16 @@ fn nginx_setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
     let mut site = with_site(true, render::nginx_site)
         .replace(layout::TLS_CERT, &cert)
         .replace(layout::TLS_KEY, &key)
-        .replace(&layout::jitsi_config_js("meet.example.org"), &config_js.display().to_string())
+        .replace(
+            &layout::jitsi_config_js("meet.example.org"),
+            &config_js.display().to_string(),
+        )
         .replace(layout::ACME_WEBROOT, &acme.display().to_string())
         .replace(layout::JITSI_WEB_ROOT, &web.display().to_string())
-        .replace("/var/log/nginx/error.log", &dir.join("site-error.log").display().to_string());
+        .replace(
+            "/var/log/nginx/error.log",
+            &dir.join("site-error.log").display().to_string(),
+        );
     if let Some((http, https)) = ports {
         site = site
             .lines()
@@ -89,20 +95,34 @@ fn nginx_accepts_the_site() {
     }
     let dir = tempfile::tempdir().unwrap();
     let conf = nginx_setup(dir.path(), None);
-    let out = common::run(Command::new("nginx").arg("-t").arg("-p").arg(dir.path()).arg("-c").arg(&conf));
+    let out = common::run(
+        Command::new("nginx")
+            .arg("-t")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "nginx -t refused the site:\n{stderr}");
     assert!(stderr.contains("test is successful"), "{stderr}");
 }
 
 fn curl(args: &[&str]) -> String {
-    let out = common::run(Command::new("curl").args(["-sk", "--max-time", "5", "-D", "-", "-o", "/dev/null"]).args(args));
+    let out = common::run(
+        Command::new("curl")
+            .args(["-sk", "--max-time", "5", "-D", "-", "-o", "/dev/null"])
+            .args(args),
+    );
     String::from_utf8_lossy(&out.stdout).to_lowercase()
 }
 
 #[test]
 fn nginx_serves_the_security_headers_everywhere() {
-    if !common::have_tool("nginx", "nginx") || !common::have_tool("curl", "curl") || !common::is_root() {
+    if !common::have_tool("nginx", "nginx")
+        || !common::have_tool("curl", "curl")
+        || !common::is_root()
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -123,7 +143,11 @@ fn nginx_serves_the_security_headers_everywhere() {
     let base = format!("https://meet.example.org:{https}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while curl(&["--resolve", &resolve, &format!("{base}/")]).is_empty() {
-        assert!(Instant::now() < deadline, "nginx did not start: {:?}", std::fs::read_to_string(dir.path().join("error.log")));
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start: {:?}",
+            std::fs::read_to_string(dir.path().join("error.log"))
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     for path in ["/", "/config.js", "/someroom", "/static/missing.png"] {
@@ -139,19 +163,33 @@ fn nginx_serves_the_security_headers_everywhere() {
         }
     }
     let put = curl(&["--resolve", &resolve, "-X", "PUT", &format!("{base}/")]);
-    assert!(put.starts_with("http/2 405") || put.starts_with("http/1.1 405"), "{put}");
+    assert!(
+        put.starts_with("http/2 405") || put.starts_with("http/1.1 405"),
+        "{put}"
+    );
     assert!(put.contains("x-content-type-options: nosniff"), "{put}");
     let trace = curl(&["--resolve", &resolve, "-X", "DELETE", &format!("{base}/")]);
     assert!(trace.contains(" 405"), "{trace}");
     // Port 80: ACME challenges from the webroot, everything else redirected.
     let http_resolve = format!("meet.example.org:{http}:127.0.0.1");
     let challenge = common::run(Command::new("curl").args([
-        "-s", "--max-time", "5", "--resolve", &http_resolve,
+        "-s",
+        "--max-time",
+        "5",
+        "--resolve",
+        &http_resolve,
         &format!("http://meet.example.org:{http}/.well-known/acme-challenge/tok-1"),
     ]));
     assert_eq!(String::from_utf8_lossy(&challenge.stdout), "tok-1.thumb");
-    let redirect = curl(&["--resolve", &http_resolve, &format!("http://meet.example.org:{http}/room")]);
-    assert!(redirect.contains("location: https://meet.example.org/room"), "{redirect}");
+    let redirect = curl(&[
+        "--resolve",
+        &http_resolve,
+        &format!("http://meet.example.org:{http}/room"),
+    ]);
+    assert!(
+        redirect.contains("location: https://meet.example.org/room"),
+        "{redirect}"
+    );
 }
 
 #[test]
@@ -165,16 +203,40 @@ fn prosody_accepts_the_configuration() {
         std::fs::create_dir_all(dir.path().join("certs")).unwrap();
         let cfg = dir.path().join("prosody.cfg.lua");
         std::fs::write(&cfg, with_site(jitsi, render::prosody_cfg)).unwrap();
-        std::fs::write(dir.path().join("conf.d/meet.jitsi.cfg.lua"), with_site(jitsi, render::prosody_site)).unwrap();
-        let out = common::run(Command::new("prosodyctl").arg("--config").arg(&cfg).args(["check", "config"]));
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "prosodyctl check config (jitsi={jitsi}) failed:\n{text}");
-        assert!(!text.to_lowercase().contains("error"), "jitsi={jitsi}:\n{text}");
+        std::fs::write(
+            dir.path().join("conf.d/meet.jitsi.cfg.lua"),
+            with_site(jitsi, render::prosody_site),
+        )
+        .unwrap();
+        let out = common::run(
+            Command::new("prosodyctl")
+                .arg("--config")
+                .arg(&cfg)
+                .args(["check", "config"]),
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "prosodyctl check config (jitsi={jitsi}) failed:\n{text}"
+        );
+        assert!(
+            !text.to_lowercase().contains("error"),
+            "jitsi={jitsi}:\n{text}"
+        );
         // Lua itself parses both files.
         if common::have_tool("luac5.4", "lua5.4") {
             for file in [cfg.clone(), dir.path().join("conf.d/meet.jitsi.cfg.lua")] {
                 let out = common::run(Command::new("luac5.4").arg("-p").arg(&file));
-                assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
     }
@@ -182,13 +244,18 @@ fn prosody_accepts_the_configuration() {
 
 #[test]
 fn prosody_computes_the_same_scram_keys() {
-    if !common::have_tool("lua5.4", "lua5.4") || !Path::new("/usr/lib/prosody/util/sasl/scram.lua").exists() {
+    if !common::have_tool("lua5.4", "lua5.4")
+        || !Path::new("/usr/lib/prosody/util/sasl/scram.lua").exists()
+    {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("prosody's Lua library is required (apt-get install prosody lua5.4)");
         }
         return;
     }
-    for (password, salt) in [("horse staple cart moon", "c2FsdHNhbHQ"), ("Tr0ub4dor&3xyz!", "abc123")] {
+    for (password, salt) in [
+        ("horse staple cart moon", "c2FsdHNhbHQ"),
+        ("Tr0ub4dor&3xyz!", "abc123"),
+    ] {
         let ours = scram::credential(password, salt, scram::ITERATIONS);
         let script = r#"
 package.path = "/usr/lib/prosody/?.lua;" .. package.path
@@ -207,7 +274,11 @@ io.write(hex.to(stored), " ", hex.to(server))
                 .stdin(Stdio::null()),
         );
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(text, format!("{} {}", ours.stored_key, ours.server_key));
     }
 }
@@ -223,8 +294,14 @@ fn coturn_runs_with_the_configuration() {
     let conf = with_site(true, render::turnserver_conf)
         .replace(layout::TURN_TLS_CERT, &cert)
         .replace(layout::TURN_TLS_KEY, &key)
-        .replace("listening-port=3478", &format!("listening-port={plain}\nlistening-ip=127.0.0.1"))
-        .replace("tls-listening-port=5349", &format!("tls-listening-port={tls_port}"))
+        .replace(
+            "listening-port=3478",
+            &format!("listening-port={plain}\nlistening-ip=127.0.0.1"),
+        )
+        .replace(
+            "tls-listening-port=5349",
+            &format!("tls-listening-port={tls_port}"),
+        )
         .replace("no-stdout-log\nlog-file=/dev/null\n", "")
         .replace("external-ip=198.51.99.10/192.168.1.20\n", "");
     let file = dir.path().join("turnserver.conf");
@@ -233,7 +310,12 @@ fn coturn_runs_with_the_configuration() {
     let child = Command::new("turnserver")
         .arg("-c")
         .arg(&file)
-        .args(["--pidfile", &dir.path().join("turn.pid").display().to_string(), "--log-file", "stdout"])
+        .args([
+            "--pidfile",
+            &dir.path().join("turn.pid").display().to_string(),
+            "--log-file",
+            "stdout",
+        ])
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -243,16 +325,27 @@ fn coturn_runs_with_the_configuration() {
     let mut text = String::new();
     while Instant::now() < deadline {
         text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("Total General servers") || text.contains("relay ") && text.contains(&plain.to_string()) {
+        if text.contains("Total General servers")
+            || text.contains("relay ") && text.contains(&plain.to_string())
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(killed);
     let lower = text.to_lowercase();
-    assert!(!lower.contains("bad configuration format"), "coturn rejected a line:\n{text}");
-    assert!(!lower.contains("cannot find") && !lower.contains("error: "), "{text}");
-    assert!(lower.contains("listener address to use: 127.0.0.1"), "coturn did not listen:\n{text}");
+    assert!(
+        !lower.contains("bad configuration format"),
+        "coturn rejected a line:\n{text}"
+    );
+    assert!(
+        !lower.contains("cannot find") && !lower.contains("error: "),
+        "{text}"
+    );
+    assert!(
+        lower.contains("listener address to use: 127.0.0.1"),
+        "coturn did not listen:\n{text}"
+    );
 }
 
 #[test]
@@ -267,19 +360,44 @@ fn jicofo_and_jvb_conf_are_valid_hocon() {
     std::fs::write(&jvb, with_site(true, render::jvb_conf)).unwrap();
     let get = |file: &Path, path: &str| {
         let script = "require 'hocon'; require 'hocon/config_factory'; c = Hocon::ConfigFactory.parse_file(ARGV[0]).resolve; v = c.get_value(ARGV[1]).unwrapped; puts(v.is_a?(String) ? v : v.inspect)";
-        let out = common::run(Command::new("ruby").args(["-e", script]).arg(file).arg(path));
-        assert!(out.status.success(), "{}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        let out = common::run(
+            Command::new("ruby")
+                .args(["-e", script])
+                .arg(file)
+                .arg(path),
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let secrets = common::sample_secrets();
-    assert_eq!(get(&jicofo, "jicofo.xmpp.client.password"), secrets.focus_password);
+    assert_eq!(
+        get(&jicofo, "jicofo.xmpp.client.password"),
+        secrets.focus_password
+    );
     assert_eq!(get(&jicofo, "jicofo.authentication.type"), "XMPP");
-    assert_eq!(get(&jicofo, "jicofo.bridge.brewery-jid"), layout::BREWERY_ROOM);
-    assert_eq!(get(&jvb, "videobridge.apis.xmpp-client.configs.meetbox.password"), secrets.jvb_password);
+    assert_eq!(
+        get(&jicofo, "jicofo.bridge.brewery-jid"),
+        layout::BREWERY_ROOM
+    );
+    assert_eq!(
+        get(
+            &jvb,
+            "videobridge.apis.xmpp-client.configs.meetbox.password"
+        ),
+        secrets.jvb_password
+    );
     assert_eq!(get(&jvb, "videobridge.ice.udp.port"), "10000");
     assert_eq!(get(&jvb, "ice4j.harvest.mapping.stun.addresses"), "[]");
     let mapping = get(&jvb, "ice4j.harvest.mapping.static-mappings");
-    assert!(mapping.contains("192.168.1.20") && mapping.contains("198.51.99.10"), "{mapping}");
+    assert!(
+        mapping.contains("192.168.1.20") && mapping.contains("198.51.99.10"),
+        "{mapping}"
+    );
 }
 
 #[test]
@@ -291,7 +409,11 @@ fn node_parses_config_js() {
     let file = dir.path().join("config.js");
     std::fs::write(&file, with_site(true, render::config_js)).unwrap();
     let out = common::run(Command::new("node").arg("--check").arg(&file));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // And evaluates to the expected object.
     let script = format!(
         "{}\nconsole.log(config.hosts.domain, config.hosts.anonymousdomain, config.disableThirdPartyRequests, config.p2p.stunServers[0].urls)",

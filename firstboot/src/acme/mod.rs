@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder,
-    OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +64,10 @@ struct StoredAccount {
 
 /// Obtains a certificate; the pre-check findings are returned in both cases so they can be shown.
 pub fn obtain(root: &Root, request: &Request) -> (Vec<Finding>, Result<CertifiedKey, Failure>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             return (
@@ -79,7 +82,10 @@ pub fn obtain(root: &Root, request: &Request) -> (Vec<Finding>, Result<Certified
     runtime.block_on(obtain_async(root, request))
 }
 
-async fn obtain_async(root: &Root, request: &Request<'_>) -> (Vec<Finding>, Result<CertifiedKey, Failure>) {
+async fn obtain_async(
+    root: &Root,
+    request: &Request<'_>,
+) -> (Vec<Finding>, Result<CertifiedKey, Failure>) {
     let challenge_dir = root.path(layout::ACME_CHALLENGE_DIR);
     let _ = std::fs::create_dir_all(&challenge_dir);
     let binding = match responder::start(request.http_port, challenge_dir.clone()).await {
@@ -97,7 +103,10 @@ async fn obtain_async(root: &Root, request: &Request<'_>) -> (Vec<Finding>, Resu
             )
         }
     };
-    let probe = format!("meetbox-probe-{}", crate::secrets::random_alphanumeric(16).unwrap_or_default());
+    let probe = format!(
+        "meetbox-probe-{}",
+        crate::secrets::random_alphanumeric(16).unwrap_or_default()
+    );
     let probe_file = challenge_dir.join(&probe);
     let findings = match std::fs::write(&probe_file, &probe) {
         Ok(()) => {
@@ -107,7 +116,9 @@ async fn obtain_async(root: &Root, request: &Request<'_>) -> (Vec<Finding>, Resu
         Err(_) => Vec::new(),
     };
     let _ = std::fs::remove_file(&probe_file);
-    let result = order(root, request).await.map_err(|e| explain(e, &findings, request));
+    let result = order(root, request)
+        .await
+        .map_err(|e| explain(e, &findings, request));
     clean_challenge_dir(&challenge_dir);
     drop(binding);
     (findings, result)
@@ -134,12 +145,18 @@ async fn order(root: &Root, request: &Request<'_>) -> Result<CertifiedKey> {
         let path = challenge_dir.join(&challenge.token);
         std::fs::write(&path, challenge.key_authorization().as_str())
             .with_context(|| format!("cannot write the challenge file {}", path.display()))?;
-        challenge.set_ready().await.context("cannot start the validation")?;
+        challenge
+            .set_ready()
+            .await
+            .context("cannot start the validation")?;
     }
     let policy = RetryPolicy::new()
         .initial_delay(Duration::from_millis(500))
         .timeout(Duration::from_secs(120));
-    let status = order.poll_ready(&policy).await.context("validation did not finish")?;
+    let status = order
+        .poll_ready(&policy)
+        .await
+        .context("validation did not finish")?;
     if status != OrderStatus::Ready {
         return Err(anyhow::anyhow!(validation_error(&mut order).await));
     }
@@ -185,7 +202,12 @@ async fn account(root: &Root, request: &Request<'_>) -> Result<Account> {
     let builder = || -> Result<instant_acme::AccountBuilder> {
         match request.ca_cert_pem {
             Some(pem) => {
-                root.write(&FileSpec::new(layout::ACME_CA_FILE, pem, 0o644, Owner::ROOT))?;
+                root.write(&FileSpec::new(
+                    layout::ACME_CA_FILE,
+                    pem,
+                    0o644,
+                    Owner::ROOT,
+                ))?;
                 Account::builder_with_root(root.path(layout::ACME_CA_FILE))
                     .context("cannot use the CA certificate given for the ACME server")
             }
@@ -193,8 +215,9 @@ async fn account(root: &Root, request: &Request<'_>) -> Result<Account> {
         }
     };
     if root.exists(layout::ACME_ACCOUNT_FILE) {
-        let stored: StoredAccount = serde_json::from_str(&root.read_to_string(layout::ACME_ACCOUNT_FILE)?)
-            .context("the stored ACME account is damaged")?;
+        let stored: StoredAccount =
+            serde_json::from_str(&root.read_to_string(layout::ACME_ACCOUNT_FILE)?)
+                .context("the stored ACME account is damaged")?;
         if stored.directory == request.directory {
             return builder()?
                 .from_credentials(stored.credentials)
@@ -255,9 +278,15 @@ fn explain(error: anyhow::Error, findings: &[Finding], request: &Request) -> Fai
             request.domain,
             first.advice(request.domain, request.lan_address)
         )
-    } else if lower.contains("dns") || lower.contains("nxdomain") || lower.contains("no valid a records") {
+    } else if lower.contains("dns")
+        || lower.contains("nxdomain")
+        || lower.contains("no valid a records")
+    {
         Finding::NoRecord.advice(request.domain, request.lan_address)
-    } else if lower.contains("connection") || lower.contains("timeout") || lower.contains("timed out") {
+    } else if lower.contains("connection")
+        || lower.contains("timeout")
+        || lower.contains("timed out")
+    {
         format!(
             "The certificate authority could not connect to port 80 of {}. Forward 80/tcp on your router to {}.",
             request.domain,
@@ -271,5 +300,8 @@ fn explain(error: anyhow::Error, findings: &[Finding], request: &Request) -> Fai
     } else {
         "The certificate could not be obtained. The box keeps its self-signed certificate and retries on its own.".to_string()
     };
-    Failure { explanation, detail }
+    Failure {
+        explanation,
+        detail,
+    }
 }

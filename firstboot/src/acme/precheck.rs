@@ -66,7 +66,13 @@ async fn fetch(addr: SocketAddr, host: &str, path: &str) -> Option<String> {
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.ok()?;
         let text = String::from_utf8_lossy(&response).to_string();
-        Some(text.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string()))
+        Some(
+            text.split_once("\r\n\r\n")
+                .map_or(String::new(), |(_, body)| body.to_string()),
+        )
     };
-    tokio::time::timeout(Duration::from_secs(5), attempt).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
 }

@@ -43,9 +43,12 @@ async fn serve(mut stream: TcpStream, dir: PathBuf) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     while len < buf.len() {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf[len..]))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read(&mut buf[len..]),
+        )
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if n == 0 {
             break;
         }
@@ -70,7 +73,9 @@ async fn serve(mut stream: TcpStream, dir: PathBuf) -> std::io::Result<()> {
             r.extend_from_slice(&body);
             r
         }
-        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+        None => {
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+        }
     };
     stream.write_all(&response).await?;
     stream.shutdown().await
@@ -88,7 +93,9 @@ fn token_of_request_line(line: &str) -> Option<&str> {
     let token = path.strip_prefix(PREFIX)?;
     let valid = !token.is_empty()
         && token.len() <= 256
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     valid.then_some(token)
 }
 
@@ -102,8 +109,14 @@ mod tests {
             token_of_request_line("GET /.well-known/acme-challenge/abc-_9 HTTP/1.1"),
             Some("abc-_9")
         );
-        assert_eq!(token_of_request_line("GET /.well-known/acme-challenge/../x HTTP/1.1"), None);
+        assert_eq!(
+            token_of_request_line("GET /.well-known/acme-challenge/../x HTTP/1.1"),
+            None
+        );
         assert_eq!(token_of_request_line("GET /etc/passwd HTTP/1.1"), None);
-        assert_eq!(token_of_request_line("POST /.well-known/acme-challenge/abc HTTP/1.1"), None);
+        assert_eq!(
+            token_of_request_line("POST /.well-known/acme-challenge/abc HTTP/1.1"),
+            None
+        );
     }
 }

@@ -52,18 +52,51 @@ pub(crate) fn header(comment: &str) -> String {
 pub fn all(site: &Site) -> Vec<FileSpec> {
     let jitsi = |user| Owner::new(user, "jitsi");
     vec![
-        FileSpec::new(layout::PROSODY_CFG, prosody_cfg(site), 0o640, Owner::new("root", "prosody")),
-        FileSpec::new(layout::PROSODY_SITE_AVAIL, prosody_site(site), 0o640, Owner::new("root", "prosody")),
-        FileSpec::new(layout::JICOFO_CONF, jicofo_conf(site), 0o640, jitsi("jicofo")),
+        FileSpec::new(
+            layout::PROSODY_CFG,
+            prosody_cfg(site),
+            0o640,
+            Owner::new("root", "prosody"),
+        ),
+        FileSpec::new(
+            layout::PROSODY_SITE_AVAIL,
+            prosody_site(site),
+            0o640,
+            Owner::new("root", "prosody"),
+        ),
+        FileSpec::new(
+            layout::JICOFO_CONF,
+            jicofo_conf(site),
+            0o640,
+            jitsi("jicofo"),
+        ),
         FileSpec::new(layout::JVB_CONF, jvb_conf(site), 0o640, jitsi("jvb")),
-        FileSpec::new(layout::jitsi_config_js(site.domain), config_js(site), 0o644, Owner::ROOT),
-        FileSpec::new(layout::NGINX_SITE_AVAIL, nginx_site(site), 0o644, Owner::ROOT),
-        FileSpec::new(layout::TURN_CONF, turnserver_conf(site), 0o640, Owner::new("root", "turnserver")),
+        FileSpec::new(
+            layout::jitsi_config_js(site.domain),
+            config_js(site),
+            0o644,
+            Owner::ROOT,
+        ),
+        FileSpec::new(
+            layout::NGINX_SITE_AVAIL,
+            nginx_site(site),
+            0o644,
+            Owner::ROOT,
+        ),
+        FileSpec::new(
+            layout::TURN_CONF,
+            turnserver_conf(site),
+            0o640,
+            Owner::new("root", "turnserver"),
+        ),
     ]
 }
 
 /// Links that enable the rendered sites: (link, relative target).
 pub const LINKS: [(&str, &str); 2] = [
-    (layout::PROSODY_SITE_LINK, "../conf.avail/meet.jitsi.cfg.lua"),
+    (
+        layout::PROSODY_SITE_LINK,
+        "../conf.avail/meet.jitsi.cfg.lua",
+    ),
     (layout::NGINX_SITE_LINK, "../sites-available/meetbox.conf"),
 ];

@@ -65,7 +65,11 @@ pub fn prosody_site(site: &Site) -> String {
     } else {
         ""
     };
-    let guest_auth = if jitsi { "jitsi-anonymous" } else { "anonymous" };
+    let guest_auth = if jitsi {
+        "jitsi-anonymous"
+    } else {
+        "anonymous"
+    };
     let muc_modules = if jitsi {
         "\"muc_hide_all\"; \"muc_meeting_id\"; \"muc_domain_mapper\"; \"polls\"; \"muc_rate_limit\";"
     } else {

@@ -38,7 +38,11 @@ pub fn is_root() -> bool {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not reuse it at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fixed secrets for rendering tests (real ones are random; see secrets.rs).
@@ -63,6 +67,8 @@ pub fn sample_network() -> NetworkFacts {
 }
 
 pub fn run(command: &mut Command) -> std::process::Output {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     output
 }
