@@ -1,3 +1,5 @@
-fn main() {
-    println!("Meetbox first-boot setup");
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    meetbox_firstboot::cli::main()
 }

@@ -1,0 +1,182 @@
+//! The answers file (`meetbox-setup.toml` on the ESP, or `--answers FILE`): parsed strictly, validated
+//! exactly like the questions, and wiped once its content is safely recorded.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::validation::{self, Domain, TlsChoice};
+
+/// The answers as a user writes them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswersFile {
+    domain: String,
+    #[serde(default = "default_admin")]
+    admin_user: String,
+    admin_password: String,
+    #[serde(default)]
+    email: String,
+    tls: String,
+    acme_directory: Option<String>,
+    acme_ca_cert: Option<String>,
+}
+
+fn default_admin() -> String {
+    "admin".into()
+}
+
+/// Validated answers, from the console or from a file. The password lives only in memory.
+pub struct Answers {
+    pub domain: Domain,
+    pub admin_user: String,
+    pub admin_password: String,
+    pub email: Option<String>,
+    pub tls: TlsChoice,
+    pub acme_directory: Option<String>,
+    pub acme_ca_cert: Option<String>,
+}
+
+impl std::fmt::Debug for Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answers")
+            .field("domain", &self.domain)
+            .field("admin_user", &self.admin_user)
+            .field("admin_password", &"<hidden>")
+            .field("email", &self.email)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Parses and validates the text of an answers file; every problem found is listed.
+pub fn parse(text: &str) -> Result<Answers> {
+    let file: AnswersFile = toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert.",
+            e.message()
+        )
+    })?;
+    let mut problems = Vec::new();
+    let domain =
+        validation::domain(&file.domain).map_err(|e| problems.push(format!("domain: {e}")));
+    let admin_user =
+        validation::user(&file.admin_user).map_err(|e| problems.push(format!("admin_user: {e}")));
+    if let Ok(user) = &admin_user {
+        if let Err(e) = validation::password(&file.admin_password, user) {
+            problems.push(format!("admin_password: {e}"));
+        }
+    }
+    let email = validation::email(&file.email).map_err(|e| problems.push(format!("email: {e}")));
+    let tls = validation::tls_choice(&file.tls).map_err(|e| problems.push(format!("tls: {e}")));
+    let acme_directory = file
+        .acme_directory
+        .as_deref()
+        .map(validation::acme_directory)
+        .transpose()
+        .map_err(|e| problems.push(format!("acme_directory: {e}")));
+    let acme_ca_cert = file
+        .acme_ca_cert
+        .as_deref()
+        .map(validation::ca_certificate)
+        .transpose()
+        .map_err(|e| problems.push(format!("acme_ca_cert: {e}")));
+    match (domain, admin_user, email, tls, acme_directory, acme_ca_cert) {
+        (Ok(domain), Ok(admin_user), Ok(email), Ok(tls), Ok(acme_directory), Ok(acme_ca_cert))
+            if problems.is_empty() =>
+        {
+            Ok(Answers {
+                domain,
+                admin_user,
+                admin_password: file.admin_password,
+                email,
+                tls,
+                acme_directory,
+                acme_ca_cert,
+            })
+        }
+        _ => bail!(
+            "the answers file has problems:\n  - {}",
+            problems.join("\n  - ")
+        ),
+    }
+}
+
+/// Reads an answers file (without removing it).
+pub fn read(path: &Path) -> Result<Answers> {
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("cannot read the answers file {}", path.display()))?;
+    parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Overwrites the file with zeros, flushes, then removes it: the ESP is FAT, where a plain unlink
+/// leaves the password in free clusters.
+pub fn wipe(path: &Path) -> Result<()> {
+    let len = fs::metadata(path)
+        .with_context(|| format!("cannot inspect {}", path.display()))?
+        .len();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {} to wipe it", path.display()))?;
+    file.write_all(&vec![0u8; len as usize])
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot overwrite {}", path.display()))?;
+    drop(file);
+    fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+domain = "Meet.Example.org"
+admin_password = "horse staple cart moon"
+tls = "self-signed"
+"#;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let answers = parse(GOOD).unwrap();
+        assert_eq!(answers.domain.as_str(), "meet.example.org");
+        assert_eq!(answers.admin_user, "admin");
+        assert_eq!(answers.email, None);
+        assert_eq!(answers.tls, TlsChoice::SelfSigned);
+        assert!(
+            !format!("{answers:?}").contains("staple"),
+            "Debug must hide the password"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse(&format!("{GOOD}\nadmin_pasword = \"x\"\n")).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `admin_pasword`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_without_echoing_the_password() {
+        let text = "domain = \"https://x\"\nadmin_password = \"short1\"\ntls = \"manual\"\nemail = \"nobody\"\n";
+        let err = format!("{:#}", parse(text).unwrap_err());
+        for key in ["domain:", "admin_password:", "tls:", "email:"] {
+            assert!(err.contains(key), "{err}");
+        }
+        assert!(!err.contains("short1"));
+    }
+
+    #[test]
+    fn wipe_removes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meetbox-setup.toml");
+        fs::write(&path, GOOD).unwrap();
+        wipe(&path).unwrap();
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,390 @@
+//! The command line: `meetbox-firstboot` runs (or resumes) setup; `status`, `reconfigure` and `renew`
+//! act on a finished box. Exit codes: 0 done, 1 failed (the message says what and how to retry),
+//! 2 usage error.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::apply::Root;
+use crate::console::{self, QuietKernel};
+use crate::layout;
+use crate::network;
+use crate::prompts;
+use crate::retry::RetryRecord;
+use crate::services;
+use crate::settings::LETS_ENCRYPT_DIRECTORY;
+use crate::setup::{self, AnswerSource};
+use crate::state::{State, Step};
+use crate::tls;
+use crate::validation::{self, TlsChoice};
+
+#[derive(Parser)]
+#[command(
+    name = "meetbox-firstboot",
+    version,
+    about = "Meetbox first-boot setup: questions, secrets, configuration, certificate"
+)]
+struct Cli {
+    /// Root directory of the system to set up.
+    #[arg(long, default_value = "/", global = true)]
+    root: PathBuf,
+    /// Answers file (TOML) instead of the questions; it is wiped after reading.
+    #[arg(long, global = true)]
+    answers: Option<PathBuf>,
+    /// Run as the console service on this terminal (e.g. tty1, ttyS0): quiet kernel messages, wait for
+    /// Enter, and let only one console ask the questions.
+    #[arg(long)]
+    console: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what is set up.
+    Status,
+    /// Change the domain, the e-mail or the certificate choice.
+    Reconfigure,
+    /// Renew the certificate when two thirds of its lifetime have passed (run by meetbox-acme.timer),
+    /// or retry a failed first attempt once its back-off has passed.
+    Renew {
+        /// Ignore the schedule and the back-off.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = Root::new(&cli.root);
+    let result = match cli.command {
+        None => run_setup(&root, cli.answers, cli.console.as_deref()),
+        Some(Command::Status) => status(&root),
+        Some(Command::Reconfigure) => reconfigure(&root, cli.answers),
+        Some(Command::Renew { force }) => renew(&root, force),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("meetbox-firstboot: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) -> Result<()> {
+    println!("{}", console::BANNER);
+    if setup::finished(root) {
+        println!("Setup has already finished on this box. See: meetbox-firstboot status");
+        return Ok(());
+    }
+    let _quiet = console_name.map(|_| QuietKernel::start());
+    let unattended =
+        answers.is_some() || root.exists(layout::ESP_ANSWERS) || has_recorded_answers(root);
+    let Some(_lock) = acquire(root, console_name.is_some() && !unattended)? else {
+        return Ok(());
+    };
+    if setup::finished(root) {
+        return Ok(());
+    }
+    let source = answers.map_or(AnswerSource::EspOrQuestions, AnswerSource::File);
+    match setup::run(root, source) {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                console::final_screen(
+                    &outcome.settings,
+                    outcome.network.lan_address,
+                    &outcome.certificate_note
+                )
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let step = next_step_name(root);
+            eprintln!("{}", console::failure_screen(&step, &error));
+            if console_name.is_some() {
+                wait_for_enter_before_login(Duration::from_secs(600));
+            }
+            bail!("setup did not finish")
+        }
+    }
+}
+
+fn has_recorded_answers(root: &Root) -> bool {
+    State::load(root).is_ok_and(|s| s.settings.is_some())
+}
+
+fn next_step_name(root: &Root) -> String {
+    let state = State::load(root).unwrap_or_default();
+    Step::ALL
+        .iter()
+        .find(|s| !state.is_done(**s))
+        .map_or("the last step".to_string(), |s| {
+            format!("\"{}\"", s.describe())
+        })
+}
+
+/// Takes the setup lock. On a console with questions to ask, first waits for Enter so that the console
+/// the user sits at runs setup; meanwhile, if another console finishes, shows its result and returns None.
+fn acquire(root: &Root, wait_for_enter: bool) -> Result<Option<console::SetupLock>> {
+    let enter = if wait_for_enter {
+        println!("Press Enter to start the setup on this screen.");
+        Some(spawn_line_reader())
+    } else {
+        None
+    };
+    let mut told_busy = false;
+    loop {
+        let pressed = enter.as_ref().is_none_or(|rx| rx.try_recv().is_ok());
+        if pressed || told_busy {
+            if let Some(lock) = console::try_lock(root)? {
+                if !setup::finished(root) {
+                    return Ok(Some(lock));
+                }
+            }
+            if !told_busy && !setup::finished(root) {
+                println!("Setup is running on another screen; this one shows the result when it is done.");
+                told_busy = true;
+            }
+        }
+        if setup::finished(root) {
+            if told_busy || enter.is_some() {
+                print_result_of_other_console(root);
+            }
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn print_result_of_other_console(root: &Root) {
+    if let Ok(State {
+        settings: Some(settings),
+        ..
+    }) = State::load(root)
+    {
+        let lan = network::detect(settings.domain.as_str()).lan_address;
+        let note = match tls::installed(root) {
+            Ok(Some(info)) if !info.self_signed => "from the ACME server",
+            _ => "self-signed",
+        };
+        println!("{}", console::final_screen(&settings, lan, note));
+    }
+}
+
+fn spawn_line_reader() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_ok() {
+            let _ = tx.send(());
+        }
+    });
+    rx
+}
+
+/// Keeps a failure on screen until read (the login prompt would otherwise replace it).
+fn wait_for_enter_before_login(limit: Duration) {
+    println!("Press Enter for a login prompt.");
+    let rx = spawn_line_reader();
+    let _ = rx.recv_timeout(limit);
+}
+
+fn status(root: &Root) -> Result<()> {
+    let state = State::load(root)?;
+    let Some(settings) = &state.settings else {
+        println!("Setup has not started yet. Run: meetbox-firstboot");
+        return Ok(());
+    };
+    println!("Domain:       {}", settings.domain);
+    println!("Admin user:   {}", settings.admin_user);
+    println!("Certificate:  {} (chosen)", settings.tls.as_str());
+    match tls::installed(root)? {
+        Some(info) => {
+            println!(
+                "  installed:  {}",
+                if info.self_signed {
+                    "self-signed".to_string()
+                } else {
+                    format!("issued by {}", info.issuer)
+                }
+            );
+            println!("  valid until {}", format_time(info.not_after));
+            if settings.tls == TlsChoice::LetsEncrypt && !info.self_signed {
+                println!("  renewal at  {}", format_time(tls::renewal_time(&info)));
+            }
+        }
+        None => println!("  installed:  none"),
+    }
+    if let Some(record) = RetryRecord::load(root)? {
+        println!(
+            "Let's Encrypt failed {} time(s); next attempt after {}.\n  Last reason: {}",
+            record.attempts,
+            format_time(record.next_attempt),
+            record.last_failure
+        );
+    }
+    println!("Steps:");
+    for step in Step::ALL {
+        println!(
+            "  [{}] {}",
+            if state.is_done(step) { "x" } else { " " },
+            step.describe()
+        );
+    }
+    println!(
+        "Setup {}.",
+        if setup::finished(root) {
+            "finished"
+        } else {
+            "not finished: run meetbox-firstboot to resume"
+        }
+    );
+    Ok(())
+}
+
+fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// What `reconfigure --answers FILE` accepts.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconfigureFile {
+    domain: String,
+    #[serde(default)]
+    email: String,
+    tls: String,
+    acme_directory: Option<String>,
+    acme_ca_cert: Option<String>,
+}
+
+fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
+    println!("{}", console::BANNER);
+    let mut state = State::load(root)?;
+    let mut settings = state
+        .settings
+        .clone()
+        .context("setup has not run yet; run meetbox-firstboot first")?;
+    let Some(_lock) = console::try_lock(root)? else {
+        bail!("setup is running on another console; wait for it to finish");
+    };
+    let old_domain = settings.domain.clone();
+    match answers {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let file: ReconfigureFile = toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} is not valid: {} (keys: domain, email, tls, acme_directory, acme_ca_cert)",
+                    path.display(),
+                    e.message()
+                )
+            })?;
+            settings.domain = validation::domain(&file.domain).map_err(anyhow::Error::msg)?;
+            settings.email = validation::email(&file.email).map_err(anyhow::Error::msg)?;
+            settings.tls = validation::tls_choice(&file.tls).map_err(anyhow::Error::msg)?;
+            settings.acme_directory = match file.acme_directory {
+                Some(url) => validation::acme_directory(&url).map_err(anyhow::Error::msg)?,
+                None => LETS_ENCRYPT_DIRECTORY.to_string(),
+            };
+            settings.acme_ca_cert = file
+                .acme_ca_cert
+                .map(|pem| validation::ca_certificate(&pem))
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+        }
+        None => {
+            println!("Current domain: {}", settings.domain);
+            settings.domain = prompts::ask_domain()?;
+            settings.tls = prompts::ask_tls()?;
+        }
+    }
+    if settings.domain != old_domain {
+        root.remove(&layout::jitsi_config_js(old_domain.as_str()))?;
+    }
+    RetryRecord::clear(root)?;
+    state.settings = Some(settings);
+    setup::reopen(
+        root,
+        &mut state,
+        &[
+            Step::SelfSignedCertificate,
+            Step::Configuration,
+            Step::Certificate,
+            Step::Services,
+        ],
+    )?;
+    let outcome = setup::resume(root, &mut state)?;
+    println!(
+        "{}",
+        console::final_screen(
+            &outcome.settings,
+            outcome.network.lan_address,
+            &outcome.certificate_note
+        )
+    );
+    Ok(())
+}
+
+fn renew(root: &Root, force: bool) -> Result<()> {
+    if !setup::finished(root) {
+        bail!("setup has not finished; run meetbox-firstboot first");
+    }
+    let settings = State::load(root)?
+        .settings
+        .context("the state file has no settings; run meetbox-firstboot reconfigure")?;
+    if settings.tls != TlsChoice::LetsEncrypt {
+        println!("The box uses a self-signed certificate by choice; nothing to renew.");
+        return Ok(());
+    }
+    let now = setup::now();
+    let installed = tls::installed(root)?;
+    if let Some(info) = &installed {
+        if !info.self_signed && now < tls::renewal_time(info) && !force {
+            println!(
+                "The certificate is renewed after {}.",
+                format_time(tls::renewal_time(info))
+            );
+            return Ok(());
+        }
+    }
+    if let Some(record) = RetryRecord::load(root)? {
+        if now < record.next_attempt && !force {
+            println!(
+                "The last attempt failed; the next one is after {}.",
+                format_time(record.next_attempt)
+            );
+            return Ok(());
+        }
+    }
+    let lan = network::detect(settings.domain.as_str()).lan_address;
+    match setup::obtain_and_install(root, &settings, lan)? {
+        Ok(()) => {
+            services::reload_for_new_certificate(root)?;
+            println!("A new certificate is installed.");
+            Ok(())
+        }
+        Err(failure) => {
+            let record = RetryRecord::record_failure(root, now, &failure.explanation)?;
+            bail!(
+                "{failure}\nThe current certificate stays in place; the next attempt is after {}.",
+                format_time(record.next_attempt)
+            )
+        }
+    }
+}

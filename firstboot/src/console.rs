@@ -1,0 +1,160 @@
+//! The console side: the banner, keeping kernel messages off the screen, the lock that lets only one
+//! console run setup, and the texts of the last screen and of a failure.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+
+use anyhow::{Context, Result};
+
+use crate::apply::Root;
+use crate::layout;
+use crate::settings::Settings;
+use crate::validation::TlsChoice;
+
+/// The first line on every console.
+pub const BANNER: &str = "Meetbox first-boot setup";
+
+/// Lowers the kernel's console log level while it lives, so boot messages do not overwrite prompts;
+/// the previous level comes back on drop.
+pub struct QuietKernel {
+    previous: Option<String>,
+}
+
+const PRINTK: &str = "/proc/sys/kernel/printk";
+
+impl QuietKernel {
+    pub fn start() -> QuietKernel {
+        let previous = fs::read_to_string(PRINTK).ok();
+        // Level 1: only emergencies reach the console.
+        if previous.is_some() && fs::write(PRINTK, "1").is_err() {
+            return QuietKernel { previous: None };
+        }
+        QuietKernel { previous }
+    }
+}
+
+impl Drop for QuietKernel {
+    fn drop(&mut self) {
+        if let Some(level) = self
+            .previous
+            .as_deref()
+            .and_then(|p| p.split_whitespace().next())
+        {
+            let _ = fs::write(PRINTK, level);
+        }
+    }
+}
+
+/// An exclusive hold on the setup lock; released when dropped (or when the process dies).
+pub struct SetupLock {
+    _file: File,
+}
+
+/// Tries to take the setup lock without waiting; None when another console holds it.
+pub fn try_lock(root: &Root) -> Result<Option<SetupLock>> {
+    let path = root.path(layout::LOCK_FILE);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(Some(SetupLock { _file: file }))
+    } else {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// The last screen: where to meet, who may start meetings, what to forward on the router.
+pub fn final_screen(
+    settings: &Settings,
+    lan_address: Option<std::net::IpAddr>,
+    certificate_note: &str,
+) -> String {
+    let forward_to = lan_address.map_or("this box".to_string(), |ip| format!("this box ({ip})"));
+    let mut out = String::new();
+    out += "\nSetup is complete.\n\n";
+    out += &format!("  Meetings:     https://{}/\n", settings.domain);
+    out += &format!(
+        "  Admin user:   {} (log in with it to start a meeting; guests join without an account)\n",
+        settings.admin_user
+    );
+    out += &format!("  Certificate:  {certificate_note}\n\n");
+    out += &format!("On your router, forward these ports to {forward_to}:\n");
+    for port in layout::ROUTER_PORTS {
+        out += &format!("  {port}\n");
+    }
+    if settings.tls == TlsChoice::SelfSigned {
+        out += "\nBrowsers will warn about the self-signed certificate until you accept it once.\n";
+    }
+    out += "\nTo change the name or the certificate later: meetbox-firstboot reconfigure\n";
+    out
+}
+
+/// What a failure looks like on screen: what failed, why, and how to try again.
+pub fn failure_screen(step: &str, error: &anyhow::Error) -> String {
+    format!(
+        "\nSetup stopped: {step} failed.\n\n  {error:#}\n\nNothing is lost: the steps already done are kept.\nTo try again, log in as root and run: meetbox-firstboot\n(or simply restart the box; setup resumes where it stopped).\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scram;
+    use crate::validation;
+
+    #[test]
+    fn final_screen_names_url_user_and_ports() {
+        let settings = Settings {
+            domain: validation::domain("meet.example.org").unwrap(),
+            admin_user: "admin".into(),
+            admin_credential: scram::credential("x", "y", 4096),
+            email: None,
+            tls: TlsChoice::LetsEncrypt,
+            acme_directory: String::new(),
+            acme_ca_cert: None,
+        };
+        let screen = final_screen(
+            &settings,
+            Some("192.168.1.9".parse().unwrap()),
+            "Let's Encrypt",
+        );
+        for needle in [
+            "https://meet.example.org/",
+            "admin",
+            "80/tcp",
+            "443/tcp",
+            "10000/udp",
+            "3478/udp",
+            "5349/tcp",
+            "192.168.1.9",
+        ] {
+            assert!(screen.contains(needle), "{needle}");
+        }
+    }
+
+    #[test]
+    fn lock_is_exclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let held = try_lock(&root).unwrap();
+        assert!(held.is_some());
+        // flock locks belong to the open file description: a second open conflicts.
+        assert!(try_lock(&root).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&root).unwrap().is_some());
+    }
+}

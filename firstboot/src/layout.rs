@@ -1,0 +1,101 @@
+//! Where things live on the appliance, and the fixed internal XMPP domain (see docs/firstboot.md).
+//!
+//! Paths are absolute paths of the target system; `apply::Root` maps them below `--root`.
+
+/// The internal XMPP domain, the same on every box; the public name appears only in nginx, certificates,
+/// TURN and the client URLs, so changing it never touches prosody accounts, jicofo or the videobridge.
+pub const XMPP_DOMAIN: &str = "meet.jitsi";
+pub const XMPP_AUTH_DOMAIN: &str = "auth.meet.jitsi";
+pub const XMPP_GUEST_DOMAIN: &str = "guest.meet.jitsi";
+pub const XMPP_MUC_DOMAIN: &str = "conference.meet.jitsi";
+pub const XMPP_INTERNAL_MUC_DOMAIN: &str = "internal-muc.meet.jitsi";
+pub const XMPP_LOBBY_DOMAIN: &str = "lobby.meet.jitsi";
+pub const XMPP_BREAKOUT_DOMAIN: &str = "breakout.meet.jitsi";
+pub const XMPP_FOCUS_COMPONENT: &str = "focus.meet.jitsi";
+/// The MUC where videobridges announce themselves to jicofo.
+pub const BREWERY_ROOM: &str = "jvbbrewery@internal-muc.meet.jitsi";
+pub const FOCUS_USER: &str = "focus";
+pub const JVB_USER: &str = "jvb";
+
+/// The answers file at the root of the ESP.
+pub const ESP_ANSWERS: &str = "/boot/efi/meetbox-setup.toml";
+
+/// The agent's own state.
+pub const STATE_DIR: &str = "/var/lib/meetbox";
+pub const STATE_FILE: &str = "/var/lib/meetbox/firstboot-state.json";
+pub const DONE_MARKER: &str = "/var/lib/meetbox/firstboot.done";
+pub const SECRETS_FILE: &str = "/var/lib/meetbox/secrets.json";
+pub const ACME_ACCOUNT_FILE: &str = "/var/lib/meetbox/acme-account.json";
+pub const ACME_RETRY_FILE: &str = "/var/lib/meetbox/acme-retry.json";
+pub const ACME_CA_FILE: &str = "/var/lib/meetbox/acme-ca.pem";
+/// Served on port 80 under `/.well-known/acme-challenge/`, by nginx or by the agent itself.
+pub const ACME_WEBROOT: &str = "/var/lib/meetbox/acme-webroot";
+pub const ACME_CHALLENGE_DIR: &str = "/var/lib/meetbox/acme-webroot/.well-known/acme-challenge";
+/// Taken by the instance that runs setup, so that only one console asks the questions.
+pub const LOCK_FILE: &str = "/run/meetbox-firstboot.lock";
+
+/// The public certificate, used by nginx (root reads it) ...
+pub const TLS_CERT: &str = "/etc/meetbox/tls/fullchain.pem";
+pub const TLS_KEY: &str = "/etc/meetbox/tls/privkey.pem";
+/// ... and a copy owned by coturn, which drops privileges before reading it.
+pub const TURN_TLS_CERT: &str = "/etc/coturn/meetbox/fullchain.pem";
+pub const TURN_TLS_KEY: &str = "/etc/coturn/meetbox/privkey.pem";
+
+pub const PROSODY_CFG: &str = "/etc/prosody/prosody.cfg.lua";
+pub const PROSODY_SITE_AVAIL: &str = "/etc/prosody/conf.avail/meet.jitsi.cfg.lua";
+pub const PROSODY_SITE_LINK: &str = "/etc/prosody/conf.d/meet.jitsi.cfg.lua";
+pub const PROSODY_CERT_DIR: &str = "/etc/prosody/certs";
+pub const PROSODY_DATA_DIR: &str = "/var/lib/prosody";
+/// Present when jitsi-meet-prosody is installed; its modules are enabled only then.
+pub const JITSI_PROSODY_PLUGINS: &str = "/usr/share/jitsi-meet/prosody-plugins";
+pub const JICOFO_CONF: &str = "/etc/jitsi/jicofo/jicofo.conf";
+pub const JVB_CONF: &str = "/etc/jitsi/videobridge/jvb.conf";
+pub const JITSI_MEET_DIR: &str = "/etc/jitsi/meet";
+pub const JITSI_WEB_ROOT: &str = "/usr/share/jitsi-meet";
+pub const NGINX_SITE_AVAIL: &str = "/etc/nginx/sites-available/meetbox.conf";
+pub const NGINX_SITE_LINK: &str = "/etc/nginx/sites-enabled/meetbox.conf";
+pub const NGINX_DEFAULT_SITE_LINK: &str = "/etc/nginx/sites-enabled/default";
+pub const TURN_CONF: &str = "/etc/turnserver.conf";
+pub const MACHINE_ID: &str = "/etc/machine-id";
+pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+
+/// Ports to forward on the router, as shown on the last screen.
+pub const ROUTER_PORTS: [&str; 5] = ["80/tcp", "443/tcp", "10000/udp", "3478/udp", "5349/tcp"];
+
+/// The config.js of the public domain.
+pub fn jitsi_config_js(public_domain: &str) -> String {
+    format!("{JITSI_MEET_DIR}/{public_domain}-config.js")
+}
+
+/// Prosody's account store for `user@host` (prosody escapes every non-alphanumeric byte of the host).
+pub fn prosody_account_file(host: &str, user: &str) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect::<String>()
+    };
+    format!(
+        "{PROSODY_DATA_DIR}/{}/accounts/{}.dat",
+        encode(host),
+        encode(user)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prosody_escapes_host_names_like_its_datamanager() {
+        assert_eq!(
+            prosody_account_file("auth.meet.jitsi", "focus"),
+            "/var/lib/prosody/auth%2emeet%2ejitsi/accounts/focus.dat"
+        );
+    }
+}

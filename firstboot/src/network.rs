@@ -1,0 +1,105 @@
+//! The box's addresses: the LAN address (the source of the default route, found without sending a
+//! packet) and the public address (the public name's DNS record, when it is a global address).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+
+use crate::render::NetworkFacts;
+
+/// Resolves a name with the system resolver (advisory: a LAN's own DNS may answer differently).
+pub fn resolve(domain: &str) -> Vec<IpAddr> {
+    (domain, 80)
+        .to_socket_addrs()
+        .map(|addrs| {
+            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.dedup();
+            ips
+        })
+        .unwrap_or_default()
+}
+
+/// True for addresses reachable from the internet (not private, loopback, link-local, CGNAT, ...).
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || o[0] >= 224
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 198 && (18..20).contains(&o[1])))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// The local address used to reach `toward` (a UDP "connect" only selects a route).
+pub fn local_address_toward(toward: IpAddr) -> Option<IpAddr> {
+    let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)).ok()?;
+    socket.connect(SocketAddr::new(toward, 9)).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// Pure decision from what was observed.
+pub fn facts_from(lan_address: Option<IpAddr>, resolved: &[IpAddr]) -> NetworkFacts {
+    let public_address = resolved
+        .iter()
+        .copied()
+        .find(|ip| ip.is_ipv4() && is_global(*ip))
+        .filter(|ip| Some(*ip) != lan_address);
+    NetworkFacts {
+        lan_address,
+        public_address,
+    }
+}
+
+/// Observes the network now.
+pub fn detect(domain: &str) -> NetworkFacts {
+    let resolved = resolve(domain);
+    // Any global address selects the default route; 192.0.2.1 is documentation space, never contacted.
+    let toward = resolved
+        .iter()
+        .copied()
+        .find(|ip| ip.is_ipv4() && is_global(*ip))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let lan = local_address_toward(toward).filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    facts_from(lan, &resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_addresses() {
+        assert!(is_global("203.0.114.7".parse().unwrap()));
+        assert!(!is_global("192.168.1.4".parse().unwrap()));
+        assert!(!is_global("100.64.0.1".parse().unwrap()));
+        assert!(!is_global("127.0.0.1".parse().unwrap()));
+        assert!(!is_global("fd00::1".parse().unwrap()));
+        assert!(is_global("2a01:4f8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn public_address_only_behind_nat() {
+        let lan: IpAddr = "192.168.1.20".parse().unwrap();
+        let public: IpAddr = "198.51.99.10".parse().unwrap();
+        assert_eq!(
+            facts_from(Some(lan), &[public]).public_address,
+            Some(public)
+        );
+        assert_eq!(facts_from(Some(public), &[public]).public_address, None);
+        assert_eq!(facts_from(Some(lan), &[lan]).public_address, None);
+        assert_eq!(facts_from(Some(lan), &[]).public_address, None);
+    }
+}

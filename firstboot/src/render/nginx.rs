@@ -1,0 +1,132 @@
+//! The nginx site: port 80 only answers ACME challenges and redirects; port 443 serves Jitsi with
+//! Mozilla's intermediate TLS settings and security headers.
+//!
+//! nginx drops server-level `add_header`s in any location that has its own, so no location here sets a
+//! header: they are all set once, at server level, with `always` so error pages carry them too.
+
+use super::{header, Site};
+use crate::layout::*;
+
+/// A policy that keeps the Jitsi web client working: it needs inline scripts and WebAssembly (noise
+/// suppression, virtual backgrounds), workers from blob: URLs, and its own WebSockets.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' data: blob:; font-src 'self' data:; connect-src 'self' wss://{domain}; worker-src 'self' blob:; frame-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'";
+
+/// Mozilla intermediate: ECDHE with AEAD only (TLS 1.2); TLS 1.3 suites are OpenSSL's defaults.
+const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+pub fn nginx_site(site: &Site) -> String {
+    let domain = site.domain;
+    let csp = CONTENT_SECURITY_POLICY.replace("{domain}", domain);
+    let config_js = jitsi_config_js(domain);
+    format!(
+        r#"{header}
+server {{
+    listen 80;
+    listen [::]:80;
+    server_name {domain};
+    server_tokens off;
+    access_log off;
+
+    if ($request_method !~ ^(GET|HEAD)$) {{
+        return 405;
+    }}
+
+    location ^~ /.well-known/acme-challenge/ {{
+        root {ACME_WEBROOT};
+        default_type text/plain;
+        try_files $uri =404;
+    }}
+
+    location / {{
+        return 301 https://{domain}$request_uri;
+    }}
+}}
+
+server {{
+    listen 443 ssl http2;
+    listen [::]:443 ssl http2;
+    server_name {domain};
+    server_tokens off;
+    access_log off;
+    error_log /var/log/nginx/error.log crit;
+
+    ssl_certificate {TLS_CERT};
+    ssl_certificate_key {TLS_KEY};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_ciphers {CIPHERS};
+    ssl_prefer_server_ciphers off;
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:MeetboxTLS:10m;
+    ssl_session_tickets off;
+
+    # All headers here, none in a location (a location's add_header would drop these).
+    add_header Strict-Transport-Security "max-age=63072000" always;
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header Referrer-Policy "no-referrer" always;
+    add_header Content-Security-Policy "{csp}" always;
+    add_header Permissions-Policy "geolocation=(), payment=(), usb=()" always;
+
+    if ($request_method !~ ^(GET|HEAD|POST|OPTIONS)$) {{
+        return 405;
+    }}
+
+    root {JITSI_WEB_ROOT};
+    index index.html;
+    ssi on;
+    ssi_types application/x-javascript application/javascript;
+    error_page 404 /static/404.html;
+    client_max_body_size 1m;
+
+    location = /config.js {{
+        alias {config_js};
+    }}
+
+    location = /external_api.js {{
+        alias {JITSI_WEB_ROOT}/libs/external_api.min.js;
+    }}
+
+    location ~ ^/(libs|css|static|images|fonts|lang|sounds)/(.*)$ {{
+        alias {JITSI_WEB_ROOT}/$1/$2;
+    }}
+
+    # XMPP over BOSH and WebSocket to prosody on loopback.
+    location = /http-bind {{
+        proxy_pass http://127.0.0.1:5280/http-bind;
+        proxy_set_header Host $host;
+        proxy_buffering off;
+    }}
+
+    location = /xmpp-websocket {{
+        proxy_pass http://127.0.0.1:5280/xmpp-websocket;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        proxy_set_header Host $host;
+        tcp_nodelay on;
+        proxy_read_timeout 900s;
+    }}
+
+    # The videobridge's data channel.
+    location ~ ^/colibri-ws/([a-zA-Z0-9\-._]+)/(.*) {{
+        proxy_pass http://127.0.0.1:9090/colibri-ws/$1/$2$is_args$args;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        tcp_nodelay on;
+        proxy_read_timeout 900s;
+    }}
+
+    # Room names are paths: serve the client for them.
+    location ~ ^/([^/?&:'"]+)$ {{
+        try_files $uri @room;
+    }}
+
+    location @room {{
+        rewrite ^/(.*)$ /index.html break;
+    }}
+}}
+"#,
+        header = header("#")
+    )
+}

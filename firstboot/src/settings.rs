@@ -1,0 +1,22 @@
+//! What setup was asked to do, as kept in the state file: the answers without the admin password (only
+//! its SCRAM form is kept), so that a resumed run needs no questions and no clear-text secret.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scram::ScramCredential;
+use crate::validation::{Domain, TlsChoice};
+
+/// Let's Encrypt's production directory, used unless the answers name another ACME server.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub domain: Domain,
+    pub admin_user: String,
+    pub admin_credential: ScramCredential,
+    pub email: Option<String>,
+    pub tls: TlsChoice,
+    pub acme_directory: String,
+    /// PEM of a root certificate to trust for the ACME server (tests); None trusts the system roots.
+    pub acme_ca_cert: Option<String>,
+}

@@ -1,0 +1,423 @@
+//! The setup steps, run in order and recorded one by one in the state file, so that an interrupted run
+//! resumes at the first step not recorded and reaches the same end state. The done marker is written last.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::acme;
+use crate::answers::{self, Answers};
+use crate::apply::{FileSpec, Owner, Root};
+use crate::layout;
+use crate::network;
+use crate::prompts;
+use crate::render::{self, NetworkFacts, Site};
+use crate::retry::RetryRecord;
+use crate::scram;
+use crate::secrets::{self, Secrets};
+use crate::services;
+use crate::settings::{Settings, LETS_ENCRYPT_DIRECTORY};
+use crate::state::{self, State, Step};
+use crate::tls;
+use crate::validation::TlsChoice;
+
+/// Test switch: abort the process right after the named step is recorded (simulates a power cut).
+pub const CRASH_AFTER_ENV: &str = "MEETBOX_FIRSTBOOT_CRASH_AFTER";
+
+/// Where the answers come from when setup has not recorded any yet.
+pub enum AnswerSource {
+    /// `--answers FILE`.
+    File(PathBuf),
+    /// The ESP file if present, else the questions.
+    EspOrQuestions,
+}
+
+/// The outcome shown on the last screen.
+pub struct Outcome {
+    pub settings: Settings,
+    pub network: NetworkFacts,
+    pub certificate_note: String,
+}
+
+/// Runs (or resumes) setup to the end.
+pub fn run(root: &Root, source: AnswerSource) -> Result<Outcome> {
+    let mut state = State::load(root)?;
+    if state.settings.is_none() || !state.is_done(Step::Answers) {
+        let (answers, file) = collect_answers(root, source)?;
+        state.settings = Some(settings_from(&answers)?);
+        state.mark_done(Step::Answers);
+        state.save(root)?;
+        if let Some(file) = file {
+            answers::wipe(&file)?;
+        }
+        crash_point(Step::Answers);
+    }
+    wipe_leftover_answers(root)?;
+    resume(root, &mut state)
+}
+
+/// Runs the steps not yet recorded, then writes the done marker.
+pub fn resume(root: &Root, state: &mut State) -> Result<Outcome> {
+    let settings = state
+        .settings
+        .clone()
+        .context("the state file has no settings; remove it and run setup again")?;
+    let mut network = NetworkFacts::default();
+    let mut certificate_note = String::new();
+    for step in Step::ALL {
+        if step == Step::Answers || state.is_done(step) {
+            continue;
+        }
+        println!("==> {}", step.describe());
+        let note = do_step(root, step, &settings, &mut network)
+            .with_context(|| format!("{} failed", step.describe()))?;
+        if step == Step::Certificate {
+            certificate_note = note;
+        }
+        state.mark_done(step);
+        state.save(root)?;
+        crash_point(step);
+    }
+    if network == NetworkFacts::default() {
+        network = network::detect(settings.domain.as_str());
+    }
+    if certificate_note.is_empty() {
+        certificate_note = describe_installed_certificate(root);
+    }
+    root.write(&FileSpec::new(
+        layout::DONE_MARKER,
+        format!("setup finished for {}\n", settings.domain),
+        0o644,
+        Owner::ROOT,
+    ))?;
+    Ok(Outcome {
+        settings,
+        network,
+        certificate_note,
+    })
+}
+
+fn crash_point(step: Step) {
+    if std::env::var(CRASH_AFTER_ENV).is_ok_and(|v| v == step.name()) {
+        eprintln!("{CRASH_AFTER_ENV}={}: aborting as asked", step.name());
+        std::process::abort();
+    }
+}
+
+fn collect_answers(root: &Root, source: AnswerSource) -> Result<(Answers, Option<PathBuf>)> {
+    match source {
+        AnswerSource::File(path) => {
+            let answers = answers::read(&path)?;
+            println!("{}", prompts::summary(&answers));
+            Ok((answers, Some(path)))
+        }
+        AnswerSource::EspOrQuestions => {
+            let esp = root.path(layout::ESP_ANSWERS);
+            if esp.exists() {
+                println!("Using the answers in {}.", layout::ESP_ANSWERS);
+                let answers = answers::read(&esp)?;
+                println!("{}", prompts::summary(&answers));
+                Ok((answers, Some(esp)))
+            } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                Ok((prompts::ask()?, None))
+            } else {
+                bail!(
+                    "there are no answers: write {} on the boot partition, pass --answers FILE, or run this on a console",
+                    layout::ESP_ANSWERS
+                )
+            }
+        }
+    }
+}
+
+/// The ESP file is consumed once its answers are recorded; a crash between the two leaves it behind.
+fn wipe_leftover_answers(root: &Root) -> Result<()> {
+    let esp = root.path(layout::ESP_ANSWERS);
+    if esp.exists() {
+        answers::wipe(&esp)?;
+    }
+    Ok(())
+}
+
+/// Settings as recorded: the password replaced by its SCRAM form with a fresh salt.
+pub fn settings_from(answers: &Answers) -> Result<Settings> {
+    let salt = secrets::random_alphanumeric(24)?;
+    Ok(Settings {
+        domain: answers.domain.clone(),
+        admin_user: answers.admin_user.clone(),
+        admin_credential: scram::credential(&answers.admin_password, &salt, scram::ITERATIONS),
+        email: answers.email.clone(),
+        tls: answers.tls,
+        acme_directory: answers
+            .acme_directory
+            .clone()
+            .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_string()),
+        acme_ca_cert: answers.acme_ca_cert.clone(),
+    })
+}
+
+/// Loads the secrets, creating them on first use.
+pub fn load_or_create_secrets(root: &Root) -> Result<Secrets> {
+    if root.exists(layout::SECRETS_FILE) {
+        return serde_json::from_str(&root.read_to_string(layout::SECRETS_FILE)?)
+            .with_context(|| format!("the secrets file {} is damaged", layout::SECRETS_FILE));
+    }
+    let secrets = Secrets::generate()?;
+    let json = serde_json::to_string_pretty(&secrets).context("cannot encode the secrets")?;
+    root.write(&FileSpec::new(
+        layout::SECRETS_FILE,
+        json + "\n",
+        0o600,
+        Owner::ROOT,
+    ))?;
+    Ok(secrets)
+}
+
+/// Does one step; returns a note for the last screen (the certificate step's outcome).
+fn do_step(
+    root: &Root,
+    step: Step,
+    settings: &Settings,
+    network: &mut NetworkFacts,
+) -> Result<String> {
+    match step {
+        Step::Answers => {}
+        Step::Secrets => {
+            root.directory(layout::STATE_DIR, 0o700, Owner::ROOT)?;
+            load_or_create_secrets(root)?;
+        }
+        Step::MachineId => {
+            let secrets = load_or_create_secrets(root)?;
+            root.write(&FileSpec::new(
+                layout::MACHINE_ID,
+                format!("{}\n", secrets.machine_id),
+                0o444,
+                Owner::ROOT,
+            ))?;
+        }
+        Step::SshHostKeys => ssh_host_keys(root)?,
+        Step::SelfSignedCertificate => {
+            tls::install(root, &tls::self_signed(&[settings.domain.as_str()])?)?;
+        }
+        Step::ProsodyCertificates => prosody_certificates(root)?,
+        Step::Configuration => {
+            *network = network::detect(settings.domain.as_str());
+            configuration(root, settings, network)?;
+        }
+        Step::Accounts => accounts(root, settings)?,
+        Step::Certificate => {
+            if *network == NetworkFacts::default() {
+                *network = network::detect(settings.domain.as_str());
+            }
+            return certificate(root, settings, network.lan_address);
+        }
+        Step::Services => {
+            let started = services::enable_and_restart(root, &services::STACK)?;
+            if !started.is_empty() {
+                println!("    enabled: {}", started.join(", "));
+            }
+            if settings.tls == TlsChoice::LetsEncrypt {
+                services::enable_and_restart(root, &[services::ACME_TIMER])?;
+            }
+        }
+    }
+    Ok(String::new())
+}
+
+/// Replaces the image's SSH host keys with this box's own (only when SSH is installed).
+fn ssh_host_keys(root: &Root) -> Result<()> {
+    if !root.exists(layout::SSHD_CONFIG) {
+        return Ok(());
+    }
+    let dir = root.path("/etc/ssh");
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
+    let output = Command::new("ssh-keygen")
+        .arg("-A")
+        .arg("-f")
+        .arg(root.dir())
+        .output()
+        .context("cannot run ssh-keygen (package openssh-client)")?;
+    if !output.status.success() {
+        bail!(
+            "ssh-keygen -A failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Self-signed certificates for prosody's internal hosts (only jicofo and the bridge see them).
+fn prosody_certificates(root: &Root) -> Result<()> {
+    let prosody = Owner::new("prosody", "prosody");
+    for host in [layout::XMPP_DOMAIN, layout::XMPP_AUTH_DOMAIN] {
+        let certified = tls::self_signed(&[host])?;
+        let dir = layout::PROSODY_CERT_DIR;
+        root.write(&FileSpec::new(
+            format!("{dir}/{host}.key"),
+            certified.key_pem,
+            0o600,
+            prosody,
+        ))?;
+        root.write(&FileSpec::new(
+            format!("{dir}/{host}.crt"),
+            certified.chain_pem,
+            0o644,
+            prosody,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Renders and writes every configuration file.
+fn configuration(root: &Root, settings: &Settings, network: &NetworkFacts) -> Result<()> {
+    let secrets = load_or_create_secrets(root)?;
+    let site = Site {
+        domain: settings.domain.as_str(),
+        secrets: &secrets,
+        network,
+        jitsi_prosody_plugins: root.exists(layout::JITSI_PROSODY_PLUGINS),
+    };
+    for file in render::all(&site) {
+        root.write(&file)?;
+    }
+    for (link, target) in render::LINKS {
+        root.symlink(link, target)?;
+    }
+    root.remove(layout::NGINX_DEFAULT_SITE_LINK)?;
+    root.directory(layout::ACME_WEBROOT, 0o755, Owner::ROOT)?;
+    root.directory(layout::ACME_CHALLENGE_DIR, 0o755, Owner::ROOT)?;
+    Ok(())
+}
+
+/// Prosody accounts: the admin (from the recorded SCRAM form), jicofo and the videobridge.
+fn accounts(root: &Root, settings: &Settings) -> Result<()> {
+    let secrets = load_or_create_secrets(root)?;
+    let prosody = Owner::new("prosody", "prosody");
+    let records = [
+        (
+            layout::XMPP_DOMAIN,
+            settings.admin_user.as_str(),
+            settings.admin_credential.clone(),
+        ),
+        (
+            layout::XMPP_AUTH_DOMAIN,
+            layout::FOCUS_USER,
+            scram::credential(
+                &secrets.focus_password,
+                &secrets.focus_salt,
+                scram::ITERATIONS,
+            ),
+        ),
+        (
+            layout::XMPP_AUTH_DOMAIN,
+            layout::JVB_USER,
+            scram::credential(&secrets.jvb_password, &secrets.jvb_salt, scram::ITERATIONS),
+        ),
+    ];
+    for (host, user, credential) in records {
+        let path = layout::prosody_account_file(host, user);
+        let host_dir = path
+            .rsplitn(3, '/')
+            .nth(2)
+            .unwrap_or(layout::PROSODY_DATA_DIR)
+            .to_string();
+        root.directory(&host_dir, 0o750, prosody)?;
+        root.directory(&format!("{host_dir}/accounts"), 0o750, prosody)?;
+        root.write(&FileSpec::new(
+            path,
+            scram::account_file(&credential),
+            0o640,
+            prosody,
+        ))?;
+    }
+    Ok(())
+}
+
+/// The ACME step: a real certificate, or the self-signed one kept with a scheduled retry.
+fn certificate(root: &Root, settings: &Settings, lan: Option<std::net::IpAddr>) -> Result<String> {
+    if settings.tls == TlsChoice::SelfSigned {
+        return Ok("self-signed (as chosen)".into());
+    }
+    match obtain_and_install(root, settings, lan)? {
+        Ok(()) => Ok("from the ACME server, renewed automatically".into()),
+        Err(failure) => {
+            println!("\n{}\n", failure.explanation);
+            println!("    details: {}", failure.detail);
+            let record = RetryRecord::record_failure(root, now(), &failure.explanation)?;
+            println!(
+                "    The box keeps its self-signed certificate and tries again in {} minutes (then less and less often).",
+                crate::retry::delay_after(record.attempts) / 60
+            );
+            Ok("self-signed for now; Let's Encrypt is retried automatically".into())
+        }
+    }
+}
+
+/// One ACME attempt; the outer error is a local problem, the inner one a failed issuance.
+pub fn obtain_and_install(
+    root: &Root,
+    settings: &Settings,
+    lan: Option<std::net::IpAddr>,
+) -> Result<Result<(), acme::Failure>> {
+    let request = acme::Request {
+        domain: settings.domain.as_str(),
+        email: settings.email.as_deref(),
+        directory: &settings.acme_directory,
+        ca_cert_pem: settings.acme_ca_cert.as_deref(),
+        http_port: acme::http_port(),
+        lan_address: lan,
+    };
+    println!(
+        "    asking {} for a certificate for {}",
+        settings.acme_directory, settings.domain
+    );
+    let (findings, result) = acme::obtain(root, &request);
+    for finding in &findings {
+        println!("    check: {}", finding.advice(request.domain, lan));
+    }
+    match result {
+        Ok(certified) => {
+            tls::install(root, &certified)?;
+            RetryRecord::clear(root)?;
+            Ok(Ok(()))
+        }
+        Err(failure) => Ok(Err(failure)),
+    }
+}
+
+fn describe_installed_certificate(root: &Root) -> String {
+    match tls::installed(root) {
+        Ok(Some(info)) if info.self_signed => "self-signed".into(),
+        Ok(Some(info)) => format!("issued by {}", info.issuer),
+        _ => "none".into(),
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Marks finished steps to be done again (reconfigure) and removes the done marker first, so that an
+/// interruption resumes on the next boot.
+pub fn reopen(root: &Root, state: &mut State, steps: &[Step]) -> Result<()> {
+    state.forget(steps);
+    state.save(root)?;
+    root.remove(layout::DONE_MARKER)
+}
+
+/// True when setup has finished.
+pub fn finished(root: &Root) -> bool {
+    state::is_finished(root)
+}

@@ -1,0 +1,74 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use meetbox_firstboot::render::NetworkFacts;
+use meetbox_firstboot::secrets::Secrets;
+
+/// True when `tool` can run. Absent: fails under CI=true, else prints why the test is skipped.
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required (apt-get install {package})");
+        }
+        eprintln!("SKIPPED: {tool} not found (apt-get install {package})");
+    }
+    found
+}
+
+/// True when running as root (real servers need it to drop privileges or bind).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("this test needs root");
+        }
+        eprintln!("SKIPPED: needs root");
+    }
+    root
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the OS does not reuse it at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fixed secrets for rendering tests (real ones are random; see secrets.rs).
+pub fn sample_secrets() -> Secrets {
+    Secrets {
+        machine_id: "0123456789abcdef0123456789abcdef".into(),
+        focus_password: "FocusPassword0000000000000000000".into(),
+        jvb_password: "JvbPassword000000000000000000000".into(),
+        turn_secret: "TurnSecret0000000000000000000000".into(),
+        jvb_muc_nickname: "8c3b2f0e-1111-4222-8333-444455556666".into(),
+        focus_salt: "FocusSalt000000000000000".into(),
+        jvb_salt: "JvbSalt00000000000000000".into(),
+    }
+}
+
+/// A box behind NAT: LAN 192.168.1.20, router 198.51.99.10.
+pub fn sample_network() -> NetworkFacts {
+    NetworkFacts {
+        lan_address: Some("192.168.1.20".parse().unwrap()),
+        public_address: Some("198.51.99.10".parse().unwrap()),
+    }
+}
+
+pub fn run(command: &mut Command) -> std::process::Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    output
+}

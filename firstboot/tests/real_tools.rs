@@ -1,0 +1,427 @@
+//! The rendered configuration accepted by the real programs: nginx (syntax, then serving with its
+//! headers), prosody (config check, and its own SCRAM code agreeing with our account records), coturn,
+//! HOCON parsing of jicofo.conf and jvb.conf, and node on config.js.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meetbox_firstboot::layout;
+use meetbox_firstboot::render::{self, Site};
+use meetbox_firstboot::scram;
+use meetbox_firstboot::tls;
+
+fn with_site<T>(jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
+    let secrets = common::sample_secrets();
+    let network = common::sample_network();
+    let site = Site {
+        domain: "meet.example.org",
+        secrets: &secrets,
+        network: &network,
+        jitsi_prosody_plugins: jitsi,
+    };
+    f(&site)
+}
+
+/// Writes a self-signed certificate and key into `dir`; returns their paths.
+fn certificate_in(dir: &Path) -> (String, String) {
+    let certified = tls::self_signed(&["meet.example.org"]).unwrap();
+    let cert = dir.join("fullchain.pem");
+    let key = dir.join("privkey.pem");
+    std::fs::write(&cert, certified.chain_pem).unwrap();
+    std::fs::write(&key, certified.key_pem).unwrap();
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// A server stopped with SIGTERM when dropped (nginx's master then stops its workers too).
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SAFETY: signalling a child we started, by its id.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The nginx site, with its absolute paths moved into `dir` (and optionally its ports moved).
+fn nginx_setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
+    let (cert, key) = certificate_in(dir);
+    let web = dir.join("web");
+    std::fs::create_dir_all(web.join("static")).unwrap();
+    std::fs::write(web.join("index.html"), "<html>jitsi</html>\n").unwrap();
+    let acme = dir.join("acme");
+    std::fs::create_dir_all(acme.join(".well-known/acme-challenge")).unwrap();
+    std::fs::write(acme.join(".well-known/acme-challenge/tok-1"), "tok-1.thumb").unwrap();
+    let config_js = dir.join("config.js");
+    std::fs::write(&config_js, "var config = {};\n").unwrap();
+    let mut site = with_site(true, render::nginx_site)
+        .replace(layout::TLS_CERT, &cert)
+        .replace(layout::TLS_KEY, &key)
+        .replace(
+            &layout::jitsi_config_js("meet.example.org"),
+            &config_js.display().to_string(),
+        )
+        .replace(layout::ACME_WEBROOT, &acme.display().to_string())
+        .replace(layout::JITSI_WEB_ROOT, &web.display().to_string())
+        .replace(
+            "/var/log/nginx/error.log",
+            &dir.join("site-error.log").display().to_string(),
+        );
+    if let Some((http, https)) = ports {
+        site = site
+            .lines()
+            .filter(|l| !l.contains("listen [::]"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("listen 80;", &format!("listen 127.0.0.1:{http};"))
+            .replace("listen 443 ssl", &format!("listen 127.0.0.1:{https} ssl"));
+    }
+    std::fs::write(dir.join("site.conf"), site).unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  access_log off;\n  include {d}/site.conf;\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    path
+}
+
+#[test]
+fn nginx_accepts_the_site() {
+    if !common::have_tool("nginx", "nginx") || !common::is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = nginx_setup(dir.path(), None);
+    let out = common::run(
+        Command::new("nginx")
+            .arg("-t")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nginx -t refused the site:\n{stderr}");
+    assert!(stderr.contains("test is successful"), "{stderr}");
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = common::run(
+        Command::new("curl")
+            .args(["-sk", "--max-time", "5", "-D", "-", "-o", "/dev/null"])
+            .args(args),
+    );
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
+}
+
+#[test]
+fn nginx_serves_the_security_headers_everywhere() {
+    if !common::have_tool("nginx", "nginx")
+        || !common::have_tool("curl", "curl")
+        || !common::is_root()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (http, https) = (common::free_port(), common::free_port());
+    let conf = nginx_setup(dir.path(), Some((http, https)));
+    let _nginx = Killed(
+        Command::new("nginx")
+            .args(["-g", "daemon off;", "-p"])
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let resolve = format!("meet.example.org:{https}:127.0.0.1");
+    let base = format!("https://meet.example.org:{https}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl(&["--resolve", &resolve, &format!("{base}/")]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start: {:?}",
+            std::fs::read_to_string(dir.path().join("error.log"))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for path in ["/", "/config.js", "/someroom", "/static/missing.png"] {
+        let headers = curl(&["--resolve", &resolve, &format!("{base}{path}")]);
+        for needle in [
+            "strict-transport-security: max-age=63072000",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "content-security-policy: default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'",
+            "server: nginx\r\n",
+        ] {
+            assert!(headers.contains(needle), "{path}: missing {needle:?} in\n{headers}");
+        }
+    }
+    let put = curl(&["--resolve", &resolve, "-X", "PUT", &format!("{base}/")]);
+    assert!(
+        put.starts_with("http/2 405") || put.starts_with("http/1.1 405"),
+        "{put}"
+    );
+    assert!(put.contains("x-content-type-options: nosniff"), "{put}");
+    let trace = curl(&["--resolve", &resolve, "-X", "DELETE", &format!("{base}/")]);
+    assert!(trace.contains(" 405"), "{trace}");
+    // Port 80: ACME challenges from the webroot, everything else redirected.
+    let http_resolve = format!("meet.example.org:{http}:127.0.0.1");
+    let challenge = common::run(Command::new("curl").args([
+        "-s",
+        "--max-time",
+        "5",
+        "--resolve",
+        &http_resolve,
+        &format!("http://meet.example.org:{http}/.well-known/acme-challenge/tok-1"),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&challenge.stdout), "tok-1.thumb");
+    let redirect = curl(&[
+        "--resolve",
+        &http_resolve,
+        &format!("http://meet.example.org:{http}/room"),
+    ]);
+    assert!(
+        redirect.contains("location: https://meet.example.org/room"),
+        "{redirect}"
+    );
+}
+
+#[test]
+fn prosody_accepts_the_configuration() {
+    if !common::have_tool("prosodyctl", "prosody") {
+        return;
+    }
+    for jitsi in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+        let cfg = dir.path().join("prosody.cfg.lua");
+        std::fs::write(&cfg, with_site(jitsi, render::prosody_cfg)).unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/meet.jitsi.cfg.lua"),
+            with_site(jitsi, render::prosody_site),
+        )
+        .unwrap();
+        let out = common::run(
+            Command::new("prosodyctl")
+                .arg("--config")
+                .arg(&cfg)
+                .args(["check", "config"]),
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "prosodyctl check config (jitsi={jitsi}) failed:\n{text}"
+        );
+        assert!(
+            !text.to_lowercase().contains("error"),
+            "jitsi={jitsi}:\n{text}"
+        );
+        // Lua itself parses both files.
+        if common::have_tool("luac5.4", "lua5.4") {
+            for file in [cfg.clone(), dir.path().join("conf.d/meet.jitsi.cfg.lua")] {
+                let out = common::run(Command::new("luac5.4").arg("-p").arg(&file));
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    file.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn prosody_computes_the_same_scram_keys() {
+    if !common::have_tool("lua5.4", "lua5.4")
+        || !Path::new("/usr/lib/prosody/util/sasl/scram.lua").exists()
+    {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("prosody's Lua library is required (apt-get install prosody lua5.4)");
+        }
+        return;
+    }
+    for (password, salt) in [
+        ("horse staple cart moon", "c2FsdHNhbHQ"),
+        ("Tr0ub4dor&3xyz!", "abc123"),
+    ] {
+        let ours = scram::credential(password, salt, scram::ITERATIONS);
+        let script = r#"
+package.path = "/usr/lib/prosody/?.lua;" .. package.path
+package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath
+local scram = require "util.sasl.scram"
+local hex = require "util.hex"
+local ok, stored, server = scram.getAuthenticationDatabaseSHA1(arg[1], arg[2], tonumber(arg[3]))
+io.write(hex.to(stored), " ", hex.to(server))
+"#;
+        let out = common::run(
+            Command::new("lua5.4")
+                .args(["-e", script, "-"])
+                .arg(password)
+                .arg(salt)
+                .arg(scram::ITERATIONS.to_string())
+                .stdin(Stdio::null()),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text, format!("{} {}", ours.stored_key, ours.server_key));
+    }
+}
+
+#[test]
+fn coturn_runs_with_the_configuration() {
+    if !common::have_tool("turnserver", "coturn") || !common::is_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate_in(dir.path());
+    let (plain, tls_port) = (common::free_port(), common::free_port());
+    let conf = with_site(true, render::turnserver_conf)
+        .replace(layout::TURN_TLS_CERT, &cert)
+        .replace(layout::TURN_TLS_KEY, &key)
+        .replace(
+            "listening-port=3478",
+            &format!("listening-port={plain}\nlistening-ip=127.0.0.1"),
+        )
+        .replace(
+            "tls-listening-port=5349",
+            &format!("tls-listening-port={tls_port}"),
+        )
+        .replace("no-stdout-log\nlog-file=/dev/null\n", "")
+        .replace("external-ip=198.51.99.10/192.168.1.20\n", "");
+    let file = dir.path().join("turnserver.conf");
+    std::fs::write(&file, conf).unwrap();
+    let log = dir.path().join("turn.log");
+    let child = Command::new("turnserver")
+        .arg("-c")
+        .arg(&file)
+        .args([
+            "--pidfile",
+            &dir.path().join("turn.pid").display().to_string(),
+            "--log-file",
+            "stdout",
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed = Killed(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Total General servers")
+            || text.contains("relay ") && text.contains(&plain.to_string())
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(killed);
+    let lower = text.to_lowercase();
+    assert!(
+        !lower.contains("bad configuration format"),
+        "coturn rejected a line:\n{text}"
+    );
+    assert!(
+        !lower.contains("cannot find") && !lower.contains("error: "),
+        "{text}"
+    );
+    assert!(
+        lower.contains("listener address to use: 127.0.0.1"),
+        "coturn did not listen:\n{text}"
+    );
+}
+
+#[test]
+fn jicofo_and_jvb_conf_are_valid_hocon() {
+    if !common::have_tool("ruby", "ruby-hocon") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let jicofo = dir.path().join("jicofo.conf");
+    let jvb = dir.path().join("jvb.conf");
+    std::fs::write(&jicofo, with_site(true, render::jicofo_conf)).unwrap();
+    std::fs::write(&jvb, with_site(true, render::jvb_conf)).unwrap();
+    let get = |file: &Path, path: &str| {
+        let script = "require 'hocon'; require 'hocon/config_factory'; c = Hocon::ConfigFactory.parse_file(ARGV[0]).resolve; v = c.get_value(ARGV[1]).unwrapped; puts(v.is_a?(String) ? v : v.inspect)";
+        let out = common::run(
+            Command::new("ruby")
+                .args(["-e", script])
+                .arg(file)
+                .arg(path),
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let secrets = common::sample_secrets();
+    assert_eq!(
+        get(&jicofo, "jicofo.xmpp.client.password"),
+        secrets.focus_password
+    );
+    assert_eq!(get(&jicofo, "jicofo.authentication.type"), "XMPP");
+    assert_eq!(
+        get(&jicofo, "jicofo.bridge.brewery-jid"),
+        layout::BREWERY_ROOM
+    );
+    assert_eq!(
+        get(
+            &jvb,
+            "videobridge.apis.xmpp-client.configs.meetbox.password"
+        ),
+        secrets.jvb_password
+    );
+    assert_eq!(get(&jvb, "videobridge.ice.udp.port"), "10000");
+    assert_eq!(get(&jvb, "ice4j.harvest.mapping.stun.addresses"), "[]");
+    let mapping = get(&jvb, "ice4j.harvest.mapping.static-mappings");
+    assert!(
+        mapping.contains("192.168.1.20") && mapping.contains("198.51.99.10"),
+        "{mapping}"
+    );
+}
+
+#[test]
+fn node_parses_config_js() {
+    if !common::have_tool("node", "nodejs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.js");
+    std::fs::write(&file, with_site(true, render::config_js)).unwrap();
+    let out = common::run(Command::new("node").arg("--check").arg(&file));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And evaluates to the expected object.
+    let script = format!(
+        "{}\nconsole.log(config.hosts.domain, config.hosts.anonymousdomain, config.disableThirdPartyRequests, config.p2p.stunServers[0].urls)",
+        std::fs::read_to_string(&file).unwrap()
+    );
+    let out = common::run(Command::new("node").args(["-e", &script]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "meet.jitsi guest.meet.jitsi true stun:meet.example.org:3478"
+    );
+}
