@@ -191,6 +191,10 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
         .flatten()
         .flatten()
         .filter(|entry| {
+            // Template instances are enabled by the links the overlay ships.
+            !entry.file_name().to_string_lossy().contains('@')
+        })
+        .filter(|entry| {
             fs::read_to_string(entry.path())
                 .map(|text| text.lines().any(|line| line.trim() == "[Install]"))
                 .unwrap_or(false)
@@ -213,6 +217,53 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
         );
     }
     progress::detail(format!("enabled: {}", units.join(", ")));
+    disable_until_setup(tree)
+}
+
+/// Services that stay off until the first-boot agent has configured them: nothing
+/// of Jitsi is served (and port 80 stays free for ACME) before setup is done.
+pub const FENCED_SERVICES: &[&str] = &[
+    "nginx.service",
+    "prosody.service",
+    "coturn.service",
+    "jicofo.service",
+    "jitsi-videobridge2.service",
+];
+
+fn disable_until_setup(tree: &Path) -> Result<()> {
+    let present: Vec<&str> = FENCED_SERVICES
+        .iter()
+        .copied()
+        .filter(|unit| {
+            [
+                "usr/lib/systemd/system",
+                "lib/systemd/system",
+                "etc/systemd/system",
+            ]
+            .iter()
+            .any(|dir| tree.join(dir).join(unit).exists())
+        })
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let output = Command::new("systemctl")
+        .arg(format!("--root={}", tree.display()))
+        .arg("disable")
+        .args(&present)
+        .output()
+        .context("cannot run systemctl to disable services until first boot")?;
+    if !output.status.success() {
+        bail!(
+            "systemctl --root disable {} failed: {}",
+            present.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    progress::detail(format!(
+        "off until first-boot setup: {}",
+        present.join(", ")
+    ));
     Ok(())
 }
 
