@@ -1,6 +1,6 @@
 //! Boots an image in QEMU with OVMF Secure Boot and Microsoft's keys enrolled, as
-//! on a stock mini-PC: serial console on the terminal (or a log file), guest web
-//! ports forwarded from 127.0.0.1 only.
+//! on a stock mini-PC: serial console on the terminal (or a log file, or a Unix
+//! socket to type into), guest ports forwarded from 127.0.0.1 only.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -35,10 +35,15 @@ pub struct VmSpec {
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
-    /// (host port on 127.0.0.1, guest port)
+    /// TCP (host port on 127.0.0.1, guest port)
     pub forwards: Vec<(u16, u16)>,
+    /// UDP (host port on 127.0.0.1, guest port), e.g. TURN on 3478.
+    pub udp_forwards: Vec<(u16, u16)>,
     /// Serial console to this file instead of the terminal.
     pub serial_log: Option<PathBuf>,
+    /// Serial console on this Unix socket (QEMU listens; a client reads and types),
+    /// still copied to `serial_log` when both are set.
+    pub serial_socket: Option<PathBuf>,
     /// QMP control socket, used to power the guest down cleanly.
     pub qmp_socket: Option<PathBuf>,
 }
@@ -74,14 +79,26 @@ impl VmSpec {
             "-display".into(),
             "none".into(),
         ];
-        match &self.serial_log {
-            Some(path) => {
+        match (&self.serial_socket, &self.serial_log) {
+            (Some(socket), log) => {
+                let mut chardev = format!(
+                    "socket,id=serial0,path={},server=on,wait=off",
+                    socket.display()
+                );
+                if let Some(log) = log {
+                    chardev.push_str(&format!(",logfile={},logappend=off", log.display()));
+                }
+                args.extend(["-chardev".into(), chardev]);
+                args.extend(["-serial".into(), "chardev:serial0".into()]);
+                args.extend(["-monitor".into(), "none".into()]);
+            }
+            (None, Some(path)) => {
                 args.push("-serial".into());
                 args.push(format!("file:{}", path.display()));
                 args.push("-monitor".into());
                 args.push("none".into());
             }
-            None => {
+            (None, None) => {
                 args.push("-serial".into());
                 args.push("mon:stdio".into());
             }
@@ -97,6 +114,9 @@ impl VmSpec {
         let mut netdev = "user,id=n0".to_string();
         for (host, guest) in &self.forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        for (host, guest) in &self.udp_forwards {
+            netdev.push_str(&format!(",hostfwd=udp:127.0.0.1:{host}-:{guest}"));
         }
         netdev
     }
@@ -374,7 +394,9 @@ mod tests {
             cpus: 2,
             accel: Accel::Tcg,
             forwards: vec![(8080, 80), (8443, 443)],
+            udp_forwards: Vec::new(),
             serial_log: None,
+            serial_socket: None,
             qmp_socket: None,
         }
     }
@@ -405,6 +427,33 @@ mod tests {
         );
         assert!(args.contains("-qmp unix:qmp.sock,server=on,wait=off"));
         assert!(args.contains("accel=kvm"));
+    }
+
+    #[test]
+    fn serial_socket_is_typed_into_and_still_logged() {
+        let mut spec = spec();
+        spec.serial_socket = Some("serial.sock".into());
+        spec.serial_log = Some("serial.log".into());
+        spec.udp_forwards = vec![(13478, 3478)];
+        let args = spec.args().join(" ");
+        assert!(
+            args.contains(
+                "-chardev socket,id=serial0,path=serial.sock,server=on,wait=off,logfile=serial.log,logappend=off -serial chardev:serial0 -monitor none"
+            ),
+            "{args}"
+        );
+        assert!(!args.contains("file:serial.log"), "{args}");
+        assert!(
+            args.contains(",hostfwd=udp:127.0.0.1:13478-:3478"),
+            "{args}"
+        );
+
+        spec.serial_log = None;
+        let args = spec.args().join(" ");
+        assert!(
+            args.contains("path=serial.sock,server=on,wait=off -serial chardev:serial0"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::qemu::{self, Accel, Vm, VmSpec};
 #[command(after_help = "Examples:\n  \
     meetbox run out/meetbox-ubuntu-24.04.img.zst\n      \
     serial console here (Ctrl-A X quits); https://127.0.0.1:8443/ reaches the guest\n  \
+    meetbox run out/x.img.zst --serial-socket console.sock --serial-log boot.log\n      \
+    console on a socket (socat - UNIX-CONNECT:console.sock), also logged\n  \
     meetbox run out/x.img.zst --disk-size 16GiB --serial-log boot.log \\\n      \
     --expect 'Secure boot enabled' --expect 'Meetbox first-boot setup' --timeout 600\n      \
     unattended smoke test: exit 0 once both texts appeared, then power off")]
@@ -35,6 +37,9 @@ pub struct RunArgs {
     /// Extra forward HOST:GUEST (TCP, host side on 127.0.0.1), repeatable.
     #[arg(long, value_parser = parse_forward)]
     pub forward: Vec<(u16, u16)>,
+    /// Extra UDP forward HOST:GUEST (host side on 127.0.0.1), e.g. 3478:3478 for TURN; repeatable.
+    #[arg(long, value_parser = parse_forward)]
+    pub forward_udp: Vec<(u16, u16)>,
     #[arg(long, default_value_t = 2048)]
     pub memory_mb: u32,
     #[arg(long, default_value_t = 2)]
@@ -44,6 +49,10 @@ pub struct RunArgs {
     /// Write the serial console to this file instead of the terminal.
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
+    /// Serve the serial console on this Unix socket instead of the terminal, to read it and type
+    /// into it from another program (e.g. `socat - UNIX-CONNECT:PATH`); --serial-log still logs it.
+    #[arg(long)]
+    pub serial_socket: Option<PathBuf>,
     /// Unattended: wait for this text on the serial console (repeatable), then power off.
     #[arg(long, requires = "serial_log")]
     pub expect: Vec<String>,
@@ -100,7 +109,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         cpus: args.cpus,
         accel,
         forwards: forwards.clone(),
+        udp_forwards: args.forward_udp.clone(),
         serial_log: args.serial_log.clone(),
+        serial_socket: args.serial_socket.clone(),
         qmp_socket: Some(work.path().join("qmp.sock")),
     };
     progress::step(format!(
@@ -112,12 +123,22 @@ pub fn run(args: &RunArgs) -> Result<()> {
         forwards
             .iter()
             .map(|(h, g)| format!("127.0.0.1:{h} -> {g}"))
+            .chain(
+                args.forward_udp
+                    .iter()
+                    .map(|(h, g)| format!("127.0.0.1:{h} -> {g}/udp"))
+            )
             .collect::<Vec<_>>()
             .join(", ")
     ));
     if args.expect.is_empty() {
-        if args.serial_log.is_none() {
-            progress::detail("serial console follows; Ctrl-A X quits QEMU");
+        match (&args.serial_socket, &args.serial_log) {
+            (Some(socket), _) => progress::detail(format!(
+                "serial console on {} (e.g. socat - UNIX-CONNECT:{0}); Ctrl-C stops QEMU",
+                socket.display()
+            )),
+            (None, None) => progress::detail("serial console follows; Ctrl-A X quits QEMU"),
+            (None, Some(_)) => {}
         }
         let status = Vm::start(spec, true)?.wait()?;
         if !status.success() {

@@ -1,0 +1,570 @@
+//! Integration: the first-boot agent in the booted `test` image (Ubuntu 24.04 under OVMF Secure Boot).
+//!
+//! - On the serial console, the test answers the agent's questions with keystrokes: an invalid domain
+//!   and a wrong password confirmation are refused, then setup runs; the typed password logs in.
+//! - On a fresh disk from the same image, `meetbox-setup.toml` on the ESP sets the box up unattended
+//!   with a certificate from Pebble on the host; the file is wiped. From the host, through the
+//!   forwards: HTTPS with the Pebble-issued chain, the admin's login (and a wrong password refused),
+//!   anonymous guests on the guest host only, TURN credentials from prosody (XEP-0215) accepted by
+//!   coturn over TCP and UDP. After power-off the jicofo and videobridge secrets are read from the
+//!   disk; after a reboot those accounts log in and the agent stays quiet.
+//!
+//! Needs root and the host packages of tests/run. Outside CI a missing prerequisite skips with the
+//! reason; with CI=true it fails.
+
+mod console;
+mod guest_disk;
+mod pebble;
+mod xmpp;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use meetbox::qemu::{self, Accel, Vm, VmSpec};
+use serde_json::Value;
+
+use console::SerialConsole;
+use guest_disk::GuestDisk;
+use pebble::{free_port, Pebble};
+use xmpp::{Credentials, Https, Session};
+
+const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
+
+/// Prosody's fixed internal hosts (docs/firstboot.md).
+const XMPP_MAIN_HOST: &str = "meet.jitsi";
+const XMPP_GUEST_HOST: &str = "guest.meet.jitsi";
+const XMPP_AUTH_HOST: &str = "auth.meet.jitsi";
+
+/// Under software emulation on a busy machine a boot can take minutes: generous, bounded waits.
+const BOOT: Duration = Duration::from_secs(900);
+const SETUP: Duration = Duration::from_secs(900);
+const PROMPT: Duration = Duration::from_secs(120);
+
+/// (program, Debian package)
+const TOOLS: [(&str, &str); 12] = [
+    ("mmdebstrap", "mmdebstrap"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("mcopy", "mtools"),
+    ("mdir", "mtools"),
+    ("debugfs", "e2fsprogs"),
+    ("pebble", "pebble"),
+    ("pebble-challtestsrv", "pebble"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("turnutils_uclient", "coturn"),
+    ("timeout", "coreutils"),
+    ("zstd", "zstd"),
+];
+
+fn prerequisites_missing() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("building images needs root (mmdebstrap)".into());
+    }
+    for (tool, package) in TOOLS {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!(
+                "`{tool}` is not installed (apt-get install {package})"
+            ));
+        }
+    }
+    if let Err(err) = qemu::check_host() {
+        return Some(format!("{err:#}"));
+    }
+    None
+}
+
+/// Returns false (and says why) when the test cannot run here; panics in CI.
+fn can_run(test: &str) -> bool {
+    match prerequisites_missing() {
+        None => true,
+        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {reason}"),
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
+
+fn work_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("appliance-tests");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Boots take both cores: one VM at a time.
+fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Built {
+    image: PathBuf,
+    manifest: Value,
+}
+
+/// One build of the `test` profile for every boot; the root file system cache is the one of
+/// tests/image.rs, so a suite run makes it once.
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let work = work_dir();
+        let key = work.join("test-signing.key");
+        if !key.exists() {
+            meetbox_ok(&[
+                "keygen",
+                "--out",
+                work.join("test-signing").to_str().unwrap(),
+                "--unencrypted",
+            ]);
+        }
+        let out = work.join("ubuntu");
+        let _ = fs::remove_dir_all(&out);
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-tests/cache");
+        let started = Instant::now();
+        meetbox_ok(&[
+            "build",
+            "--profile",
+            "test",
+            "--base",
+            "ubuntu-24.04",
+            "--out",
+            out.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ]);
+        eprintln!("build: {:.0} s", started.elapsed().as_secs_f64());
+        let name = "meetbox-test-ubuntu-24.04";
+        let manifest = fs::read(out.join(format!("{name}.manifest.json"))).unwrap();
+        Built {
+            image: out.join(format!("{name}.img.zst")),
+            manifest: serde_json::from_slice(&manifest).unwrap(),
+        }
+    })
+}
+
+fn meetbox_ok(args: &[&str]) {
+    let output = Command::new(MEETBOX).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "meetbox {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A fresh virtual disk from the image, as after flashing.
+fn fresh_disk(name: &str) -> PathBuf {
+    let disk = work_dir().join(format!("{name}.img"));
+    qemu::decompress_sparse(&built().image, &disk, 0).unwrap();
+    disk
+}
+
+/// Host ports on 127.0.0.1 forwarded to the guest.
+#[derive(Clone, Copy)]
+struct Ports {
+    http: u16,
+    https: u16,
+    turn_tcp: u16,
+    turn_udp: u16,
+}
+
+impl Ports {
+    fn new() -> Ports {
+        Ports {
+            http: free_port(),
+            https: free_port(),
+            turn_tcp: free_port(),
+            turn_udp: free_port(),
+        }
+    }
+}
+
+/// A running guest, its serial console on a socket (and logged), powered off on drop.
+struct Guest {
+    vm: Vm,
+    console: SerialConsole,
+    started: Instant,
+    _sockets: tempfile::TempDir,
+}
+
+impl Guest {
+    fn boot(disk: &Path, name: &str, ports: Ports) -> Guest {
+        // Unix socket paths are short (108 bytes): keep them out of the target directory.
+        let sockets = tempfile::tempdir().unwrap();
+        let vars = work_dir().join(format!("{name}-vars.fd"));
+        qemu::fresh_vars(&vars).unwrap();
+        let spec = VmSpec {
+            disk: disk.to_path_buf(),
+            vars,
+            memory_mb: 2048,
+            cpus: 2,
+            accel: qemu::resolve_accel(Accel::Auto),
+            forwards: vec![(ports.http, 80), (ports.https, 443), (ports.turn_tcp, 3478)],
+            udp_forwards: vec![(ports.turn_udp, 3478)],
+            serial_log: Some(work_dir().join(format!("{name}-serial.log"))),
+            serial_socket: Some(sockets.path().join("serial.sock")),
+            qmp_socket: Some(sockets.path().join("qmp.sock")),
+        };
+        eprintln!("boot {name}: {}", spec.args().join(" "));
+        let socket = spec.serial_socket.clone().unwrap();
+        let vm = Vm::start(spec, false).unwrap();
+        let console = SerialConsole::connect(&socket);
+        Guest {
+            vm,
+            console,
+            started: Instant::now(),
+            _sockets: sockets,
+        }
+    }
+
+    fn elapsed(&self) -> String {
+        format!("{:.0} s", self.started.elapsed().as_secs_f64())
+    }
+
+    fn power_off(mut self) {
+        let clean = self.vm.power_off(Duration::from_secs(120)).unwrap();
+        assert!(clean, "the guest did not power off within 120 s");
+    }
+}
+
+/// Retries `attempt` until it succeeds or `timeout` passes (services start after the console).
+fn retry<T>(what: &str, timeout: Duration, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let started = Instant::now();
+    loop {
+        match attempt() {
+            Ok(value) => return value,
+            Err(err) if started.elapsed() < timeout => {
+                eprintln!("{what}: not yet ({})", err.lines().next().unwrap_or(""));
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Err(err) => panic!("{what}: still failing after {} s: {err}", timeout.as_secs()),
+        }
+    }
+}
+
+/// Logs `user` in on `host` with PLAIN and binds; Err with prosody's answer.
+fn login(https: &Https, host: &str, user: &str, password: &str) -> Result<String, String> {
+    let mut session = Session::open(https, host)?;
+    session.authenticate(Credentials::Plain { user, password })?;
+    session.bind()
+}
+
+#[test]
+fn console_questions_refuse_bad_answers_then_set_up() {
+    if !can_run("console questions") {
+        return;
+    }
+    let _one_at_a_time = exclusive();
+    let password = "horse staple cart moon";
+    let disk = fresh_disk("console");
+    let ports = Ports::new();
+    let mut guest = Guest::boot(&disk, "console", ports);
+    let console = &mut guest.console;
+
+    console.expect("Meetbox first-boot setup", BOOT);
+    console.expect("Press Enter to start the setup", PROMPT);
+    eprintln!("agent on the serial console after {}", guest.elapsed());
+    let console = &mut guest.console;
+    console.type_line("");
+    console.expect("Domain name of the server", PROMPT);
+    console.type_line("https://box.meetbox.test");
+    console.expect("without \"https://\"", PROMPT);
+    console.expect("Domain name of the server", PROMPT);
+    console.type_line("meetbox");
+    console.expect("is a single word", PROMPT);
+    console.expect("Domain name of the server", PROMPT);
+    console.type_line("Box.MeetBox.Test");
+    console.expect("Admin user", PROMPT);
+    console.type_line("");
+    console.expect("Password for admin", PROMPT);
+    console.type_line(password);
+    console.expect("again", PROMPT);
+    console.type_line("horse staple cart mon");
+    console.expect("The two passwords differ", PROMPT);
+    console.expect("Password for admin", PROMPT);
+    console.type_line(password);
+    console.expect("again", PROMPT);
+    console.type_line(password);
+    console.expect("E-mail", PROMPT);
+    console.type_line("");
+    console.expect("1 or 2", PROMPT);
+    console.type_line("2");
+    console.expect("box.meetbox.test", PROMPT);
+    console.expect("(yes/no)", PROMPT);
+    console.type_line("yes");
+    console.expect("Setup is complete", SETUP);
+    console.expect("https://box.meetbox.test/", PROMPT);
+    eprintln!("setup done after {}", guest.elapsed());
+    let transcript = guest.console.transcript();
+    assert!(
+        !transcript.contains("staple"),
+        "the password was echoed:\n{transcript}"
+    );
+
+    // The typed password is the admin's (self-signed certificate: no chain to check here).
+    let https = Https {
+        domain: "box.meetbox.test".into(),
+        port: ports.https,
+        ca: None,
+    };
+    let jid = retry("admin login", PROMPT, || {
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+    });
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+    guest.power_off();
+    fs::remove_file(&disk).unwrap();
+}
+
+#[test]
+fn unattended_setup_with_pebble_then_services_from_the_host() {
+    if !can_run("unattended setup") {
+        return;
+    }
+    let _one_at_a_time = exclusive();
+    let domain = "meet.meetbox.test";
+    let password = "correct pony staple battery";
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let pebble = Pebble::start(dir.path(), domain, ports.http);
+
+    let disk_path = fresh_disk("unattended");
+    let disk = GuestDisk::new(&disk_path, &built().manifest);
+    let answers = dir.path().join("meetbox-setup.toml");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&answers)
+        .unwrap();
+    file.write_all(
+        format!(
+            "domain = \"{domain}\"\nadmin_password = \"{password}\"\nemail = \"ops@meetbox.test\"\n\
+             tls = \"letsencrypt\"\nacme_directory = \"{}\"\nacme_ca_cert = '''\n{}'''\n",
+            pebble.directory_for_guest, pebble.listener_ca_pem
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    drop(file);
+    disk.put_on_esp(&answers, "meetbox-setup.toml");
+    assert!(disk.esp_has("meetbox-setup.toml"));
+
+    let mut guest = Guest::boot(&disk_path, "unattended", ports);
+    guest.console.expect("Meetbox first-boot setup", BOOT);
+    guest.console.expect("Setup is complete", SETUP);
+    guest.console.expect("from the ACME server", PROMPT);
+    eprintln!("unattended setup done after {}", guest.elapsed());
+    let transcript = guest.console.transcript();
+    assert!(
+        !transcript.contains("Domain name of the server"),
+        "the answers file was not used:\n{}",
+        guest.console.tail(40)
+    );
+
+    let https = Https {
+        domain: domain.into(),
+        port: ports.https,
+        ca: Some(pebble.issuing_root(dir.path())),
+    };
+    check_pebble_certificate(&https);
+
+    // The admin logs in with the answers file's password; a wrong one is refused.
+    let jid = retry("admin login", PROMPT, || {
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+    });
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+    let refused = login(
+        &https,
+        XMPP_MAIN_HOST,
+        "admin",
+        "correct pony staple batter",
+    )
+    .expect_err("a wrong password logged in");
+    assert!(refused.contains("not-authorized"), "{refused}");
+
+    // Guests join anonymously on the guest host, never on the main host.
+    let mut main = Session::open(&https, XMPP_MAIN_HOST).unwrap();
+    assert!(
+        !main.mechanisms().iter().any(|m| m == "ANONYMOUS"),
+        "{:?}",
+        main.mechanisms()
+    );
+    main.authenticate(Credentials::Anonymous)
+        .expect_err("anonymous login on the main host");
+    let mut guest_session = Session::open(&https, XMPP_GUEST_HOST).unwrap();
+    guest_session.authenticate(Credentials::Anonymous).unwrap();
+    let guest_jid = guest_session.bind().unwrap();
+    assert!(guest_jid.contains("@guest.meet.jitsi/"), "{guest_jid}");
+
+    // TURN credentials from prosody work with coturn, over TCP and UDP; altered ones do not.
+    let services = guest_session.external_services().unwrap();
+    let turn = services
+        .iter()
+        .find(|s| s.kind == "turn" && s.username.is_some())
+        .unwrap_or_else(|| panic!("no TURN service with credentials: {services:?}"));
+    let (user, secret) = (
+        turn.username.as_deref().unwrap(),
+        turn.password.as_deref().unwrap(),
+    );
+    assert!(turn_allocates(user, secret, ports.turn_tcp, true));
+    assert!(turn_allocates(user, secret, ports.turn_udp, false));
+    assert!(!turn_allocates(
+        user,
+        &format!("{secret}x"),
+        ports.turn_tcp,
+        true
+    ));
+
+    guest.power_off();
+
+    // The answers file is gone, and its password is nowhere on the ESP (FAT keeps deleted clusters).
+    assert!(
+        !disk.esp_has("meetbox-setup.toml"),
+        "the answers file stayed"
+    );
+    assert!(
+        !disk.esp_bytes_contain(password.as_bytes()),
+        "the admin password is still in the ESP's bytes"
+    );
+    let focus = account(&disk.read_root_file("/etc/jitsi/jicofo/jicofo.conf"));
+    let jvb = account(&disk.read_root_file("/etc/jitsi/videobridge/jvb.conf"));
+    assert_eq!((focus.0.as_str(), jvb.0.as_str()), ("focus", "jvb"));
+
+    // After a reboot: services start by themselves, the agent does not run again, the service
+    // accounts log in with the secrets written for jicofo and the videobridge.
+    let mut guest = Guest::boot(&disk_path, "reboot", ports);
+    guest.console.expect("login:", BOOT);
+    eprintln!("login prompt after {}", guest.elapsed());
+    let transcript = guest.console.transcript();
+    assert!(
+        !transcript.contains("Meetbox first-boot setup"),
+        "the agent ran again:\n{}",
+        guest.console.tail(40)
+    );
+    for (user, password) in [&focus, &jvb] {
+        let jid = retry(&format!("{user} login"), PROMPT, || {
+            login(&https, XMPP_AUTH_HOST, user, password)
+        });
+        assert!(
+            jid.starts_with(&format!("{user}@auth.meet.jitsi/")),
+            "{jid}"
+        );
+        login(&https, XMPP_AUTH_HOST, user, &format!("{password}x"))
+            .expect_err("a wrong service password logged in");
+    }
+    check_pebble_certificate(&https);
+    guest.power_off();
+    fs::remove_file(&disk_path).unwrap();
+}
+
+/// HTTPS through the forward with the chain checked against Pebble's root, issued by Pebble.
+fn check_pebble_certificate(https: &Https) {
+    retry("HTTPS", PROMPT, || {
+        let output = https
+            .curl()
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(https.url("/"))
+            .output()
+            .unwrap();
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    });
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{}", https.port))
+        .args([
+            "-servername",
+            &https.domain,
+            "-verify_return_error",
+            "-CAfile",
+        ])
+        .arg(https.ca.as_ref().unwrap())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && text.contains("Verify return code: 0 (ok)"),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("Pebble Intermediate"),
+        "not issued by Pebble:\n{text}"
+    );
+}
+
+/// (username, password) of the XMPP client section of jicofo.conf or jvb.conf.
+fn account(conf: &str) -> (String, String) {
+    let value = |key: &str| {
+        conf.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(&format!("{key} = \"")))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no {key} in:\n{conf}"))
+            .to_string()
+    };
+    (value("username"), value("password"))
+}
+
+/// A TURN Allocate with these credentials (turnutils_uclient, coturn's own client) gets a relay.
+fn turn_allocates(user: &str, password: &str, port: u16, tcp: bool) -> bool {
+    let mut command = Command::new("timeout");
+    command.args([
+        "30",
+        "turnutils_uclient",
+        "-v",
+        "-n",
+        "1",
+        "-m",
+        "1",
+        "-l",
+        "100",
+    ]);
+    if tcp {
+        command.arg("-t");
+    }
+    // The peer is only needed for uclient's data phase, which comes after the allocation.
+    command
+        .args([
+            "-e",
+            "127.0.0.1",
+            "-r",
+            "9",
+            "-u",
+            user,
+            "-w",
+            password,
+            "-p",
+        ])
+        .arg(port.to_string())
+        .arg("127.0.0.1");
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    eprintln!(
+        "TURN over {} with {}: {}",
+        if tcp { "TCP" } else { "UDP" },
+        user,
+        text.lines()
+            .find(|l| l.contains("relay addr") || l.contains("ERROR"))
+            .unwrap_or("no answer")
+    );
+    text.contains("Received relay addr")
+}
