@@ -9,6 +9,7 @@ pub mod answers;
 pub mod apply;
 pub mod cli;
 pub mod console;
+pub mod hidden_input;
 pub mod layout;
 pub mod network;
 pub mod prompts;

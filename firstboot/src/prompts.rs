@@ -3,9 +3,10 @@
 //! typed twice.
 
 use anyhow::{Context, Result};
-use dialoguer::{Input, Password};
+use dialoguer::Input;
 
 use crate::answers::Answers;
+use crate::hidden_input::read_hidden_line;
 use crate::validation::{self, Domain, TlsChoice};
 
 /// Asks every question, then shows the summary and asks for confirmation; repeats until confirmed.
@@ -37,20 +38,7 @@ fn ask_once() -> Result<Answers> {
         .interact_text()
         .context("cannot read the user name")?;
     let admin_user = validation::user(&admin_user).map_err(anyhow::Error::msg)?;
-    let user_for_check = admin_user.clone();
-    let admin_password = Password::new()
-        .with_prompt(format!(
-            "Password for {admin_user} (at least {} characters, or {} words)",
-            validation::MIN_PASSWORD_CHARS,
-            validation::MIN_PASSPHRASE_WORDS
-        ))
-        .with_confirmation(
-            "Type the password again",
-            "The two passwords differ; please type them again.",
-        )
-        .validate_with(move |input: &String| validation::password(input, &user_for_check))
-        .interact()
-        .context("cannot read the password")?;
+    let admin_password = ask_password(&admin_user)?;
     let email: String = Input::new()
         .with_prompt("E-mail for Let's Encrypt (optional, press Enter to skip)")
         .allow_empty(true)
@@ -68,6 +56,26 @@ fn ask_once() -> Result<Answers> {
         acme_directory: None,
         acme_ca_cert: None,
     })
+}
+
+/// The password, hidden, checked, and typed twice until both agree.
+fn ask_password(user: &str) -> Result<String> {
+    let prompt = format!(
+        "Password for {user} (at least {} characters, or {} words)",
+        validation::MIN_PASSWORD_CHARS,
+        validation::MIN_PASSPHRASE_WORDS
+    );
+    loop {
+        let password = read_hidden_line(&prompt)?;
+        if let Err(problem) = validation::password(&password, user) {
+            eprintln!("error: {problem}");
+            continue;
+        }
+        if read_hidden_line("Type the password again")? == password {
+            return Ok(password);
+        }
+        eprintln!("error: The two passwords differ; please type them again.");
+    }
 }
 
 /// Asks for the public name (also used by `reconfigure`).

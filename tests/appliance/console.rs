@@ -54,7 +54,7 @@ impl SerialConsole {
                 started.elapsed() < timeout,
                 "after {} s the serial console had not shown \"{text}\"; its last lines:\n{}",
                 timeout.as_secs(),
-                self.tail(25)
+                self.tail(2000)
             );
             self.read_some();
         }
@@ -72,11 +72,10 @@ impl SerialConsole {
         String::from_utf8_lossy(&self.received).into_owned()
     }
 
-    /// The last `lines` lines, for failure messages.
-    pub fn tail(&self, lines: usize) -> String {
-        let text = self.transcript();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+    /// The last `bytes` bytes received, for failure messages.
+    pub fn tail(&self, bytes: usize) -> String {
+        let start = self.received.len().saturating_sub(bytes);
+        String::from_utf8_lossy(&self.received[start..]).into_owned()
     }
 
     fn read_some(&mut self) {
@@ -87,7 +86,7 @@ impl SerialConsole {
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(err) => panic!(
                 "reading the serial console failed: {err}\n{}",
-                self.tail(25)
+                self.tail(2000)
             ),
         }
     }

@@ -372,7 +372,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     assert!(
         !transcript.contains("Domain name of the server"),
         "the answers file was not used:\n{}",
-        guest.console.tail(40)
+        guest.console.tail(3000)
     );
 
     let https = Https {
@@ -453,7 +453,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     assert!(
         !transcript.contains("Meetbox first-boot setup"),
         "the agent ran again:\n{}",
-        guest.console.tail(40)
+        guest.console.tail(3000)
     );
     for (user, password) in [&focus, &jvb] {
         let jid = retry(&format!("{user} login"), PROMPT, || {
