@@ -31,12 +31,13 @@ pub struct TreeInputs<'a> {
     pub epoch: u64,
 }
 
-/// `/etc/fstab`: root by UUID, grown online at boot; the ESP for the answers file.
+/// `/etc/fstab`: root by UUID, grown online at boot; the ESP for the answers file, waited for up to
+/// 5 minutes (a slow first boot can need more than systemd's default 90 s, and the agent waits for it).
 pub fn render_fstab(root_fs_uuid: &str, esp_volume_id: &str) -> String {
     format!(
         "# Written by meetbox build.\n\
          UUID={root_fs_uuid} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n\
-         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail 0 2\n"
+         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2\n"
     )
 }
 
@@ -343,7 +344,9 @@ mod tests {
         assert!(fstab.contains(&format!(
             "UUID={UUID} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1"
         )));
-        assert!(fstab.contains("UUID=1A2B-3C4D /boot/efi vfat umask=0077,nofail 0 2"));
+        assert!(fstab.contains(
+            "UUID=1A2B-3C4D /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2"
+        ));
     }
 
     #[test]
