@@ -1,15 +1,19 @@
 //! The guest's serial console on QEMU's Unix socket: read what the agent prints, type answers as
-//! keystrokes. Every wait is bounded and a timeout quotes the last console lines.
+//! keystrokes. Every wait is bounded and a timeout quotes the end of the console.
+//!
+//! A thread drains the socket all the time: QEMU stops taking bytes from the guest's UART when its
+//! client does not read, and the guest then blocks on every write to the console, shutdown included.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct SerialConsole {
     stream: UnixStream,
-    /// Everything received so far.
-    received: Vec<u8>,
+    /// Everything received so far, filled by the draining thread.
+    received: Arc<Mutex<Vec<u8>>>,
     /// Where the next `expect` starts looking (just after the previous match).
     cursor: usize,
 }
@@ -27,22 +31,33 @@ impl SerialConsole {
                 Err(err) => panic!("cannot connect to the serial socket {socket:?}: {err}"),
             }
         };
-        stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = stream.try_clone().unwrap();
+        let sink = Arc::clone(&received);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            // Ends when QEMU closes the socket (the guest is off).
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
         SerialConsole {
             stream,
-            received: Vec::new(),
+            received,
             cursor: 0,
         }
     }
 
-    /// Waits until `text` appears after the previous match; panics after `timeout` with the tail of
+    /// Waits until `text` appears after the previous match; panics after `timeout` with the end of
     /// the console.
     pub fn expect(&mut self, text: &str, timeout: Duration) {
         let started = Instant::now();
         loop {
-            if let Some(at) = find(&self.received[self.cursor..], text.as_bytes()) {
+            let found = {
+                let received = self.received.lock().unwrap();
+                find(&received[self.cursor..], text.as_bytes())
+            };
+            if let Some(at) = found {
                 self.cursor += at + text.len();
                 eprintln!(
                     "console: \"{text}\" after {:.0} s",
@@ -52,11 +67,11 @@ impl SerialConsole {
             }
             assert!(
                 started.elapsed() < timeout,
-                "after {} s the serial console had not shown \"{text}\"; its last lines:\n{}",
+                "after {} s the serial console had not shown \"{text}\"; it ended with:\n{}",
                 timeout.as_secs(),
                 self.tail(2000)
             );
-            self.read_some();
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -69,26 +84,14 @@ impl SerialConsole {
 
     /// Everything the console showed so far.
     pub fn transcript(&self) -> String {
-        String::from_utf8_lossy(&self.received).into_owned()
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
     }
 
     /// The last `bytes` bytes received, for failure messages.
     pub fn tail(&self, bytes: usize) -> String {
-        let start = self.received.len().saturating_sub(bytes);
-        String::from_utf8_lossy(&self.received[start..]).into_owned()
-    }
-
-    fn read_some(&mut self) {
-        let mut buffer = [0u8; 4096];
-        match self.stream.read(&mut buffer) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(300)),
-            Ok(n) => self.received.extend_from_slice(&buffer[..n]),
-            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(err) => panic!(
-                "reading the serial console failed: {err}\n{}",
-                self.tail(2000)
-            ),
-        }
+        let received = self.received.lock().unwrap();
+        let start = received.len().saturating_sub(bytes);
+        String::from_utf8_lossy(&received[start..]).into_owned()
     }
 }
 
