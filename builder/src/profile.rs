@@ -270,7 +270,7 @@ impl Profile {
 }
 
 /// Debian policy §5.6.1: package names.
-fn is_package_name(name: &str) -> bool {
+pub(crate) fn is_package_name(name: &str) -> bool {
     name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name

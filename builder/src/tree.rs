@@ -203,19 +203,7 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
         .collect();
     overlay_units.sort();
     units.extend(overlay_units);
-    let output = Command::new("systemctl")
-        .arg(format!("--root={}", tree.display()))
-        .arg("enable")
-        .args(&units)
-        .output()
-        .context("cannot run systemctl (from systemd) to enable units in the image")?;
-    if !output.status.success() {
-        bail!(
-            "systemctl --root enable {} failed: {}",
-            units.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    systemctl(tree, "enable", &units)?;
     progress::detail(format!("enabled: {}", units.join(", ")));
     disable_until_setup(tree)
 }
@@ -247,23 +235,28 @@ fn disable_until_setup(tree: &Path) -> Result<()> {
     if present.is_empty() {
         return Ok(());
     }
-    let output = Command::new("systemctl")
-        .arg(format!("--root={}", tree.display()))
-        .arg("disable")
-        .args(&present)
-        .output()
-        .context("cannot run systemctl to disable services until first boot")?;
-    if !output.status.success() {
-        bail!(
-            "systemctl --root disable {} failed: {}",
-            present.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    systemctl(tree, "disable", &present)?;
     progress::detail(format!(
         "off until first-boot setup: {}",
         present.join(", ")
     ));
+    Ok(())
+}
+
+/// `systemctl --root=TREE VERB UNITS...`: systemd's own tool edits the image's links.
+fn systemctl(tree: &Path, verb: &str, units: &[impl AsRef<std::ffi::OsStr>]) -> Result<()> {
+    let output = Command::new("systemctl")
+        .arg(format!("--root={}", tree.display()))
+        .arg(verb)
+        .args(units)
+        .output()
+        .with_context(|| format!("cannot run systemctl {verb} (from systemd) on the image"))?;
+    if !output.status.success() {
+        bail!(
+            "systemctl --root {verb} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     Ok(())
 }
 
