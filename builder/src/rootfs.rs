@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -241,9 +242,17 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
     ));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = archive_keys(recipe.base);
-    let keyring_path = dir.join("archive-keyring.gpg");
+    // apt checks signatures as its unprivileged `_apt` user: the keyring must be
+    // readable by it even when the cache directory is private.
+    let keyring_dir = tempfile::Builder::new()
+        .prefix("meetbox-keyring-")
+        .tempdir()
+        .context("cannot create a temporary directory for the archive keyring")?;
+    fs::set_permissions(keyring_dir.path(), fs::Permissions::from_mode(0o755))?;
+    let keyring_path = keyring_dir.path().join("archive-keyring.gpg");
     fs::write(&keyring_path, keys.keyring)
         .with_context(|| format!("cannot write {}", keyring_path.display()))?;
+    fs::set_permissions(&keyring_path, fs::Permissions::from_mode(0o644))?;
     keyring::check_pinned(&keyring_path, keys.fingerprints)?;
     progress::detail(format!(
         "archive key pinned: {}",
