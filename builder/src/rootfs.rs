@@ -62,6 +62,9 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "kmod",
         "systemd-resolved",
         "nftables",
+        // Hardening (docs/hardening.md): mandatory access control and security updates.
+        "apparmor",
+        "unattended-upgrades",
     ];
     match base {
         // Ubuntu ships systemd-repart in its own package; Debian 12 has it in systemd.
