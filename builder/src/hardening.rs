@@ -19,6 +19,18 @@ pub const PUBLIC_UDP_PORTS: [u16; 2] = [3478, 10000];
 pub const LAN_IPV4: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
 pub const LAN_IPV6: [&str; 2] = ["fc00::/7", "fe80::/10"];
 
+/// Run by mmdebstrap inside the new root (as `$1`) before the clean-up hook: edits
+/// of files the packages own that no drop-in directory covers.
+pub const BUILD_HOOK: &str = r#"set -e
+root="$1"
+# New files are private to their owner's group (CIS 5.4.2): login.defs sets it for logins.
+sed -i 's/^UMASK[[:space:]].*/UMASK\t\t027/' "$root/etc/login.defs"
+# No syslog daemon: the journal, in memory only, is the only log (docs/hardening.md).
+if chroot "$root" dpkg-query -W rsyslog >/dev/null 2>&1; then
+    chroot "$root" apt-get purge -y -q rsyslog >/dev/null
+fi
+"#;
+
 /// A file this module renders into the root tree: path relative to the root, text, mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
@@ -234,6 +246,12 @@ mod tests {
     }
 
     #[test]
+    fn build_hook_sets_the_umask_and_removes_syslog() {
+        assert!(BUILD_HOOK.contains("UMASK\\t\\t027"));
+        assert!(BUILD_HOOK.contains("purge -y -q rsyslog"));
+    }
+
+    #[test]
     fn firewall_drops_inbound_and_opens_only_the_jitsi_ports() {
         let rules = render_nftables(false);
         assert!(rules.contains("hook input priority filter; policy drop;"));
@@ -244,6 +262,39 @@ mod tests {
         assert!(rules.contains("iif \"lo\" accept"));
         assert!(rules.contains("nd-neighbor-solicit"));
         assert!(!rules.contains("dport 22"), "SSH is off by default");
+    }
+
+    /// The real nft parser and kernel check accept both rulesets (`nft -c` changes nothing).
+    #[test]
+    fn nft_accepts_both_rulesets() {
+        if !crate::test_tools::tool_available("nft", "nftables") {
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "nft -c needs root (CAP_NET_ADMIN)"
+            );
+            eprintln!("skipping: nft -c needs root (CAP_NET_ADMIN)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for ssh in [false, true] {
+            let path = dir.path().join(format!("nftables-ssh-{ssh}.conf"));
+            std::fs::write(&path, render_nftables(ssh)).unwrap();
+            let output = std::process::Command::new("nft")
+                .arg("-c")
+                .arg("-f")
+                .arg(&path)
+                .output()
+                .expect("nft runs");
+            assert!(
+                output.status.success(),
+                "nft -c rejects the ruleset (ssh {ssh}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
     }
 
     #[test]

@@ -64,7 +64,10 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "nftables",
         // Hardening (docs/hardening.md): mandatory access control and security updates.
         "apparmor",
+        "apparmor-utils",
         "unattended-upgrades",
+        // TLS, ACME and TURN credentials need the right time.
+        "systemd-timesyncd",
     ];
     match base {
         // Ubuntu ships systemd-repart in its own package; Debian 12 has it in systemd.
@@ -125,7 +128,10 @@ impl Recipe {
             mirror: profile.mirror.clone(),
             components: components.into_iter().map(str::to_string).collect(),
             packages,
-            customize_hooks: vec![CLEANUP_HOOK.to_string()],
+            customize_hooks: vec![
+                crate::hardening::BUILD_HOOK.to_string(),
+                CLEANUP_HOOK.to_string(),
+            ],
         }
     }
 

@@ -99,10 +99,11 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         &render_fstab(&inputs.root_fs_uuid, &inputs.esp_volume_id),
     )?;
     fs::create_dir_all(tree.join("boot/efi"))?;
-    install_text(
-        tree,
-        "boot/grub/grub.cfg",
-        &render_grub_cfg(profile.base, &inputs.root_fs_uuid),
+    // Readable by root only (CIS 1.4.2): GRUB reads it through the firmware, not as a user.
+    install_file(
+        render_grub_cfg(profile.base, &inputs.root_fs_uuid).as_bytes(),
+        &tree.join("boot/grub/grub.cfg"),
+        0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
     for file in hardening::rendered_files(profile) {
