@@ -63,6 +63,12 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "kmod",
         "systemd-resolved",
         "nftables",
+        // Hardening (docs/hardening.md): mandatory access control and security updates.
+        "apparmor",
+        "apparmor-utils",
+        "unattended-upgrades",
+        // TLS, ACME and TURN credentials need the right time.
+        "systemd-timesyncd",
     ];
     match base {
         // Ubuntu ships systemd-repart in its own package; Debian 12 has it in systemd.
@@ -123,7 +129,10 @@ impl Recipe {
             mirror: profile.mirror.clone(),
             components: components.into_iter().map(str::to_string).collect(),
             packages,
-            customize_hooks: vec![CLEANUP_HOOK.to_string()],
+            customize_hooks: vec![
+                crate::hardening::BUILD_HOOK.to_string(),
+                CLEANUP_HOOK.to_string(),
+            ],
         }
     }
 

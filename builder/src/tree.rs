@@ -11,6 +11,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::hardening;
 use crate::profile::{Base, Profile};
 use crate::progress;
 
@@ -31,12 +32,16 @@ pub struct TreeInputs<'a> {
     pub epoch: u64,
 }
 
-/// `/etc/fstab`: root by UUID, grown online at boot; the ESP for the answers file.
+/// `/etc/fstab`: root by UUID, grown online at boot; the ESP for the answers file;
+/// `/tmp` and `/dev/shm` in memory without devices, set-uid or executables (CIS 1.1.2);
+/// apt extracts its configuration scripts to /var/tmp instead (overlay/etc/apt).
 pub fn render_fstab(root_fs_uuid: &str, esp_volume_id: &str) -> String {
     format!(
         "# Written by meetbox build.\n\
          UUID={root_fs_uuid} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n\
-         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail 0 2\n"
+         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail 0 2\n\
+         tmpfs /tmp tmpfs defaults,mode=1777,size=25%,nodev,nosuid,noexec 0 0\n\
+         tmpfs /dev/shm tmpfs defaults,nodev,nosuid,noexec 0 0\n"
     )
 }
 
@@ -75,7 +80,7 @@ pub fn render_repart_root() -> String {
 
 /// Applies everything this image adds to the unpacked root in `tree`.
 pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
-    progress::step("Root tree: overlay, first-boot agent, fstab, GRUB, units");
+    progress::step("Root tree: overlay, first-boot agent, fstab, GRUB, hardening, units");
     let copied = copy_overlay(inputs.overlay, tree)?;
     progress::detail(format!(
         "overlay: {copied} files from {}",
@@ -94,12 +99,16 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         &render_fstab(&inputs.root_fs_uuid, &inputs.esp_volume_id),
     )?;
     fs::create_dir_all(tree.join("boot/efi"))?;
-    install_text(
-        tree,
-        "boot/grub/grub.cfg",
-        &render_grub_cfg(profile.base, &inputs.root_fs_uuid),
+    // Readable by root only (CIS 1.4.2): GRUB reads it through the firmware, not as a user.
+    install_file(
+        render_grub_cfg(profile.base, &inputs.root_fs_uuid).as_bytes(),
+        &tree.join("boot/grub/grub.cfg"),
+        0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
+    for file in hardening::rendered_files(profile) {
+        install_file(file.text.as_bytes(), &tree.join(&file.path), file.mode)?;
+    }
     install_text(
         tree,
         "etc/meetbox/profile.toml",
@@ -184,6 +193,8 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
     let mut units = vec![
         "systemd-networkd.service".to_string(),
         "systemd-resolved.service".to_string(),
+        // The firewall (hardening.rs writes /etc/nftables.conf).
+        "nftables.service".to_string(),
     ];
     let unit_dir = overlay.join("usr/lib/systemd/system");
     let mut overlay_units: Vec<String> = fs::read_dir(&unit_dir)
@@ -337,6 +348,10 @@ mod tests {
             "UUID={UUID} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1"
         )));
         assert!(fstab.contains("UUID=1A2B-3C4D /boot/efi vfat umask=0077,nofail 0 2"));
+        for mount in [" /tmp tmpfs ", " /dev/shm tmpfs "] {
+            let line = fstab.lines().find(|l| l.contains(mount)).unwrap();
+            assert!(line.contains("nodev,nosuid,noexec"), "{line}");
+        }
     }
 
     #[test]
