@@ -1,7 +1,8 @@
 //! Integration: build the `test` profile on Ubuntu 24.04 and Debian 12 with the
 //! real tools, check the artifacts with the reference tools (minisign, sha256sum,
 //! bmaptool), check reproducibility, and boot each image under OVMF Secure Boot
-//! on a virtual disk larger than the image.
+//! on a virtual disk larger than the image: the Ubuntu image as `meetbox run`
+//! prepares it, the Debian image after `meetbox flash` wrote it to a larger file.
 //!
 //! Needs root and the host packages that tests/run installs. Outside CI a
 //! missing prerequisite skips with the reason; with CI=true it fails.
@@ -255,37 +256,69 @@ fn flip_byte(path: &Path, offset: u64) {
     std::io::Write::write_all(&mut file, &byte).unwrap();
 }
 
+/// How the virtual disk is made from the image.
+enum DiskFrom {
+    /// `meetbox run` decompresses the image onto a larger sparse disk.
+    Run,
+    /// `meetbox flash` writes the image onto a larger file, as onto an SSD.
+    Flash,
+}
+
 /// Boots on a disk 2 GiB larger than the image; expects Secure Boot and the agent's
 /// banner on the serial console, then checks that partition and file system grew.
-fn boot_and_check_growth(built: &Built) {
+fn boot_and_check_growth(built: &Built, from: DiskFrom) {
     let manifest = built.manifest();
     let image_size = manifest["image"]["raw_size_bytes"].as_u64().unwrap();
     let disk_size = image_size + (2 << 30);
     let disk = work_dir().join(format!("{}-vm.img", built.name));
     let log = work_dir().join(format!("{}-serial.log", built.name));
     let _ = fs::remove_file(&log);
-    meetbox_ok(&[
-        "run",
-        built.file(".img.zst").to_str().unwrap(),
-        "--accel",
-        "tcg",
-        "--disk",
-        disk.to_str().unwrap(),
-        "--disk-size",
-        &disk_size.to_string(),
-        "--http-port",
-        &free_port().to_string(),
-        "--https-port",
-        &free_port().to_string(),
-        "--serial-log",
-        log.to_str().unwrap(),
-        "--expect",
-        "Secure boot enabled",
-        "--expect",
-        "Meetbox first-boot setup",
-        "--timeout",
-        "900",
-    ]);
+    let _ = fs::remove_file(&disk);
+    let image = built.file(".img.zst");
+    let (http, https) = (free_port().to_string(), free_port().to_string());
+    let mut args = vec!["run".to_string()];
+    match from {
+        DiskFrom::Run => args.extend([
+            image.to_str().unwrap().to_string(),
+            "--disk".into(),
+            disk.to_str().unwrap().into(),
+            "--disk-size".into(),
+            disk_size.to_string(),
+        ]),
+        DiskFrom::Flash => {
+            fs::File::create(&disk).unwrap().set_len(disk_size).unwrap();
+            let (_, public) = test_key();
+            meetbox_ok(&[
+                "flash",
+                image.to_str().unwrap(),
+                disk.to_str().unwrap(),
+                "--pubkey",
+                public.to_str().unwrap(),
+                "--yes",
+            ]);
+            args.push(disk.to_str().unwrap().into());
+        }
+    }
+    args.extend(
+        [
+            "--accel",
+            "tcg",
+            "--http-port",
+            &http,
+            "--https-port",
+            &https,
+            "--serial-log",
+            log.to_str().unwrap(),
+            "--expect",
+            "Secure boot enabled",
+            "--expect",
+            "Meetbox first-boot setup",
+            "--timeout",
+            "900",
+        ]
+        .map(String::from),
+    );
+    meetbox_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let (root_end, fs_bytes) = root_partition_and_fs_size(&disk);
     let sector = 512;
     assert!(
@@ -360,16 +393,16 @@ fn ubuntu_image_builds_verifies_reproduces_and_boots() {
     );
     fs::remove_dir_all(&again.out).unwrap();
 
-    boot_and_check_growth(&built);
+    boot_and_check_growth(&built, DiskFrom::Run);
 }
 
 #[test]
-fn debian_image_builds_and_boots() {
+fn debian_image_builds_flashes_and_boots() {
     if !can_run("debian image") {
         return;
     }
     let _one_at_a_time = exclusive();
     let built = build("debian-12", "debian");
     check_artifacts_with_reference_tools(&built);
-    boot_and_check_growth(&built);
+    boot_and_check_growth(&built, DiskFrom::Flash);
 }

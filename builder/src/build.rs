@@ -331,21 +331,33 @@ fn build_agent() -> Result<PathBuf> {
 /// mmdebstrap needs root: run the rest of the build under sudo, with the paths
 /// resolved as the invoking user (agent, key) passed explicitly.
 fn reexec_with_sudo(args: &BuildArgs, agent: &Path) -> Result<()> {
-    progress::step("Building the root file system needs root: continuing under sudo");
-    let exe = std::env::current_exe()?;
-    let mut command = Command::new("sudo");
-    command
-        .arg("--preserve-env=MEETBOX_KEY_PASSWORD_FILE,MEETBOX_CACHE_DIR,SOURCE_DATE_EPOCH")
-        .arg("--")
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .arg("--agent")
-        .arg(agent);
+    let mut extra: Vec<std::ffi::OsString> = vec!["--agent".into(), agent.into()];
     if args.signing.key.is_none() {
-        // Keep the key in the invoking user's config directory, not root's.
-        let key = crate::keys::default_secret_key_path(&crate::keys::user_config_dir()?);
-        command.arg("--key").arg(key);
+        // Create (or check) the key as the invoking user, in their config
+        // directory, so root does not own it; then name it explicitly.
+        keys::resolve_secret_key(&args.signing)?;
+        extra.push("--key".into());
+        extra.push(keys::default_secret_key_path(&keys::user_config_dir()?).into());
     }
+    progress::step("Building the root file system needs root: continuing under sudo");
+    let mut command = Command::new("sudo");
+    // `sudo env VAR=value`: variables pass without needing sudoers' SETENV.
+    command.arg("--").arg("env");
+    for var in [
+        "MEETBOX_KEY_PASSWORD_FILE",
+        "MEETBOX_CACHE_DIR",
+        "SOURCE_DATE_EPOCH",
+    ] {
+        if let Some(value) = std::env::var_os(var) {
+            let mut pair = std::ffi::OsString::from(format!("{var}="));
+            pair.push(value);
+            command.arg(pair);
+        }
+    }
+    command
+        .arg(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .args(extra);
     let status = command.status().context("cannot run sudo")?;
     if !status.success() {
         bail!("the build under sudo failed ({status})");

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod esp;
 pub mod ext4;
 pub mod flash;
+pub mod hardening;
 pub mod hosttools;
 pub mod inspect;
 pub mod jitsi;

@@ -144,6 +144,39 @@ pub struct Services {
     pub jitsi: bool,
 }
 
+/// When the appliance may reboot itself after security updates (new kernel, libc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Local time of day, 24-hour "HH:MM", e.g. "03:30".
+    pub reboot_time: String,
+}
+
+impl Maintenance {
+    fn validate(&self) -> Result<()> {
+        if !is_time_of_day(&self.reboot_time) {
+            bail!(
+                "key `maintenance.reboot_time`: `{}` is not a time of day: write 24-hour \"HH:MM\", e.g. \"03:30\"",
+                self.reboot_time
+            );
+        }
+        Ok(())
+    }
+}
+
+/// "HH:MM" with 00 <= HH <= 23 and 00 <= MM <= 59, two digits each.
+fn is_time_of_day(text: &str) -> bool {
+    let Some((hours, minutes)) = text.split_once(':') else {
+        return false;
+    };
+    let two_digits = |s: &str, max: u32| {
+        s.len() == 2
+            && s.chars().all(|c| c.is_ascii_digit())
+            && s.parse::<u32>().is_ok_and(|n| n <= max)
+    };
+    two_digits(hours, 23) && two_digits(minutes, 59)
+}
+
 /// A resolved build profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +202,9 @@ pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participants: Option<u32>,
     pub services: Services,
+    /// Automatic reboots after security updates; without it the owner reboots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
     pub hardware: Hardware,
     pub bandwidth: Bandwidth,
 }
@@ -260,6 +296,9 @@ impl Profile {
         if self.esp_size.0 < (64 << 20) || self.esp_size.0 > (4 << 30) {
             bail!("key `esp_size`: must lie between \"64MiB\" and \"4GiB\"");
         }
+        if let Some(maintenance) = &self.maintenance {
+            maintenance.validate()?;
+        }
         self.hardware.validate()?;
         self.bandwidth.validate()?;
         if self.image_size.0 % (1 << 20) != 0 {
@@ -270,7 +309,7 @@ impl Profile {
 }
 
 /// Debian policy §5.6.1: package names.
-fn is_package_name(name: &str) -> bool {
+pub(crate) fn is_package_name(name: &str) -> bool {
     name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
@@ -435,6 +474,37 @@ downlink_mbps = 50
         assert!(err.contains("mirror"), "{err}");
         let err = error_of(&MINIMAL.replace("cores = 2", "cores = \"two\""));
         assert!(err.contains("cores"), "{err}");
+    }
+
+    #[test]
+    fn maintenance_window_is_strictly_validated() {
+        let with = |time: &str| {
+            MINIMAL.replace(
+                "[hardware]",
+                &format!("[maintenance]\nreboot_time = \"{time}\"\n[hardware]"),
+            )
+        };
+        let profile = Profile::parse(&with("03:30"), Path::new("x.toml")).unwrap();
+        assert_eq!(profile.maintenance.unwrap().reboot_time, "03:30");
+        assert!(Profile::parse(&with("23:59"), Path::new("x.toml")).is_ok());
+        for bad in [
+            "3:30", "24:00", "03:60", "03:30:00", "noon", "", "0330", "+3:30", "03:3x",
+        ] {
+            let err = error_of(&with(bad));
+            assert!(
+                err.contains("maintenance.reboot_time") && err.contains("HH:MM"),
+                "{bad}: {err}"
+            );
+        }
+        let err = error_of(&MINIMAL.replace(
+            "[hardware]",
+            "[maintenance]\nreboot = \"03:30\"\n[hardware]",
+        ));
+        assert!(err.contains("reboot_time"), "{err}");
+        assert!(Profile::parse(MINIMAL, Path::new("x.toml"))
+            .unwrap()
+            .maintenance
+            .is_none());
     }
 
     #[test]

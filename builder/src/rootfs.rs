@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,6 +63,12 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "kmod",
         "systemd-resolved",
         "nftables",
+        // Hardening (docs/hardening.md): mandatory access control and security updates.
+        "apparmor",
+        "apparmor-utils",
+        "unattended-upgrades",
+        // TLS, ACME and TURN credentials need the right time.
+        "systemd-timesyncd",
     ];
     match base {
         // Ubuntu ships systemd-repart in its own package; Debian 12 has it in systemd.
@@ -122,7 +129,10 @@ impl Recipe {
             mirror: profile.mirror.clone(),
             components: components.into_iter().map(str::to_string).collect(),
             packages,
-            customize_hooks: vec![CLEANUP_HOOK.to_string()],
+            customize_hooks: vec![
+                crate::hardening::BUILD_HOOK.to_string(),
+                CLEANUP_HOOK.to_string(),
+            ],
         }
     }
 
@@ -241,9 +251,17 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
     ));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = archive_keys(recipe.base);
-    let keyring_path = dir.join("archive-keyring.gpg");
+    // apt checks signatures as its unprivileged `_apt` user: the keyring must be
+    // readable by it even when the cache directory is private.
+    let keyring_dir = tempfile::Builder::new()
+        .prefix("meetbox-keyring-")
+        .tempdir()
+        .context("cannot create a temporary directory for the archive keyring")?;
+    fs::set_permissions(keyring_dir.path(), fs::Permissions::from_mode(0o755))?;
+    let keyring_path = keyring_dir.path().join("archive-keyring.gpg");
     fs::write(&keyring_path, keys.keyring)
         .with_context(|| format!("cannot write {}", keyring_path.display()))?;
+    fs::set_permissions(&keyring_path, fs::Permissions::from_mode(0o644))?;
     keyring::check_pinned(&keyring_path, keys.fingerprints)?;
     progress::detail(format!(
         "archive key pinned: {}",

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::profile::is_package_name;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -122,15 +123,6 @@ impl Bandwidth {
         );
         Ok(())
     }
-}
-
-/// Debian policy's package name syntax.
-fn is_package_name(name: &str) -> bool {
-    name.len() >= 2
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 /// Parses a hardware profile (the keys of `Hardware` at top level).

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::hardening;
 use crate::profile::{Base, Profile};
 use crate::progress;
 
@@ -32,12 +33,16 @@ pub struct TreeInputs<'a> {
 }
 
 /// `/etc/fstab`: root by UUID, grown online at boot; the ESP for the answers file, waited for up to
-/// 5 minutes (a slow first boot can need more than systemd's default 90 s, and the agent waits for it).
+/// 5 minutes (a slow first boot can need more than systemd's default 90 s, and the agent waits for it);
+/// `/tmp` and `/dev/shm` in memory without devices, set-uid or executables (CIS 1.1.2);
+/// apt extracts its configuration scripts to /var/tmp instead (overlay/etc/apt).
 pub fn render_fstab(root_fs_uuid: &str, esp_volume_id: &str) -> String {
     format!(
         "# Written by meetbox build.\n\
          UUID={root_fs_uuid} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n\
-         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2\n"
+         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2\n\
+         tmpfs /tmp tmpfs defaults,mode=1777,size=25%,nodev,nosuid,noexec 0 0\n\
+         tmpfs /dev/shm tmpfs defaults,nodev,nosuid,noexec 0 0\n"
     )
 }
 
@@ -76,7 +81,7 @@ pub fn render_repart_root() -> String {
 
 /// Applies everything this image adds to the unpacked root in `tree`.
 pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
-    progress::step("Root tree: overlay, first-boot agent, fstab, GRUB, units");
+    progress::step("Root tree: overlay, first-boot agent, fstab, GRUB, hardening, units");
     let copied = copy_overlay(inputs.overlay, tree)?;
     progress::detail(format!(
         "overlay: {copied} files from {}",
@@ -95,12 +100,16 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         &render_fstab(&inputs.root_fs_uuid, &inputs.esp_volume_id),
     )?;
     fs::create_dir_all(tree.join("boot/efi"))?;
-    install_text(
-        tree,
-        "boot/grub/grub.cfg",
-        &render_grub_cfg(profile.base, &inputs.root_fs_uuid),
+    // Readable by root only (CIS 1.4.2): GRUB reads it through the firmware, not as a user.
+    install_file(
+        render_grub_cfg(profile.base, &inputs.root_fs_uuid).as_bytes(),
+        &tree.join("boot/grub/grub.cfg"),
+        0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
+    for file in hardening::rendered_files(profile) {
+        install_file(file.text.as_bytes(), &tree.join(&file.path), file.mode)?;
+    }
     install_text(
         tree,
         "etc/meetbox/profile.toml",
@@ -185,6 +194,8 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
     let mut units = vec![
         "systemd-networkd.service".to_string(),
         "systemd-resolved.service".to_string(),
+        // The firewall (hardening.rs writes /etc/nftables.conf).
+        "nftables.service".to_string(),
     ];
     let unit_dir = overlay.join("usr/lib/systemd/system");
     let mut overlay_units: Vec<String> = fs::read_dir(&unit_dir)
@@ -204,19 +215,7 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
         .collect();
     overlay_units.sort();
     units.extend(overlay_units);
-    let output = Command::new("systemctl")
-        .arg(format!("--root={}", tree.display()))
-        .arg("enable")
-        .args(&units)
-        .output()
-        .context("cannot run systemctl (from systemd) to enable units in the image")?;
-    if !output.status.success() {
-        bail!(
-            "systemctl --root enable {} failed: {}",
-            units.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    systemctl(tree, "enable", &units)?;
     progress::detail(format!("enabled: {}", units.join(", ")));
     disable_until_setup(tree)
 }
@@ -248,23 +247,28 @@ fn disable_until_setup(tree: &Path) -> Result<()> {
     if present.is_empty() {
         return Ok(());
     }
-    let output = Command::new("systemctl")
-        .arg(format!("--root={}", tree.display()))
-        .arg("disable")
-        .args(&present)
-        .output()
-        .context("cannot run systemctl to disable services until first boot")?;
-    if !output.status.success() {
-        bail!(
-            "systemctl --root disable {} failed: {}",
-            present.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    systemctl(tree, "disable", &present)?;
     progress::detail(format!(
         "off until first-boot setup: {}",
         present.join(", ")
     ));
+    Ok(())
+}
+
+/// `systemctl --root=TREE VERB UNITS...`: systemd's own tool edits the image's links.
+fn systemctl(tree: &Path, verb: &str, units: &[impl AsRef<std::ffi::OsStr>]) -> Result<()> {
+    let output = Command::new("systemctl")
+        .arg(format!("--root={}", tree.display()))
+        .arg(verb)
+        .args(units)
+        .output()
+        .with_context(|| format!("cannot run systemctl {verb} (from systemd) on the image"))?;
+    if !output.status.success() {
+        bail!(
+            "systemctl --root {verb} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
     Ok(())
 }
 
@@ -347,6 +351,10 @@ mod tests {
         assert!(fstab.contains(
             "UUID=1A2B-3C4D /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2"
         ));
+        for mount in [" /tmp tmpfs ", " /dev/shm tmpfs "] {
+            let line = fstab.lines().find(|l| l.contains(mount)).unwrap();
+            assert!(line.contains("nodev,nosuid,noexec"), "{line}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ server {{
     server_name {domain};
     server_tokens off;
     access_log off;
+    error_log syslog:server=unix:/dev/log,nohostname crit;
 
     if ($request_method !~ ^(GET|HEAD)$) {{
         return 405;
@@ -48,7 +49,7 @@ server {{
     server_name {domain};
     server_tokens off;
     access_log off;
-    error_log /var/log/nginx/error.log crit;
+    error_log syslog:server=unix:/dev/log,nohostname crit;
 
     ssl_certificate {TLS_CERT};
     ssl_certificate_key {TLS_KEY};
