@@ -12,6 +12,8 @@
 //! Needs root and the host packages tests/run installs. Outside CI a missing
 //! prerequisite skips with the reason; with CI=true it fails.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,45 +36,23 @@ const PROFILES: [(&str, &str); 2] = [
 /// The Debian release whose ssg-debderived (0.1.76) carries Ubuntu 24.04 content.
 const SSG_SUITE: &str = "trixie";
 
-fn prerequisites_missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("building and scanning root trees needs root".into());
-    }
-    for (tool, package) in [
-        ("mmdebstrap", "mmdebstrap"),
-        ("oscap", "openscap-scanner"),
-        ("oscap-chroot", "openscap-utils"),
-        ("lynis", "lynis"),
-        ("debugfs", "e2fsprogs"),
-        ("zstd", "zstd"),
-        ("apt-get", "apt"),
-        ("dpkg-deb", "dpkg"),
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!(
-                "`{tool}` is not installed (apt-get install {package})"
-            ));
-        }
-    }
-    None
-}
+/// Tools the measurement runs, with the packages that provide them.
+const TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("oscap", "openscap-scanner"),
+    ("oscap-chroot", "openscap-utils"),
+    ("lynis", "lynis"),
+    ("debugfs", "e2fsprogs"),
+    ("zstd", "zstd"),
+    ("apt-get", "apt"),
+    ("dpkg-deb", "dpkg"),
+];
 
 fn can_run(test: &str) -> bool {
-    match prerequisites_missing() {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("SKIPPED {test}: {reason}");
-            false
-        }
-    }
+    support::can_run(
+        test,
+        support::root_and_tools_missing("building and scanning root trees", TOOLS),
+    )
 }
 
 fn target_tmp() -> PathBuf {

@@ -15,44 +15,24 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+mod support;
+
 const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
 
-fn prerequisites_missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("building images needs root (mmdebstrap)".into());
-    }
-    for tool in [
-        "mmdebstrap",
-        "qemu-system-x86_64",
-        "minisign",
-        "bmaptool",
-        "sha256sum",
-    ] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            return Some(format!("`{tool}` is not installed (tests/run installs it)"));
-        }
-    }
-    None
-}
+/// Tools the image tests run, with the packages that provide them.
+const TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("minisign", "minisign"),
+    ("bmaptool", "bmap-tools"),
+    ("sha256sum", "coreutils"),
+];
 
-/// Returns false (and says why) when the test cannot run here; panics in CI.
 fn can_run(test: &str) -> bool {
-    match prerequisites_missing() {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: {reason}")
-        }
-        Some(reason) => {
-            eprintln!("SKIPPED {test}: {reason}");
-            false
-        }
-    }
+    support::can_run(
+        test,
+        support::root_and_tools_missing("building images (mmdebstrap)", TOOLS),
+    )
 }
 
 fn work_dir() -> PathBuf {

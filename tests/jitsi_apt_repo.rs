@@ -10,6 +10,8 @@
 //! Needs root (mmdebstrap) and the host packages tests/run installs. Outside CI a
 //! missing prerequisite skips with the reason; with CI=true it fails.
 
+mod support;
+
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -27,30 +29,14 @@ const FIXTURE: &str = concat!(
 /// Kept between local runs so only the first downloads the base packages.
 const DEB_CACHE: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/jitsi-apt-repo-debs");
 
-fn prerequisites_missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("mmdebstrap builds need root".into());
-    }
-    for (tool, package) in [
-        ("mmdebstrap", "mmdebstrap"),
-        ("gpg", "gnupg"),
-        ("apt-ftparchive", "apt-utils"),
-        ("dpkg-deb", "dpkg"),
-        ("python3", "python3"),
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!(
-                "`{tool}` is not installed (apt-get install {package})"
-            ));
-        }
-    }
-    None
-}
+/// Tools the test runs, with the packages that provide them.
+const TOOLS: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("gpg", "gnupg"),
+    ("apt-ftparchive", "apt-utils"),
+    ("dpkg-deb", "dpkg"),
+    ("python3", "python3"),
+];
 
 /// Runs a command that must succeed; its output on failure names the cause.
 fn run(command: &mut Command) -> Output {
@@ -253,11 +239,10 @@ fn debconf_value(database: &Path, question: &str) -> Option<String> {
 
 #[test]
 fn pinned_keyring_installs_and_bad_key_or_tampered_index_install_nothing() {
-    if let Some(reason) = prerequisites_missing() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{reason}");
-        }
-        eprintln!("skipping: {reason}");
+    if !support::can_run(
+        "jitsi apt repository",
+        support::root_and_tools_missing("mmdebstrap builds", TOOLS),
+    ) {
         return;
     }
     let work = tempfile::tempdir().unwrap();

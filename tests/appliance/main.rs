@@ -15,6 +15,8 @@
 mod console;
 mod guest_disk;
 mod pebble;
+#[path = "../support/mod.rs"]
+mod support;
 mod xmpp;
 
 use std::fs;
@@ -61,38 +63,10 @@ const TOOLS: [(&str, &str); 12] = [
     ("zstd", "zstd"),
 ];
 
-fn prerequisites_missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("building images needs root (mmdebstrap)".into());
-    }
-    for (tool, package) in TOOLS {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!(
-                "`{tool}` is not installed (apt-get install {package})"
-            ));
-        }
-    }
-    if let Err(err) = qemu::check_host() {
-        return Some(format!("{err:#}"));
-    }
-    None
-}
-
-/// Returns false (and says why) when the test cannot run here; panics in CI.
 fn can_run(test: &str) -> bool {
-    match prerequisites_missing() {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {reason}"),
-        Some(reason) => {
-            eprintln!("SKIPPED {test}: {reason}");
-            false
-        }
-    }
+    let missing = support::root_and_tools_missing("building images (mmdebstrap)", &TOOLS)
+        .or_else(|| qemu::check_host().err().map(|err| format!("{err:#}")));
+    support::can_run(test, missing)
 }
 
 fn work_dir() -> PathBuf {

@@ -1,0 +1,31 @@
+//! What the integration tests share: the gate that runs a test only as root with
+//! its tools installed, skipping with the reason elsewhere and failing in CI.
+
+use std::process::Command;
+
+/// Why a test that needs root and these `(program, package)` pairs cannot run, if it cannot.
+pub fn root_and_tools_missing(why_root: &str, tools: &[(&str, &str)]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(format!("{why_root} needs root"));
+    }
+    tools.iter().find_map(|(tool, package)| {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        (!found).then(|| format!("`{tool}` is not installed (apt-get install {package})"))
+    })
+}
+
+/// Returns false (and says why) when `missing` names a reason; panics in CI.
+pub fn can_run(test: &str, missing: Option<String>) -> bool {
+    match missing {
+        None => true,
+        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {reason}"),
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
