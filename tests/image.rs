@@ -187,6 +187,24 @@ fn sha256_file(path: &Path) -> String {
 fn check_verify(built: &Built) {
     let (_, public) = test_key();
     let image = built.file(".img.zst");
+    let inspect = meetbox_ok(&[
+        "inspect",
+        image.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(report["signatures_valid"], true, "{report}");
+    let partitions = report["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2);
+    assert_eq!(partitions[0]["filesystem"], "vfat");
+    assert_eq!(partitions[1]["filesystem"], "ext4");
+    assert_eq!(
+        partitions[1]["type_guid"], "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+        "root is root-x86-64 of the Discoverable Partitions Specification"
+    );
+    assert!(report["packages"].as_array().unwrap().len() > 100);
     meetbox_ok(&[
         "verify",
         image.to_str().unwrap(),
