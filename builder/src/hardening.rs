@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn files_follow_the_profile() {
-        let mut p = profile("test");
+        let mut p = profile("default");
         let names = |p: &Profile| -> Vec<String> {
             rendered_files(p)
                 .into_iter()

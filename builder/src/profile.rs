@@ -409,15 +409,13 @@ downlink_mbps = 50
         }
         let test = Profile::load("test", &profiles_dir()).unwrap();
         assert!(!test.services.jitsi);
+        assert!(test.services.ssh, "the suite audits SSH on the test image");
         for package in ["nginx", "prosody", "coturn"] {
             assert!(test.packages.iter().any(|p| p == package), "{package}");
         }
-        assert!(
-            Profile::load("default", &profiles_dir())
-                .unwrap()
-                .services
-                .jitsi
-        );
+        let default = Profile::load("default", &profiles_dir()).unwrap();
+        assert!(default.services.jitsi);
+        assert!(!default.services.ssh, "SSH is off by default");
     }
 
     #[test]

@@ -458,7 +458,10 @@ mod tests {
         ] {
             assert!(recipe.packages.iter().any(|p| p == package), "{package}");
         }
-        assert!(!recipe.packages.iter().any(|p| p == "openssh-server"));
+        // The test profile turns SSH on so the suite can audit it; the default leaves it out.
+        assert!(recipe.packages.iter().any(|p| p == "openssh-server"));
+        let default = Recipe::for_profile(&profile("default"));
+        assert!(!default.packages.iter().any(|p| p == "openssh-server"));
         assert_eq!(recipe.components, ["main", "universe"]);
         let mut sorted = recipe.packages.clone();
         sorted.sort();

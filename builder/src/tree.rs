@@ -221,13 +221,17 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
 }
 
 /// Services that stay off until the first-boot agent has configured them: nothing
-/// of Jitsi is served (and port 80 stays free for ACME) before setup is done.
+/// of Jitsi is served (and port 80 stays free for ACME) before setup is done, and
+/// sshd (images with SSH on) waits for the box's own host keys and the owner's key.
+/// Ubuntu starts sshd from ssh.socket; the agent enables ssh.service instead.
 pub const FENCED_SERVICES: &[&str] = &[
     "nginx.service",
     "prosody.service",
     "coturn.service",
     "jicofo.service",
     "jitsi-videobridge2.service",
+    "ssh.service",
+    "ssh.socket",
 ];
 
 fn disable_until_setup(tree: &Path) -> Result<()> {

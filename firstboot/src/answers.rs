@@ -23,6 +23,9 @@ struct AnswersFile {
     tls: String,
     acme_directory: Option<String>,
     acme_ca_cert: Option<String>,
+    /// Public keys allowed to log in as root over SSH (images built with SSH on).
+    #[serde(default)]
+    ssh_authorized_keys: Vec<String>,
 }
 
 fn default_admin() -> String {
@@ -38,6 +41,7 @@ pub struct Answers {
     pub tls: TlsChoice,
     pub acme_directory: Option<String>,
     pub acme_ca_cert: Option<String>,
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for Answers {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for Answers {
             .field("admin_password", &"<hidden>")
             .field("email", &self.email)
             .field("tls", &self.tls)
+            .field("ssh_authorized_keys", &self.ssh_authorized_keys.len())
             .finish()
     }
 }
@@ -56,7 +61,7 @@ impl std::fmt::Debug for Answers {
 pub fn parse(text: &str) -> Result<Answers> {
     let file: AnswersFile = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert.",
+            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert, ssh_authorized_keys.",
             e.message()
         )
     })?;
@@ -84,6 +89,13 @@ pub fn parse(text: &str) -> Result<Answers> {
         .map(validation::ca_certificate)
         .transpose()
         .map_err(|e| problems.push(format!("acme_ca_cert: {e}")));
+    let mut ssh_authorized_keys = Vec::new();
+    for (index, key) in file.ssh_authorized_keys.iter().enumerate() {
+        match validation::ssh_public_key(key) {
+            Ok(key) => ssh_authorized_keys.push(key),
+            Err(e) => problems.push(format!("ssh_authorized_keys[{index}]: {e}")),
+        }
+    }
     match (domain, admin_user, email, tls, acme_directory, acme_ca_cert) {
         (Ok(domain), Ok(admin_user), Ok(email), Ok(tls), Ok(acme_directory), Ok(acme_ca_cert))
             if problems.is_empty() =>
@@ -96,6 +108,7 @@ pub fn parse(text: &str) -> Result<Answers> {
                 tls,
                 acme_directory,
                 acme_ca_cert,
+                ssh_authorized_keys,
             })
         }
         _ => bail!(
@@ -169,6 +182,21 @@ tls = "self-signed"
             assert!(err.contains(key), "{err}");
         }
         assert!(!err.contains("short1"));
+    }
+
+    #[test]
+    fn ssh_keys_are_validated_one_by_one() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHfMr/yH/a4ErzeFOsVzmdeHZVSYOfDfAuSiIQTsgM0n owner@laptop";
+        let answers = parse(&format!("{GOOD}ssh_authorized_keys = [\"{key}\"]\n")).unwrap();
+        assert_eq!(answers.ssh_authorized_keys, vec![key.to_string()]);
+        let err = parse(&format!(
+            "{GOOD}ssh_authorized_keys = [\"{key}\", \"ssh-dss AAAAB3NzaC1kc3M=\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("ssh_authorized_keys[1]"),
+            "{err:#}"
+        );
     }
 
     #[test]

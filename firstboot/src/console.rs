@@ -126,6 +126,7 @@ mod tests {
             tls: TlsChoice::LetsEncrypt,
             acme_directory: String::new(),
             acme_ca_cert: None,
+            ssh_authorized_keys: Vec::new(),
         };
         let screen = final_screen(
             &settings,

@@ -58,6 +58,8 @@ pub const NGINX_DEFAULT_SITE_LINK: &str = "/etc/nginx/sites-enabled/default";
 pub const TURN_CONF: &str = "/etc/turnserver.conf";
 pub const MACHINE_ID: &str = "/etc/machine-id";
 pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+pub const ROOT_SSH_DIR: &str = "/root/.ssh";
+pub const ROOT_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
 
 /// Ports to forward on the router, as shown on the last screen.
 pub const ROUTER_PORTS: [&str; 5] = ["80/tcp", "443/tcp", "10000/udp", "3478/udp", "5349/tcp"];

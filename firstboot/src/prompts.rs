@@ -55,6 +55,8 @@ fn ask_once() -> Result<Answers> {
         tls,
         acme_directory: None,
         acme_ca_cert: None,
+        // Keys are long single lines: they come from the answers file, not the keyboard.
+        ssh_authorized_keys: Vec::new(),
     })
 }
 

@@ -7,13 +7,15 @@ use anyhow::{bail, Context, Result};
 
 use crate::apply::Root;
 
-/// The services of the stack, in start order.
-pub const STACK: [&str; 5] = [
+/// The services of the stack, in start order; sshd (when the image has it) last, once its
+/// host keys are this box's own.
+pub const STACK: [&str; 6] = [
     "prosody.service",
     "coturn.service",
     "jicofo.service",
     "jitsi-videobridge2.service",
     "nginx.service",
+    "ssh.service",
 ];
 /// Runs `meetbox-firstboot renew` hourly: renewals and retries after a failed validation.
 pub const ACME_TIMER: &str = "meetbox-acme.timer";

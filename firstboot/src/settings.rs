@@ -19,4 +19,7 @@ pub struct Settings {
     pub acme_directory: String,
     /// PEM of a root certificate to trust for the ACME server (tests); None trusts the system roots.
     pub acme_ca_cert: Option<String>,
+    /// Lines of root's `authorized_keys` (public keys; only used when the image has SSH).
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
 }

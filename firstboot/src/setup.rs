@@ -154,6 +154,7 @@ pub fn settings_from(answers: &Answers) -> Result<Settings> {
             .clone()
             .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_string()),
         acme_ca_cert: answers.acme_ca_cert.clone(),
+        ssh_authorized_keys: answers.ssh_authorized_keys.clone(),
     })
 }
 
@@ -196,7 +197,10 @@ fn do_step(
                 Owner::ROOT,
             ))?;
         }
-        Step::SshHostKeys => ssh_host_keys(root)?,
+        Step::SshHostKeys => {
+            ssh_host_keys(root)?;
+            ssh_authorized_keys(root, &settings.ssh_authorized_keys)?;
+        }
         Step::SelfSignedCertificate => {
             tls::install(root, &tls::self_signed(&[settings.domain.as_str()])?)?;
         }
@@ -252,6 +256,32 @@ fn ssh_host_keys(root: &Root) -> Result<()> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
+    Ok(())
+}
+
+/// Root's `authorized_keys` from the answers (keys only: sshd takes no passwords). Without an
+/// SSH server in the image the keys have no use, and the owner is told so.
+fn ssh_authorized_keys(root: &Root, keys: &[String]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    if !root.exists(layout::SSHD_CONFIG) {
+        println!(
+            "    This image has no SSH server (profile: services.ssh = false); the SSH keys are not used."
+        );
+        return Ok(());
+    }
+    root.directory(layout::ROOT_SSH_DIR, 0o700, Owner::ROOT)?;
+    root.write(&FileSpec::new(
+        layout::ROOT_AUTHORIZED_KEYS,
+        keys.join("\n") + "\n",
+        0o600,
+        Owner::ROOT,
+    ))?;
+    println!(
+        "    SSH: {} key(s) may log in as root, from the local network only.",
+        keys.len()
+    );
     Ok(())
 }
 

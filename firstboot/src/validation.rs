@@ -272,9 +272,89 @@ pub fn ca_certificate(pem: &str) -> Result<String, String> {
     }
 }
 
+/// Key types sshd accepts on Meetbox (builder's sshd settings: no NIST curves, no DSA).
+const SSH_KEY_TYPES: [&str; 3] = ["ssh-ed25519", "sk-ssh-ed25519@openssh.com", "ssh-rsa"];
+/// Smallest RSA modulus accepted, in bits (ssh-audit's threshold).
+const MIN_RSA_BITS: usize = 3072;
+
+/// Checks one line of `authorized_keys` in its plain form, `TYPE BASE64 [COMMENT]`, and returns
+/// it with surrounding space removed. The blob must decode and name the same type, so a key
+/// truncated by copying is refused here rather than silently ignored by sshd.
+pub fn ssh_public_key(input: &str) -> Result<String, String> {
+    use base64::Engine;
+    let line = input.trim();
+    let mut fields = line.split_whitespace();
+    let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
+        return Err(
+            "an SSH public key is one line: TYPE KEY [COMMENT], as in the .pub file ssh-keygen writes."
+                .into(),
+        );
+    };
+    if line.contains('\n') || line.contains('\r') {
+        return Err("one SSH public key per list entry, without line breaks.".into());
+    }
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!(
+            "SSH keys of type {kind:?} are not accepted: use an Ed25519 key (ssh-keygen -t ed25519) or RSA of {MIN_RSA_BITS} bits or more."
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map_err(|_| "the SSH public key is damaged (its key part is not base64): copy the whole line of the .pub file.".to_string())?;
+    let strings = ssh_wire_strings(&bytes)
+        .ok_or("the SSH public key is damaged: copy the whole line of the .pub file.")?;
+    if strings.first().map(Vec::as_slice) != Some(kind.as_bytes()) {
+        return Err(format!(
+            "the SSH public key's data is not a {kind} key: copy the whole line of the .pub file."
+        ));
+    }
+    if kind == "ssh-rsa" {
+        // Fields: type, public exponent, modulus (an mpint, which may carry a leading zero byte).
+        let modulus = strings
+            .get(2)
+            .map(|m| m.iter().skip_while(|b| **b == 0).count() * 8);
+        if modulus.unwrap_or(0) < MIN_RSA_BITS {
+            return Err(format!(
+                "the RSA key is shorter than {MIN_RSA_BITS} bits: make a new one with ssh-keygen -t ed25519."
+            ));
+        }
+    }
+    Ok(line.to_string())
+}
+
+/// Splits SSH wire-format data into its length-prefixed strings; None when a length overruns.
+fn ssh_wire_strings(mut bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut strings = Vec::new();
+    while !bytes.is_empty() {
+        let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        strings.push(bytes.get(4..4 + len)?.to_vec());
+        bytes = &bytes[4 + len..];
+    }
+    Some(strings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssh_keys_are_checked_to_the_blob() {
+        let ed25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHfMr/yH/a4ErzeFOsVzmdeHZVSYOfDfAuSiIQTsgM0n owner@laptop";
+        assert_eq!(ssh_public_key(&format!("  {ed25519}\n")).unwrap(), ed25519);
+        let truncated = &ed25519[..60];
+        let why = ssh_public_key(truncated).unwrap_err();
+        assert!(why.contains("damaged"), "{why}");
+        let why =
+            ssh_public_key("ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY=").unwrap_err();
+        assert!(why.contains("ed25519"), "{why}");
+        let relabelled = ed25519.replacen("ssh-ed25519", "ssh-rsa", 1);
+        let why = ssh_public_key(&relabelled).unwrap_err();
+        assert!(why.contains("not a ssh-rsa key"), "{why}");
+        let rsa_2048 = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC99W4wSx8Yy9xaLRj6aZ/UXDVyUvCZOIWTuV3WCGXpbExSlCxgYCeuqP+2e7YhHk+mZCOfuA8ZWPBVKvp7VXvyQiREXrWXqOh2kuFeqrkpy9DnTvDbv5c+W8FT2Ti0/NWO8gWhHmHWydQqnT/iv9f5PP68sz8iQqgHDzlDpX0WP6Om2pHfUmxmcdED0RfLnUlnGt2dhgJLOsX+7qEcL8LPSO6U1bTie9Ng7OIJPQIvJh3iAxZFd+1LlO+mzN5Tz2XHb6736CgAAteGMSvMO8KU61nNiq42yQKPR5AVuNyCjRUCSOS2V0PmQeDlcBP5C+H+aFeLPBAtwS9SSxd8mOfT";
+        let why = ssh_public_key(rsa_2048).unwrap_err();
+        assert!(why.contains("shorter than 3072"), "{why}");
+        assert!(ssh_public_key("AAAAC3NzaC1lZDI1NTE5").is_err());
+    }
 
     fn refused(input: &str, needle: &str) {
         let why = domain(input).expect_err(input);

@@ -21,6 +21,7 @@ domain = "meetbox.test"
 admin_user = "alice"
 admin_password = "horse staple cart moon"
 tls = "self-signed"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHfMr/yH/a4ErzeFOsVzmdeHZVSYOfDfAuSiIQTsgM0n owner@laptop"]
 "#;
 
 fn agent() -> Command {
@@ -250,10 +251,18 @@ fn secrets_are_private_and_fresh_per_box() {
         layout::STATE_FILE,
         layout::TLS_KEY,
         layout::TURN_TLS_KEY,
+        layout::ROOT_AUTHORIZED_KEYS,
     ] {
         let mode = std::fs::metadata(a.path().join(&path[1..])).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600, "{path}");
     }
+    let ssh_dir = std::fs::metadata(a.path().join(&layout::ROOT_SSH_DIR[1..])).unwrap();
+    assert_eq!(ssh_dir.mode() & 0o777, 0o700);
+    let keys = String::from_utf8(read(&a, layout::ROOT_AUTHORIZED_KEYS)).unwrap();
+    assert_eq!(
+        keys,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHfMr/yH/a4ErzeFOsVzmdeHZVSYOfDfAuSiIQTsgM0n owner@laptop\n"
+    );
     // The admin password is nowhere in clear text.
     let mut hits = Vec::new();
     grep(a.path(), b"horse staple cart moon", &mut hits);
