@@ -46,7 +46,14 @@ pub struct VmSpec {
     pub serial_socket: Option<PathBuf>,
     /// QMP control socket, used to power the guest down cleanly.
     pub qmp_socket: Option<PathBuf>,
+    /// A second network card on this existing host tap device: the guest as a
+    /// neighbour on a local link, reachable on all its ports the way a LAN sees
+    /// it (user networking only carries the forwarded ports, and answers them itself).
+    pub tap: Option<String>,
 }
+
+/// MAC address of the second card (`tap`), in QEMU's locally administered range.
+pub const TAP_MAC: &str = "52:54:00:6d:62:01";
 
 impl VmSpec {
     /// The QEMU command line (pure, so it is tested without QEMU).
@@ -102,6 +109,12 @@ impl VmSpec {
                 args.push("-serial".into());
                 args.push("mon:stdio".into());
             }
+        }
+        if let Some(tap) = &self.tap {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=n1,ifname={tap},script=no,downscript=no"));
+            args.push("-device".into());
+            args.push(format!("virtio-net-pci,netdev=n1,mac={TAP_MAC}"));
         }
         if let Some(socket) = &self.qmp_socket {
             args.push("-qmp".into());
@@ -398,7 +411,24 @@ mod tests {
             serial_log: None,
             serial_socket: None,
             qmp_socket: None,
+            tap: None,
         }
+    }
+
+    #[test]
+    fn tap_adds_a_second_card() {
+        let mut spec = spec();
+        spec.tap = Some("mbtap0".into());
+        let args = spec.args().join(" ");
+        assert!(
+            args.contains("-netdev tap,id=n1,ifname=mbtap0,script=no,downscript=no"),
+            "{args}"
+        );
+        assert!(args.contains("virtio-net-pci,netdev=n1,mac=52:54:00:6d:62:01"));
+        assert!(
+            args.contains("user,id=n0,"),
+            "user networking stays: {args}"
+        );
     }
 
     #[test]

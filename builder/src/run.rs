@@ -18,7 +18,9 @@ use crate::qemu::{self, Accel, Vm, VmSpec};
     console on a socket (socat - UNIX-CONNECT:console.sock), also logged\n  \
     meetbox run out/x.img.zst --disk-size 16GiB --serial-log boot.log \\\n      \
     --expect 'Secure boot enabled' --expect 'Meetbox first-boot setup' --timeout 600\n      \
-    unattended smoke test: exit 0 once both texts appeared, then power off")]
+    unattended smoke test: exit 0 once both texts appeared, then power off\n  \
+    ip tuntap add dev mbtap0 mode tap && meetbox run out/x.img.zst --tap mbtap0\n      \
+    a second card on a host tap device: scan the box as the LAN would")]
 pub struct RunArgs {
     /// The compressed image (NAME.img.zst) or a raw disk image (NAME.img).
     pub image: PathBuf,
@@ -59,6 +61,10 @@ pub struct RunArgs {
     /// Seconds to wait for the --expect texts.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Also attach a second network card to this existing tap device (made with
+    /// `ip tuntap add dev NAME mode tap`), to reach the guest as a LAN neighbour would.
+    #[arg(long, value_name = "IFNAME")]
+    pub tap: Option<String>,
 }
 
 fn parse_size(text: &str) -> std::result::Result<ByteSize, String> {
@@ -113,6 +119,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         serial_log: args.serial_log.clone(),
         serial_socket: args.serial_socket.clone(),
         qmp_socket: Some(work.path().join("qmp.sock")),
+        tap: args.tap.clone(),
     };
     progress::step(format!(
         "Booting with Secure Boot ({}), forwarding {}",

@@ -70,6 +70,78 @@ impl GuestDisk {
         bytes.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// Where each needle occurs in the whole disk, free blocks and unpartitioned space included,
+    /// compared without regard to ASCII case; every hit is named by the file that holds it
+    /// when it lies in the root file system. Empty when none occurs.
+    pub fn search_everywhere(&self, needles: &[&str]) -> Vec<String> {
+        const CHUNK: usize = 16 << 20;
+        let needles: Vec<Vec<u8>> = needles
+            .iter()
+            .map(|n| n.to_ascii_lowercase().into_bytes())
+            .collect();
+        let overlap = needles.iter().map(Vec::len).max().unwrap_or(1) - 1;
+        let file = File::open(&self.path).unwrap();
+        let len = file.metadata().unwrap().len();
+        let mut hits = Vec::new();
+        let mut buf = vec![0u8; CHUNK + overlap];
+        let mut offset = 0u64;
+        while offset < len {
+            let want = (CHUNK + overlap).min((len - offset) as usize);
+            file.read_exact_at(&mut buf[..want], offset).unwrap();
+            let chunk = &mut buf[..want];
+            if chunk.iter().any(|b| *b != 0) {
+                chunk.make_ascii_lowercase();
+                for needle in &needles {
+                    let found = chunk
+                        .windows(needle.len())
+                        .enumerate()
+                        .filter(|(_, w)| w == needle)
+                        .map(|(at, _)| offset + at as u64);
+                    for at in found.take(3) {
+                        hits.push(format!(
+                            "{:?} at byte {at}: {}",
+                            String::from_utf8_lossy(needle),
+                            self.locate(at)
+                        ));
+                    }
+                }
+            }
+            offset += CHUNK as u64;
+        }
+        hits.dedup();
+        hits
+    }
+
+    /// The root file system's file that holds disk byte `at` (debugfs icheck + ncheck).
+    fn locate(&self, at: u64) -> String {
+        if at < self.root_offset {
+            return "before the root file system".into();
+        }
+        let device = format!("{}?offset={}", self.path.display(), self.root_offset);
+        let block = (at - self.root_offset) / 4096;
+        let icheck = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("icheck {block}"))
+            .arg(&device));
+        let inode = icheck
+            .lines()
+            .nth(1)
+            .and_then(|line| line.split_whitespace().nth(1))
+            .unwrap_or("<block not in use>")
+            .to_string();
+        if inode.starts_with('<') {
+            return format!("free block {block} of the root file system");
+        }
+        let ncheck = run(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("ncheck {inode}"))
+            .arg(&device));
+        format!(
+            "block {block}, inode {inode}: {}",
+            ncheck.lines().nth(1).unwrap_or("(no name)").trim()
+        )
+    }
+
     /// A file of the root file system, read with debugfs (no mount).
     pub fn read_root_file(&self, path: &str) -> String {
         let text = run(Command::new("debugfs")

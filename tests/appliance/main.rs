@@ -6,12 +6,16 @@
 //!   with a certificate from Pebble on the host; the file is wiped. From the host, through the
 //!   forwards: HTTPS with the Pebble-issued chain, the admin's login (and a wrong password refused),
 //!   anonymous guests on the guest host only, TURN credentials from prosody (XEP-0215) accepted by
-//!   coturn over TCP and UDP. After power-off the jicofo and videobridge secrets are read from the
-//!   disk; after a reboot those accounts log in and the agent stays quiet.
+//!   coturn over TCP and UDP. Then the audits (audit.rs): testssl.sh, HTTP methods and headers and
+//!   ssh-audit through the forwards; nmap, an SSH login with the owner's key and a guest's visit
+//!   (page, XMPP login, room) from a distinctive address on a second card. After power-off the
+//!   whole disk holds neither that address nor the room's name, and the jicofo and videobridge
+//!   secrets are read from it; after a reboot those accounts log in and the agent stays quiet.
 //!
 //! Needs root and the host packages of tests/run. Outside CI a missing prerequisite skips with the
 //! reason; with CI=true it fails.
 
+mod audit;
 mod console;
 mod guest_disk;
 mod pebble;
@@ -41,6 +45,7 @@ const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
 const XMPP_MAIN_HOST: &str = "meet.jitsi";
 const XMPP_GUEST_HOST: &str = "guest.meet.jitsi";
 const XMPP_AUTH_HOST: &str = "auth.meet.jitsi";
+const XMPP_MUC_HOST: &str = "conference.meet.jitsi";
 
 /// Under software emulation on a busy machine a boot can take minutes: generous, bounded waits.
 const BOOT: Duration = Duration::from_secs(900);
@@ -48,7 +53,7 @@ const SETUP: Duration = Duration::from_secs(900);
 const PROMPT: Duration = Duration::from_secs(120);
 
 /// (program, Debian package)
-const TOOLS: [(&str, &str); 12] = [
+const TOOLS: [(&str, &str); 19] = [
     ("mmdebstrap", "mmdebstrap"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("mcopy", "mtools"),
@@ -61,6 +66,13 @@ const TOOLS: [(&str, &str); 12] = [
     ("turnutils_uclient", "coturn"),
     ("timeout", "coreutils"),
     ("zstd", "zstd"),
+    ("nmap", "nmap"),
+    ("testssl", "testssl.sh"),
+    ("ssh-audit", "ssh-audit"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
 ];
 
 fn can_run(test: &str) -> bool {
@@ -153,6 +165,7 @@ struct Ports {
     https: u16,
     turn_tcp: u16,
     turn_udp: u16,
+    ssh: u16,
 }
 
 impl Ports {
@@ -162,6 +175,7 @@ impl Ports {
             https: free_port(),
             turn_tcp: free_port(),
             turn_udp: free_port(),
+            ssh: free_port(),
         }
     }
 }
@@ -175,7 +189,8 @@ struct Guest {
 }
 
 impl Guest {
-    fn boot(disk: &Path, name: &str, ports: Ports) -> Guest {
+    /// Boots `disk`; with `tap`, the guest also gets a card on that tap device (audit.rs).
+    fn boot(disk: &Path, name: &str, ports: Ports, tap: Option<&str>) -> Guest {
         // Unix socket paths are short (108 bytes): keep them out of the target directory.
         let sockets = tempfile::tempdir().unwrap();
         let vars = work_dir().join(format!("{name}-vars.fd"));
@@ -186,11 +201,17 @@ impl Guest {
             memory_mb: 2048,
             cpus: 2,
             accel: qemu::resolve_accel(Accel::Auto),
-            forwards: vec![(ports.http, 80), (ports.https, 443), (ports.turn_tcp, 3478)],
+            forwards: vec![
+                (ports.http, 80),
+                (ports.https, 443),
+                (ports.turn_tcp, 3478),
+                (ports.ssh, 22),
+            ],
             udp_forwards: vec![(ports.turn_udp, 3478)],
             serial_log: Some(work_dir().join(format!("{name}-serial.log"))),
             serial_socket: Some(sockets.path().join("serial.sock")),
             qmp_socket: Some(sockets.path().join("qmp.sock")),
+            tap: tap.map(str::to_string),
         };
         eprintln!("boot {name}: {}", spec.args().join(" "));
         let socket = spec.serial_socket.clone().unwrap();
@@ -248,7 +269,7 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     let password = "horse staple cart moon";
     let disk = fresh_disk("console");
     let ports = Ports::new();
-    let mut guest = Guest::boot(&disk, "console", ports);
+    let mut guest = Guest::boot(&disk, "console", ports, None);
     let console = &mut guest.console;
 
     console.expect("Meetbox first-boot setup", BOOT);
@@ -292,11 +313,7 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     );
 
     // The typed password is the admin's (self-signed certificate: no chain to check here).
-    let https = Https {
-        domain: "box.meetbox.test".into(),
-        port: ports.https,
-        ca: None,
-    };
+    let https = Https::forwarded("box.meetbox.test", ports.https, None);
     let jid = retry("admin login", PROMPT, || {
         login(&https, XMPP_MAIN_HOST, "admin", password)
     });
@@ -327,11 +344,15 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
         .mode(0o600)
         .open(&answers)
         .unwrap();
+    let owner_key = owner_ssh_key(dir.path());
     file.write_all(
         format!(
             "domain = \"{domain}\"\nadmin_password = \"{password}\"\nemail = \"ops@meetbox.test\"\n\
-             tls = \"letsencrypt\"\nacme_directory = \"{}\"\nacme_ca_cert = '''\n{}'''\n",
-            pebble.directory_for_guest, pebble.listener_ca_pem
+             tls = \"letsencrypt\"\nacme_directory = \"{}\"\nacme_ca_cert = '''\n{}'''\n\
+             ssh_authorized_keys = [\"{}\"]\n",
+            pebble.directory_for_guest,
+            pebble.listener_ca_pem,
+            owner_key.public
         )
         .as_bytes(),
     )
@@ -340,7 +361,8 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     disk.put_on_esp(&answers, "meetbox-setup.toml");
     assert!(disk.esp_has("meetbox-setup.toml"));
 
-    let mut guest = Guest::boot(&disk_path, "unattended", ports);
+    let mut scan_link = audit::ScanLink::create();
+    let mut guest = Guest::boot(&disk_path, "unattended", ports, Some(&scan_link.tap));
     guest.console.expect("Meetbox first-boot setup", BOOT);
     guest.console.expect("Setup is complete", SETUP);
     guest.console.expect("from the ACME server", PROMPT);
@@ -352,11 +374,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
         guest.console.tail(3000)
     );
 
-    let https = Https {
-        domain: domain.into(),
-        port: ports.https,
-        ca: Some(pebble.issuing_root(dir.path())),
-    };
+    let https = Https::forwarded(domain, ports.https, Some(pebble.issuing_root(dir.path())));
     check_pebble_certificate(&https);
 
     // The admin logs in with the answers file's password; a wrong one is refused.
@@ -406,7 +424,19 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
         true
     ));
 
+    scan_link.connect(PROMPT);
+    audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
+    visit_from_a_distinctive_address(&https, &scan_link, password);
     guest.power_off();
+    drop(scan_link);
+
+    // Nothing of the visit reached the disk: not in any file, not in a free block.
+    let hits = disk.search_everywhere(&[audit::CLIENT_ADDRESS, PRIVACY_ROOM]);
+    assert!(
+        hits.is_empty(),
+        "the visitor's address or room name is on the disk:\n{}",
+        hits.join("\n")
+    );
 
     // The answers file is gone, and its password is nowhere on the ESP (FAT keeps deleted clusters).
     assert!(
@@ -423,7 +453,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
 
     // After a reboot: services start by themselves, the agent does not run again, the service
     // accounts log in with the secrets written for jicofo and the videobridge.
-    let mut guest = Guest::boot(&disk_path, "reboot", ports);
+    let mut guest = Guest::boot(&disk_path, "reboot", ports, None);
     guest.console.expect("login:", BOOT);
     eprintln!("login prompt after {}", guest.elapsed());
     let transcript = guest.console.transcript();
@@ -447,6 +477,226 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     // Nothing is read from the disk after this boot: stop the VM without waiting.
     drop(guest);
     fs::remove_file(&disk_path).unwrap();
+}
+
+/// A room name no file of the image contains, searched for on the disk afterwards.
+const PRIVACY_ROOM: &str = "meetbox-privacy-room-5f0c";
+
+/// The owner's SSH key pair, made for the test; the public half goes into the answers file.
+struct OwnerKey {
+    private: PathBuf,
+    public: String,
+}
+
+fn owner_ssh_key(dir: &Path) -> OwnerKey {
+    let private = dir.join("owner_ed25519");
+    let output = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "owner@meetbox.test",
+            "-f",
+        ])
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ssh-keygen failed");
+    let public = fs::read_to_string(private.with_extension("pub")).unwrap();
+    OwnerKey {
+        private,
+        public: public.trim().to_string(),
+    }
+}
+
+/// The auditors' view: testssl.sh, HTTP methods and headers and ssh-audit through the
+/// forwards, nmap and the owner's SSH login over the scan link.
+fn audit_from_the_host(
+    https: &Https,
+    ports: Ports,
+    owner: &OwnerKey,
+    link: &audit::ScanLink,
+    work: &Path,
+) {
+    let findings = audit::testssl(&https.domain, https.port, work);
+    let objections = audit::tls_objections(&findings);
+    assert!(
+        objections.is_empty(),
+        "testssl.sh objects:\n{}",
+        objections.join("\n")
+    );
+    let ciphers = findings
+        .iter()
+        .filter(|f| f.id.starts_with("cipher-tls"))
+        .count();
+    eprintln!("testssl.sh: TLS 1.2 and 1.3 only, {ciphers} ciphers, all forward-secret AEAD, no vulnerability");
+
+    check_methods_and_headers(https, ports.http);
+
+    let (passed, report) = audit::ssh_audit(ports.ssh);
+    assert!(passed, "ssh-audit warns or fails:\n{report}");
+    eprintln!("ssh-audit: no warning, no failure");
+
+    let ssh = |extra: &[&str]| {
+        link.command("ssh")
+            .args(audit::SSH_OPTIONS)
+            .args(extra)
+            .arg(format!("root@{}", link.guest()))
+            .arg("id -un")
+            .output()
+            .unwrap()
+    };
+    let key = owner.private.to_str().unwrap();
+    let login = ssh(&["-i", key]);
+    assert_eq!(
+        String::from_utf8_lossy(&login.stdout).trim(),
+        "root",
+        "the owner's key did not log in: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let password = ssh(&[
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+    ]);
+    let refusal = String::from_utf8_lossy(&password.stderr);
+    assert!(
+        !password.status.success() && refusal.contains("Permission denied (publickey)"),
+        "sshd offered more than keys: {refusal}"
+    );
+
+    let tcp = audit::open_tcp_ports(link);
+    assert_eq!(
+        tcp,
+        [22, 80, 443, 3478, 5349],
+        "open TCP ports seen from the LAN"
+    );
+    let udp = audit::open_udp_ports(
+        link,
+        &[
+            53, 67, 68, 69, 123, 137, 161, 500, 514, 1900, 3478, 4500, 5060, 5353, 10000, 11211,
+        ],
+    );
+    assert!(
+        udp.iter().all(|port| [3478, 10000].contains(port)),
+        "unexpected UDP services answer from the LAN: {udp:?}"
+    );
+}
+
+/// Only GET, HEAD, POST and OPTIONS are served; every answer carries the security headers and
+/// names no server version; plain HTTP only redirects.
+fn check_methods_and_headers(https: &Https, http_port: u16) {
+    let status_and_headers = |method: &str, path: &str| {
+        let mut curl = https.curl();
+        curl.args(["-o", "/dev/null", "-D", "-"]);
+        // curl -X HEAD would wait for a body that never comes.
+        if method == "HEAD" {
+            curl.arg("--head");
+        } else {
+            curl.args(["-X", method]);
+        }
+        let output = curl.arg(https.url(path)).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: no status line: {text}"));
+        (status, text)
+    };
+    for method in ["PUT", "DELETE", "PATCH", "TRACE", "PROPFIND", "MKCOL"] {
+        let (status, _) = status_and_headers(method, "/");
+        assert_eq!(status, 405, "{method} / was not refused");
+    }
+    for (method, path) in [
+        ("GET", "/"),
+        ("HEAD", "/"),
+        ("OPTIONS", "/"),
+        ("GET", "/meetbox-headers-room"),
+        ("GET", "/no-such-file.js"),
+        ("DELETE", "/"),
+    ] {
+        let (status, headers) = status_and_headers(method, path);
+        if method != "DELETE" {
+            assert_ne!(status, 405, "{method} {path} was refused");
+        }
+        for header in [
+            "strict-transport-security: max-age=",
+            "content-security-policy: ",
+            "x-content-type-options: nosniff",
+            "referrer-policy: ",
+        ] {
+            assert!(
+                headers.contains(header),
+                "{method} {path} ({status}) lacks {header}:\n{headers}"
+            );
+        }
+        let server = headers
+            .lines()
+            .find_map(|line| line.strip_prefix("server:"))
+            .map(str::trim);
+        assert!(
+            matches!(server, None | Some("nginx")),
+            "{method} {path} names a server version: {server:?}"
+        );
+    }
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-D", "-"])
+        .arg(format!("http://127.0.0.1:{http_port}/some-room"))
+        .args(["-H", &format!("Host: {}", https.domain)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 301")
+            && text.contains(&format!("location: https://{}/some-room", https.domain)),
+        "plain HTTP does not redirect to HTTPS:\n{text}"
+    );
+    eprintln!("HTTP: other methods refused with 405, security headers everywhere, no version");
+}
+
+/// What a guest does, from [`audit::CLIENT_ADDRESS`]: opens the room's page, logs in to prosody
+/// and enters the room; the admin logs in too.
+fn visit_from_a_distinctive_address(https: &Https, link: &audit::ScanLink, password: &str) {
+    let https = Https {
+        address: link.guest().to_string(),
+        netns: Some(link.netns().to_string()),
+        port: 443,
+        ..https.clone()
+    };
+    let page = https
+        .curl()
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(https.url(&format!("/{PRIVACY_ROOM}")))
+        .output()
+        .unwrap();
+    assert!(
+        page.status.success(),
+        "the room's page over the scan link: {}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    let jid = login(&https, XMPP_MAIN_HOST, "admin", password).unwrap();
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+    let mut guest = Session::open(&https, XMPP_GUEST_HOST).unwrap();
+    guest.authenticate(Credentials::Anonymous).unwrap();
+    guest.bind().unwrap();
+    let answer = guest
+        .enter_room(&format!("{PRIVACY_ROOM}@{XMPP_MUC_HOST}"), "visitor")
+        .unwrap();
+    eprintln!(
+        "visit from {}: page {}, logged in, room answered {}",
+        audit::CLIENT_ADDRESS,
+        String::from_utf8_lossy(&page.stdout),
+        if answer.contains("type='error'") || answer.contains("type=\"error\"") {
+            "with an error (only jicofo creates rooms)"
+        } else {
+            "with the room's presence"
+        }
+    );
 }
 
 /// HTTPS through the forward with the chain checked against Pebble's root, issued by Pebble.

@@ -9,25 +9,48 @@ use std::process::{Command, Stdio};
 
 use base64::Engine;
 
-/// How the host reaches the guest's HTTPS: the public name, resolved to the forward on 127.0.0.1.
+/// How the host reaches the guest's HTTPS: the public name, resolved to the forward on 127.0.0.1
+/// (or, with `netns`, to the guest's address on the scan link).
 #[derive(Clone)]
 pub struct Https {
     pub domain: String,
     pub port: u16,
     /// Root certificate the server's chain must lead to; None accepts the self-signed certificate.
     pub ca: Option<PathBuf>,
+    /// Where the name resolves to: `127.0.0.1` for the forward, or a zoned link-local address.
+    pub address: String,
+    /// Network namespace curl runs in (the scan link's), None for the host's.
+    pub netns: Option<String>,
 }
 
 impl Https {
+    /// Through the forward on 127.0.0.1.
+    pub fn forwarded(domain: &str, port: u16, ca: Option<PathBuf>) -> Https {
+        Https {
+            domain: domain.into(),
+            port,
+            ca,
+            address: "127.0.0.1".into(),
+            netns: None,
+        }
+    }
+
     /// `curl` with the name resolved to the forward and the chain checked against `ca`.
     pub fn curl(&self) -> Command {
-        let mut command = Command::new("curl");
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", netns, "curl"]);
+                ip
+            }
+            None => Command::new("curl"),
+        };
         command.args([
             "-sS",
             "--max-time",
             "30",
             "--resolve",
-            &format!("{}:{}:127.0.0.1", self.domain, self.port),
+            &format!("{}:{}:{}", self.domain, self.port, self.address),
         ]);
         match &self.ca {
             Some(ca) => command.arg("--cacert").arg(ca),
@@ -171,6 +194,20 @@ impl Session {
             return Err(format!("no external services in: {answer}"));
         }
         Ok(services)
+    }
+
+    /// Enters a multi-user chat room (XEP-0045) as Jitsi's web client does; Ok with the
+    /// room's answer, which may be an error (only jicofo creates rooms on a Jitsi server).
+    pub fn enter_room(&mut self, room_jid: &str, nick: &str) -> Result<String, String> {
+        let seen = self.received.len();
+        self.send(&format!(
+            "<presence to='{room_jid}/{nick}' xmlns='jabber:client'>\
+             <x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ))?;
+        self.wait_for_any(
+            &[&format!("from='{room_jid}"), &format!("from=\"{room_jid}")],
+            seen,
+        )
     }
 
     fn send(&mut self, payload: &str) -> Result<String, String> {
