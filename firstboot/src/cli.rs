@@ -65,7 +65,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = Root::new(&cli.root);
     let result = match cli.command {
-        None => run_setup(&root, cli.answers, cli.console.as_deref()),
+        None => {
+            let result = run_setup(&root, cli.answers, cli.console.as_deref());
+            if cli.console.is_some() {
+                console::drain_output();
+            }
+            result
+        }
         Some(Command::Status) => status(&root),
         Some(Command::Reconfigure) => reconfigure(&root, cli.answers),
         Some(Command::Renew { force }) => renew(&root, force),

@@ -15,18 +15,22 @@ use crate::validation::TlsChoice;
 pub const BANNER: &str = "Meetbox first-boot setup";
 
 /// Lowers the kernel's console log level while it lives, so boot messages do not overwrite prompts;
-/// the previous level comes back on drop.
+/// the previous level comes back on drop. Both consoles start at once: the one that finds the level
+/// already lowered leaves restoring to the other, or the quiet level would outlive setup.
 pub struct QuietKernel {
     previous: Option<String>,
 }
 
 const PRINTK: &str = "/proc/sys/kernel/printk";
+const QUIET_LEVEL: &str = "1";
 
 impl QuietKernel {
     pub fn start() -> QuietKernel {
-        let previous = fs::read_to_string(PRINTK).ok();
+        let previous = fs::read_to_string(PRINTK)
+            .ok()
+            .filter(|levels| levels.split_whitespace().next() != Some(QUIET_LEVEL));
         // Level 1: only emergencies reach the console.
-        if previous.is_some() && fs::write(PRINTK, "1").is_err() {
+        if previous.is_some() && fs::write(PRINTK, QUIET_LEVEL).is_err() {
             return QuietKernel { previous: None };
         }
         QuietKernel { previous }
@@ -73,6 +77,21 @@ pub fn try_lock(root: &Root) -> Result<Option<SetupLock>> {
             Ok(None)
         } else {
             Err(err).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Waits until everything written to the console has left it. A serial line sends about 11 KB/s;
+/// the getty that follows setup on the same console hangs the line up and would discard the final
+/// screen still queued in the driver (seen on ttyS0 when the other console did the setup).
+pub fn drain_output() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: tcdrain on the process's own standard descriptors; fails harmlessly on a non-tty.
+        unsafe {
+            libc::tcdrain(fd);
         }
     }
 }

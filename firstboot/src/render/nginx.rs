@@ -72,6 +72,10 @@ server {{
         return 405;
     }}
 
+    # No compression of pages and XMPP (BREACH: secrets beside attacker-chosen text); the
+    # static client files below, which hold no secret, are compressed.
+    gzip off;
+
     root {JITSI_WEB_ROOT};
     index index.html;
     ssi on;
@@ -89,6 +93,8 @@ server {{
 
     location ~ ^/(libs|css|static|images|fonts|lang|sounds)/(.*)$ {{
         alias {JITSI_WEB_ROOT}/$1/$2;
+        gzip on;
+        gzip_types text/css application/javascript application/json image/svg+xml;
     }}
 
     # XMPP over BOSH and WebSocket to prosody on loopback.
