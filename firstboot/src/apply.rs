@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -88,28 +88,18 @@ impl Root {
 
     /// Writes one file atomically with its mode and owner.
     pub fn write(&self, file: &FileSpec) -> Result<()> {
-        let path = self.path(&file.path);
-        let parent = path
-            .parent()
-            .context("a target file has no parent directory")?;
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create the directory {}", parent.display()))?;
-        let mut temp = tempfile::Builder::new()
-            .prefix(".meetbox-")
-            .tempfile_in(parent)
-            .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
-        temp.write_all(&file.content)
-            .and_then(|()| temp.as_file().sync_all())
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        fs::set_permissions(temp.path(), fs::Permissions::from_mode(file.mode))
-            .with_context(|| format!("cannot set the mode of {}", path.display()))?;
         let (uid, gid) = self.lookup_owner(file.owner)?;
-        std::os::unix::fs::chown(temp.path(), Some(uid), Some(gid))
-            .with_context(|| format!("cannot set the owner of {}", path.display()))?;
-        temp.persist(&path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot move the new {} into place", path.display()))?;
-        Ok(())
+        write_atomically(&self.path(&file.path), &file.content, file.mode, uid, gid)
+    }
+
+    /// Replaces the content of a file that a package owns, atomically, keeping its mode and numeric
+    /// owner: the package chose them (and may have a dpkg-statoverride on them), so they are not ours to
+    /// change.
+    pub fn replace(&self, target: &str, content: &[u8]) -> Result<()> {
+        let path = self.path(target);
+        let meta =
+            fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        write_atomically(&path, content, meta.mode() & 0o7777, meta.uid(), meta.gid())
     }
 
     /// Writes a directory with a mode (created if missing, mode and owner set either way).
@@ -174,6 +164,31 @@ impl Root {
     }
 }
 
+/// Writes `content` to a temporary file next to `path`, sets its mode and owner, then renames it over
+/// `path`: readers see the old file or the new one, never a partial or wrongly owned one.
+fn write_atomically(path: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) -> Result<()> {
+    let parent = path
+        .parent()
+        .context("a target file has no parent directory")?;
+    fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create the directory {}", parent.display()))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".meetbox-")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot create a temporary file in {}", parent.display()))?;
+    temp.write_all(content)
+        .and_then(|()| temp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    fs::set_permissions(temp.path(), fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    std::os::unix::fs::chown(temp.path(), Some(uid), Some(gid))
+        .with_context(|| format!("cannot set the owner of {}", path.display()))?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot move the new {} into place", path.display()))?;
+    Ok(())
+}
+
 /// The numeric id of `name` in a passwd- or group-format table.
 fn id_in_table(text: &str, name: &str) -> Option<u32> {
     text.lines().find_map(|line| {
@@ -187,7 +202,6 @@ fn id_in_table(text: &str, name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn writes_atomically_with_mode_and_owner_from_the_target() {
@@ -228,6 +242,24 @@ mod tests {
             })
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn replace_keeps_the_mode_and_owner_a_package_chose() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let path = root.path("/etc/jitsi/videobridge/config");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "A=1\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
+        root.replace("/etc/jitsi/videobridge/config", b"A=2\n")
+            .unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "A=2\n");
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4343));
+        assert!(root.replace("/etc/absent", b"x").is_err());
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub const NGINX_SITE_LINK: &str = "/etc/nginx/sites-enabled/meetbox.conf";
 pub const NGINX_DEFAULT_SITE_LINK: &str = "/etc/nginx/sites-enabled/default";
 pub const TURN_CONF: &str = "/etc/turnserver.conf";
 pub const MACHINE_ID: &str = "/etc/machine-id";
+/// Written by `meetbox build` (see tuning.rs).
+pub const TUNING_FILE: &str = "/etc/meetbox/tuning.toml";
+/// The shell-style environment files of Jitsi's Debian packages (created by their postinst; see heaps.rs).
+pub const JVB_ENV_FILE: &str = "/etc/jitsi/videobridge/config";
+pub const JICOFO_ENV_FILE: &str = "/etc/jitsi/jicofo/config";
+/// The swap file (the name Ubuntu's installer uses) and the table that activates it at boot.
+pub const SWAP_FILE: &str = "/swap.img";
+pub const FSTAB: &str = "/etc/fstab";
 pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 pub const ROOT_SSH_DIR: &str = "/root/.ssh";
 pub const ROOT_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";

@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::acme;
 use crate::answers::{self, Answers};
 use crate::apply::{FileSpec, Owner, Root};
+use crate::heaps;
 use crate::layout;
 use crate::network;
 use crate::prompts;
@@ -19,7 +20,9 @@ use crate::secrets::{self, Secrets};
 use crate::services;
 use crate::settings::{Settings, LETS_ENCRYPT_DIRECTORY};
 use crate::state::{self, State, Step};
+use crate::swap;
 use crate::tls;
+use crate::tuning::{self, Tuning};
 use crate::validation::TlsChoice;
 
 /// Test switch: abort the process right after the named step is recorded (simulates a power cut).
@@ -64,13 +67,14 @@ pub fn resume(root: &Root, state: &mut State) -> Result<Outcome> {
         .clone()
         .context("the state file has no settings; remove it and run setup again")?;
     let mut network = NetworkFacts::default();
+    let mut tuning_cache = None;
     let mut certificate_note = String::new();
     for step in Step::ALL {
         if step == Step::Answers || state.is_done(step) {
             continue;
         }
         println!("==> {}", step.describe());
-        let note = do_step(root, step, &settings, &mut network)
+        let note = do_step(root, step, &settings, &mut tuning_cache, &mut network)
             .with_context(|| format!("{} failed", step.describe()))?;
         if step == Step::Certificate {
             certificate_note = note;
@@ -175,11 +179,26 @@ pub fn load_or_create_secrets(root: &Root) -> Result<Secrets> {
     Ok(secrets)
 }
 
+/// The image's tuning, read at the first step that needs it, so that its summary (or the note that the
+/// defaults apply) appears once, under that step.
+fn load_tuning<'a>(root: &Root, cache: &'a mut Option<Tuning>) -> Result<&'a Tuning> {
+    let loaded = match cache.take() {
+        Some(loaded) => loaded,
+        None => {
+            let loaded = tuning::load(root)?;
+            println!("    tuning: {}", loaded.describe());
+            loaded
+        }
+    };
+    Ok(cache.insert(loaded))
+}
+
 /// Does one step; returns a note for the last screen (the certificate step's outcome).
 fn do_step(
     root: &Root,
     step: Step,
     settings: &Settings,
+    tuning_cache: &mut Option<Tuning>,
     network: &mut NetworkFacts,
 ) -> Result<String> {
     match step {
@@ -207,7 +226,17 @@ fn do_step(
         Step::ProsodyCertificates => prosody_certificates(root)?,
         Step::Configuration => {
             *network = network::detect(settings.domain.as_str());
-            configuration(root, settings, network)?;
+            let tuning = load_tuning(root, tuning_cache)?;
+            configuration(root, settings, network, tuning)?;
+        }
+        Step::JavaHeaps => {
+            for note in heaps::apply(root, load_tuning(root, tuning_cache)?)? {
+                println!("    {note}");
+            }
+        }
+        Step::Swap => {
+            let size = load_tuning(root, tuning_cache)?.swap;
+            println!("    {}", swap::apply(root, size)?);
         }
         Step::Accounts => accounts(root, settings)?,
         Step::Certificate => {
@@ -308,13 +337,19 @@ fn prosody_certificates(root: &Root) -> Result<()> {
 }
 
 /// Renders and writes every configuration file.
-fn configuration(root: &Root, settings: &Settings, network: &NetworkFacts) -> Result<()> {
+fn configuration(
+    root: &Root,
+    settings: &Settings,
+    network: &NetworkFacts,
+    tuning: &Tuning,
+) -> Result<()> {
     let secrets = load_or_create_secrets(root)?;
     let site = Site {
         domain: settings.domain.as_str(),
         secrets: &secrets,
         network,
         jitsi_prosody_plugins: root.exists(layout::JITSI_PROSODY_PLUGINS),
+        caps: &tuning.config_js,
     };
     for file in render::all(&site) {
         root.write(&file)?;

@@ -24,8 +24,12 @@ pub enum Step {
     SelfSignedCertificate,
     /// Prosody's certificates for the internal domains exist.
     ProsodyCertificates,
-    /// All configuration files are rendered.
+    /// All configuration files are rendered (config.js with the tuning file's caps).
     Configuration,
+    /// The videobridge's and jicofo's Java heaps are set from the tuning file (when Jitsi is installed).
+    JavaHeaps,
+    /// The swap file from the tuning file exists and is listed in fstab (unless the disk is too small).
+    Swap,
     /// The prosody accounts of the admin, jicofo and the videobridge exist.
     Accounts,
     /// A certificate from the ACME server is installed, or a retry is scheduled.
@@ -35,7 +39,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 12] = [
         Step::Answers,
         Step::Secrets,
         Step::MachineId,
@@ -43,6 +47,8 @@ impl Step {
         Step::SelfSignedCertificate,
         Step::ProsodyCertificates,
         Step::Configuration,
+        Step::JavaHeaps,
+        Step::Swap,
         Step::Accounts,
         Step::Certificate,
         Step::Services,
@@ -58,6 +64,8 @@ impl Step {
             Step::SelfSignedCertificate => "self-signed-certificate",
             Step::ProsodyCertificates => "prosody-certificates",
             Step::Configuration => "configuration",
+            Step::JavaHeaps => "java-heaps",
+            Step::Swap => "swap",
             Step::Accounts => "accounts",
             Step::Certificate => "certificate",
             Step::Services => "services",
@@ -74,6 +82,8 @@ impl Step {
             Step::SelfSignedCertificate => "Creating a self-signed certificate",
             Step::ProsodyCertificates => "Creating the chat server's internal certificates",
             Step::Configuration => "Writing the configuration",
+            Step::JavaHeaps => "Sizing the Java heaps of jicofo and the videobridge",
+            Step::Swap => "Creating the swap file",
             Step::Accounts => "Creating the accounts",
             Step::Certificate => "Getting a certificate",
             Step::Services => "Starting the services",

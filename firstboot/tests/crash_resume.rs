@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -30,10 +30,32 @@ fn agent() -> Command {
     command
 }
 
-/// A target tree with SSH installed and the answers on the ESP.
+/// A target tree with SSH, the environment files of Jitsi's packages, the image's fstab and tuning file
+/// (with a small swap file), and the answers on the ESP.
 fn fresh_tree() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    common::write_small_tuning(root);
+    std::fs::write(
+        root.join("etc/fstab"),
+        "UUID=0f3e / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n",
+    )
+    .unwrap();
+    for (dir, text) in [
+        (
+            "etc/jitsi/videobridge",
+            "JVB_HOSTNAME=meet.jitsi\nJVB_OPTS=\"--apis=,\"\n",
+        ),
+        (
+            "etc/jitsi/jicofo",
+            "JICOFO_HOST=localhost\n#JICOFO_MAX_MEMORY=3072m\n",
+        ),
+    ] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        let config = root.join(dir).join("config");
+        std::fs::write(&config, text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
     std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
     std::fs::write(root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
     std::fs::write(
@@ -124,6 +146,9 @@ fn walk(
             if text.contains("-----BEGIN") || rel.starts_with("etc/ssh/ssh_host_") {
                 // Keys and certificates: random by design; their presence and mode are compared.
                 "<key material>".to_string()
+            } else if rel == "swap.img" {
+                // mkswap writes a random UUID into the header.
+                format!("<swap area of {} bytes>", meta.len())
             } else {
                 masks
                     .iter()
@@ -183,6 +208,31 @@ fn a_crash_after_any_step_resumes_to_the_same_end_state() {
         std::fs::read_to_string(reference.path().join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
         "the image's key, shared by every box\n"
     );
+    // The tuning is applied: config.js caps, heaps, swap.
+    let config_js = &reference_files["etc/jitsi/meet/meetbox.test-config.js"].1;
+    assert!(
+        config_js.contains("resolution: 360,") && config_js.contains("channelLastN: 4,"),
+        "{config_js}"
+    );
+    assert_eq!(
+        reference_files["etc/jitsi/videobridge/config"],
+        (
+            0o640,
+            "JVB_HOSTNAME=meet.jitsi\nJVB_OPTS=\"--apis=,\"\nVIDEOBRIDGE_MAX_MEMORY=1920m\n"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        reference_files["etc/jitsi/jicofo/config"].1,
+        "JICOFO_HOST=localhost\nJICOFO_MAX_MEMORY=640m\n"
+    );
+    assert_eq!(
+        reference_files["swap.img"],
+        (0o600, format!("<swap area of {} bytes>", 8 << 20))
+    );
+    assert!(reference_files["etc/fstab"]
+        .1
+        .ends_with("\n/swap.img none swap sw 0 0\n"));
 
     for step in Step::ALL {
         let tree = fresh_tree();

@@ -43,12 +43,14 @@ fn check(name: &str, rendered: &str) {
 #[test]
 fn rendered_files_match_their_golden_files() {
     let secrets = common::sample_secrets();
+    let caps = common::sample_caps();
     let network = common::sample_network();
     let site = Site {
         domain: "meet.example.org",
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: true,
+        caps: &caps,
     };
     check("prosody.cfg.lua", &render::prosody_cfg(&site));
     check("meet.jitsi.cfg.lua", &render::prosody_site(&site));
@@ -62,12 +64,14 @@ fn rendered_files_match_their_golden_files() {
 #[test]
 fn without_jitsi_packages_prosody_uses_only_its_own_modules() {
     let secrets = common::sample_secrets();
+    let caps = common::sample_caps();
     let network = common::sample_network();
     let site = Site {
         domain: "meet.example.org",
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: false,
+        caps: &caps,
     };
     check(
         "meet.jitsi.cfg.lua.without-jitsi",
@@ -79,6 +83,7 @@ fn without_jitsi_packages_prosody_uses_only_its_own_modules() {
 #[test]
 fn without_nat_there_is_no_static_mapping() {
     let secrets = common::sample_secrets();
+    let caps = common::sample_caps();
     let network = meetbox_firstboot::render::NetworkFacts {
         lan_address: Some("192.168.1.20".parse().unwrap()),
         public_address: None,
@@ -88,6 +93,7 @@ fn without_nat_there_is_no_static_mapping() {
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: true,
+        caps: &caps,
     };
     let jvb = render::jvb_conf(&site);
     assert!(!jvb.contains("static-mappings"), "{jvb}");
@@ -99,12 +105,14 @@ fn without_nat_there_is_no_static_mapping() {
 #[test]
 fn privacy_and_hardening_properties_hold() {
     let secrets = common::sample_secrets();
+    let caps = common::sample_caps();
     let network = common::sample_network();
     let site = Site {
         domain: "meet.example.org",
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: true,
+        caps: &caps,
     };
     let all: String = render::all(&site)
         .iter()

@@ -51,6 +51,7 @@ fn wait_for_port(port: u16, what: &str) {
 
 fn tree_with_answers(domain: &str, directory: &str, ca_pem: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    common::write_small_tuning(dir.path());
     std::fs::create_dir_all(dir.path().join("boot/efi")).unwrap();
     let answers = format!(
         "domain = \"{domain}\"\nadmin_password = \"horse staple cart moon\"\nemail = \"ops@meetbox.test\"\ntls = \"letsencrypt\"\nacme_directory = \"{directory}\"\nacme_ca_cert = '''\n{ca_pem}'''\n"

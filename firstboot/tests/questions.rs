@@ -12,6 +12,7 @@ fn questions_refuse_bad_answers_and_then_set_up() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
+    common::write_small_tuning(root.path());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/questions.exp");
     let out = common::run(
         Command::new("expect")

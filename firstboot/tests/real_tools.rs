@@ -15,12 +15,14 @@ use meetbox_firstboot::tls;
 
 fn with_site<T>(jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
     let secrets = common::sample_secrets();
+    let caps = common::sample_caps();
     let network = common::sample_network();
     let site = Site {
         domain: "meet.example.org",
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: jitsi,
+        caps: &caps,
     };
     f(&site)
 }
@@ -414,14 +416,22 @@ fn node_parses_config_js() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // And evaluates to the expected object.
+    // And evaluates to the expected object, with the tuning's caps.
     let script = format!(
-        "{}\nconsole.log(config.hosts.domain, config.hosts.anonymousdomain, config.disableThirdPartyRequests, config.p2p.stunServers[0].urls)",
+        "{}\nconsole.log(config.hosts.domain, config.hosts.anonymousdomain, config.disableThirdPartyRequests, config.p2p.stunServers[0].urls)\nconsole.log(config.resolution, JSON.stringify(config.constraints.video.height), config.channelLastN, config.maxFullResolutionParticipants, config.startAudioMuted, config.startVideoMuted)",
         std::fs::read_to_string(&file).unwrap()
     );
     let out = common::run(Command::new("node").args(["-e", &script]));
+    let caps = common::sample_caps();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "meet.jitsi guest.meet.jitsi true stun:meet.example.org:3478"
+        format!(
+            "meet.jitsi guest.meet.jitsi true stun:meet.example.org:3478\n{r} {{\"ideal\":{r},\"max\":{r},\"min\":180}} {} {} {} {}",
+            caps.channel_last_n,
+            caps.max_full_resolution_participants,
+            caps.start_audio_muted,
+            caps.start_video_muted,
+            r = caps.resolution,
+        )
     );
 }

@@ -1,11 +1,14 @@
 //! The web client's config.js: the internal XMPP domain behind the public URLs, guests on the guest
-//! host, STUN from the box itself, and nothing fetched from third parties.
+//! host, STUN from the box itself, nothing fetched from third parties, and the meeting caps of the
+//! image's tuning, so that a meeting never asks more of the line and the box than sizing planned.
 
 use super::{header, Site};
 use crate::layout::*;
+use crate::tuning::MIN_RESOLUTION;
 
 pub fn config_js(site: &Site) -> String {
     let domain = site.domain;
+    let caps = site.caps;
     format!(
         r#"{header}var config = {{
     hosts: {{
@@ -39,14 +42,25 @@ pub fn config_js(site: &Site) -> String {
     prejoinConfig: {{ enabled: true }},
     enableWelcomePage: true,
     enableNoisyMicDetection: true,
-    resolution: 720,
+
+    // Caps from /etc/meetbox/tuning.toml (docs/sizing.md): what the box and its line were sized for.
+    resolution: {resolution},
     constraints: {{
         video: {{
-            height: {{ ideal: 720, max: 720, min: 180 }},
+            height: {{ ideal: {resolution}, max: {resolution}, min: {MIN_RESOLUTION} }},
         }},
     }},
+    channelLastN: {channel_last_n},
+    maxFullResolutionParticipants: {max_full_resolution_participants},
+    startAudioMuted: {start_audio_muted},
+    startVideoMuted: {start_video_muted},
 }};
 "#,
-        header = header("//")
+        header = header("//"),
+        resolution = caps.resolution,
+        channel_last_n = caps.channel_last_n,
+        max_full_resolution_participants = caps.max_full_resolution_participants,
+        start_audio_muted = caps.start_audio_muted,
+        start_video_muted = caps.start_video_muted,
     )
 }

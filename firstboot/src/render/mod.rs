@@ -1,5 +1,5 @@
 //! The configuration files of the Jitsi stack, rendered from the agent's own templates as pure
-//! functions of the public name, the per-device secrets and the network facts.
+//! functions of the public name, the per-device secrets, the network facts and the image's tuning.
 
 mod coturn;
 mod jicofo;
@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use crate::apply::{FileSpec, Owner};
 use crate::layout;
 use crate::secrets::Secrets;
+use crate::tuning::ConfigJsCaps;
 
 pub use coturn::turnserver_conf;
 pub use jicofo::jicofo_conf;
@@ -39,6 +40,8 @@ pub struct Site<'a> {
     pub network: &'a NetworkFacts,
     /// jitsi-meet-prosody is installed: enable its prosody modules (lobby, breakout rooms, ...).
     pub jitsi_prosody_plugins: bool,
+    /// The meeting caps of the tuning file, for config.js.
+    pub caps: &'a ConfigJsCaps,
 }
 
 /// Header line of every rendered file, so a reader knows where changes belong.

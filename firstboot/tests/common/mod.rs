@@ -6,6 +6,7 @@ use std::process::Command;
 
 use meetbox_firstboot::render::NetworkFacts;
 use meetbox_firstboot::secrets::Secrets;
+use meetbox_firstboot::tuning::ConfigJsCaps;
 
 /// True when `tool` can run. Absent: fails under CI=true, else prints why the test is skipped.
 pub fn have_tool(tool: &str, package: &str) -> bool {
@@ -64,6 +65,26 @@ pub fn sample_network() -> NetworkFacts {
         lan_address: Some("192.168.1.20".parse().unwrap()),
         public_address: Some("198.51.99.10".parse().unwrap()),
     }
+}
+
+/// Caps unlike the conservative defaults, so a rendering test shows they come from the tuning.
+pub fn sample_caps() -> ConfigJsCaps {
+    ConfigJsCaps {
+        resolution: 720,
+        channel_last_n: 10,
+        max_full_resolution_participants: 3,
+        start_audio_muted: 10,
+        start_video_muted: 11,
+    }
+}
+
+/// The builder's tuning file with an 8 MB swap file, so that a full setup in a temporary tree creates
+/// a real swap file without taking gigabytes of the test machine's disk.
+pub fn write_small_tuning(root: &std::path::Path) {
+    let text = include_str!("../fixtures/tuning.toml").replace("size_mb = 2048", "size_mb = 8");
+    assert!(text.contains("size_mb = 8"));
+    std::fs::create_dir_all(root.join("etc/meetbox")).unwrap();
+    std::fs::write(root.join("etc/meetbox/tuning.toml"), text).unwrap();
 }
 
 pub fn run(command: &mut Command) -> std::process::Output {

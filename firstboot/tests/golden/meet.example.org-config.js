@@ -31,10 +31,16 @@ var config = {
     prejoinConfig: { enabled: true },
     enableWelcomePage: true,
     enableNoisyMicDetection: true,
+
+    // Caps from /etc/meetbox/tuning.toml (docs/sizing.md): what the box and its line were sized for.
     resolution: 720,
     constraints: {
         video: {
             height: { ideal: 720, max: 720, min: 180 },
         },
     },
+    channelLastN: 10,
+    maxFullResolutionParticipants: 3,
+    startAudioMuted: 10,
+    startVideoMuted: 11,
 };
