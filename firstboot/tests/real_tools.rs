@@ -52,7 +52,13 @@ fn nginx_setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
     let (cert, key) = certificate_in(dir);
     let web = dir.join("web");
     std::fs::create_dir_all(web.join("static")).unwrap();
-    std::fs::write(web.join("index.html"), "<html>jitsi</html>\n").unwrap();
+    std::fs::write(web.join("index.html"), "<html>jitsi</html>\n".repeat(100)).unwrap();
+    std::fs::create_dir_all(web.join("libs")).unwrap();
+    std::fs::write(
+        web.join("libs/app.bundle.min.js"),
+        "var meetbox = 1;\n".repeat(200),
+    )
+    .unwrap();
     let acme = dir.join("acme");
     std::fs::create_dir_all(acme.join(".well-known/acme-challenge")).unwrap();
     std::fs::write(acme.join(".well-known/acme-challenge/tok-1"), "tok-1.thumb").unwrap();
@@ -83,7 +89,7 @@ fn nginx_setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
     std::fs::write(dir.join("site.conf"), site).unwrap();
     let d = dir.display();
     let conf = format!(
-        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  access_log off;\n  include {d}/site.conf;\n}}\n"
+        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  access_log off;\n  gzip on;\n  include {d}/site.conf;\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
@@ -163,6 +169,27 @@ fn nginx_serves_the_security_headers_everywhere() {
         ] {
             assert!(headers.contains(needle), "{path}: missing {needle:?} in\n{headers}");
         }
+    }
+    // Debian's nginx.conf turns gzip on (as this test's does): pages and error pages stay
+    // uncompressed (BREACH), the client's scripts are compressed.
+    for (path, compressed) in [
+        ("/", false),
+        ("/someroom", false),
+        ("/static/missing.png", false),
+        ("/libs/app.bundle.min.js", true),
+    ] {
+        let headers = curl(&[
+            "--resolve",
+            &resolve,
+            "-H",
+            "Accept-Encoding: gzip",
+            &format!("{base}{path}"),
+        ]);
+        assert_eq!(
+            headers.contains("content-encoding: gzip"),
+            compressed,
+            "{path}:\n{headers}"
+        );
     }
     let put = curl(&["--resolve", &resolve, "-X", "PUT", &format!("{base}/")]);
     assert!(

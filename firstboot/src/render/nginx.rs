@@ -73,7 +73,7 @@ server {{
     }}
 
     # No compression of pages and XMPP (BREACH: secrets beside attacker-chosen text); the
-    # static client files below, which hold no secret, are compressed.
+    # client's scripts and styles below, which hold no secret, are compressed.
     gzip off;
 
     root {JITSI_WEB_ROOT};
@@ -91,10 +91,16 @@ server {{
         alias {JITSI_WEB_ROOT}/libs/external_api.min.js;
     }}
 
-    location ~ ^/(libs|css|static|images|fonts|lang|sounds)/(.*)$ {{
+    # Compressed: scripts, styles and data of the client (nginx would compress every
+    # text/html answer too, error pages included, so no HTML goes through here).
+    location ~ ^/(libs|css|static|images|fonts|lang|sounds)/(.*\.(?:js|css|json|svg|wasm|map))$ {{
         alias {JITSI_WEB_ROOT}/$1/$2;
         gzip on;
-        gzip_types text/css application/javascript application/json image/svg+xml;
+        gzip_types text/css application/javascript application/json image/svg+xml application/wasm;
+    }}
+
+    location ~ ^/(libs|css|static|images|fonts|lang|sounds)/(.*)$ {{
+        alias {JITSI_WEB_ROOT}/$1/$2;
     }}
 
     # XMPP over BOSH and WebSocket to prosody on loopback.
