@@ -65,11 +65,7 @@ pub fn rendered_files(profile: &Profile) -> Vec<RenderedFile> {
         ),
     ];
     if profile.services.ssh {
-        files.push(file(
-            "etc/ssh/sshd_config.d/60-meetbox.conf",
-            render_sshd_config(),
-            0o600,
-        ));
+        files.push(file("etc/ssh/sshd_config", render_sshd_config(), 0o600));
     }
     files
 }
@@ -135,11 +131,15 @@ pub fn render_nftables(ssh: bool) -> String {
     )
 }
 
-/// `/etc/ssh/sshd_config.d/60-meetbox.conf`: keys only, no root password, and only
-/// the algorithms the ssh-audit hardening guides keep (no NIST curves, no SHA-1,
-/// no CBC, encrypt-then-MAC only).
+/// `/etc/ssh/sshd_config` itself (not a drop-in: CIS scanners read only the main
+/// file): keys only, no root password, and only algorithms that both ssh-audit and
+/// the CIS lists accept (no NIST curves, no SHA-1, no CBC, encrypt-then-MAC only).
+/// sshd keeps the first value it reads, so drop-ins included at the end can add
+/// settings but not weaken these.
 pub fn render_sshd_config() -> String {
     "# Written by meetbox build: keys only, modern algorithms only.\n\
+     UsePAM yes\n\
+     PrintMotd no\n\
      HostKey /etc/ssh/ssh_host_ed25519_key\n\
      HostKey /etc/ssh/ssh_host_rsa_key\n\
      PasswordAuthentication no\n\
@@ -153,21 +153,23 @@ pub fn render_sshd_config() -> String {
      X11Forwarding no\n\
      AllowTcpForwarding no\n\
      AllowAgentForwarding no\n\
+     DisableForwarding yes\n\
      GSSAPIAuthentication no\n\
      UseDNS no\n\
-     LogLevel VERBOSE\n\
+     LogLevel INFO\n\
      MaxAuthTries 4\n\
      MaxSessions 4\n\
      MaxStartups 10:30:60\n\
      LoginGraceTime 60\n\
      ClientAliveInterval 300\n\
-     ClientAliveCountMax 2\n\
+     ClientAliveCountMax 3\n\
      Banner /etc/issue.net\n\
      KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512\n\
      Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr\n\
-     MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com\n\
+     MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com\n\
      HostKeyAlgorithms ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com\n\
-     PubkeyAcceptedAlgorithms ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com\n"
+     PubkeyAcceptedAlgorithms ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com\n\
+     Include /etc/ssh/sshd_config.d/*.conf\n"
         .to_string()
 }
 
@@ -311,6 +313,10 @@ mod tests {
         let config = render_sshd_config();
         assert!(config.contains("PasswordAuthentication no\n"));
         assert!(config.contains("KbdInteractiveAuthentication no\n"));
+        // First value wins in sshd: drop-ins come after Meetbox's settings.
+        assert!(config
+            .trim_end()
+            .ends_with("Include /etc/ssh/sshd_config.d/*.conf"));
         for weak in [
             "nistp",
             "sha1",
@@ -356,7 +362,7 @@ mod tests {
         let files = rendered_files(&p);
         let sshd = files
             .iter()
-            .find(|f| f.path.ends_with("60-meetbox.conf"))
+            .find(|f| f.path.ends_with("etc/ssh/sshd_config"))
             .expect("sshd drop-in");
         assert_eq!(sshd.mode, 0o600);
         let policy = files

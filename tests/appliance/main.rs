@@ -450,6 +450,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
         !disk.esp_bytes_contain(password.as_bytes()),
         "the admin password is still in the ESP's bytes"
     );
+    check_tuning_applied(&disk, domain);
     let focus = account(&disk.read_root_file("/etc/jitsi/jicofo/jicofo.conf"));
     let jvb = account(&disk.read_root_file("/etc/jitsi/videobridge/jvb.conf"));
     assert_eq!((focus.0.as_str(), jvb.0.as_str()), ("focus", "jvb"));
@@ -480,6 +481,30 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     // Nothing is read from the disk after this boot: stop the VM without waiting.
     drop(guest);
     fs::remove_file(&disk_path).unwrap();
+}
+
+/// The caps the build derived from the profile's hardware and bandwidth
+/// (/etc/meetbox/tuning.toml) are the ones the agent wrote into config.js.
+fn check_tuning_applied(disk: &GuestDisk, domain: &str) {
+    let tuning = disk.read_root_file("/etc/meetbox/tuning.toml");
+    let config_js = disk.read_root_file(&format!("/etc/jitsi/meet/{domain}-config.js"));
+    for key in [
+        "resolution",
+        "channelLastN",
+        "maxFullResolutionParticipants",
+        "startAudioMuted",
+        "startVideoMuted",
+    ] {
+        let value = tuning
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in tuning.toml:\n{tuning}"))
+            .trim();
+        assert!(
+            config_js.contains(&format!("    {key}: {value},")),
+            "config.js does not carry {key} = {value}:\n{config_js}"
+        );
+    }
 }
 
 /// A room name no file of the image contains, searched for on the disk afterwards.
