@@ -92,8 +92,8 @@ impl ScanLink {
         self.guest.as_deref().expect("connect() first")
     }
 
-    /// The guest's address without the zone (nmap takes the interface with -e).
-    fn guest_address(&self) -> &str {
+    /// The guest's address without the zone (nmap and curl take the interface apart).
+    pub fn guest_address(&self) -> &str {
         self.guest().split('%').next().unwrap_or_default()
     }
 

@@ -707,8 +707,9 @@ fn check_methods_and_headers(https: &Https, http_port: u16) {
 /// and enters the room; the admin logs in too.
 fn visit_from_a_distinctive_address(https: &Https, link: &audit::ScanLink, password: &str) {
     let https = Https {
-        address: link.guest().to_string(),
+        address: link.guest_address().to_string(),
         netns: Some(link.netns().to_string()),
+        interface: Some(link.tap.clone()),
         port: 443,
         ..https.clone()
     };

@@ -17,10 +17,13 @@ pub struct Https {
     pub port: u16,
     /// Root certificate the server's chain must lead to; None accepts the self-signed certificate.
     pub ca: Option<PathBuf>,
-    /// Where the name resolves to: `127.0.0.1` for the forward, or a zoned link-local address.
+    /// Where the name resolves to: `127.0.0.1` for the forward, or the guest's link-local address.
     pub address: String,
     /// Network namespace curl runs in (the scan link's), None for the host's.
     pub netns: Option<String>,
+    /// Interface to send from: a link-local address needs one (curl 7.88 cannot parse a zone
+    /// such as `%mbscan123` in --resolve).
+    pub interface: Option<String>,
 }
 
 impl Https {
@@ -32,6 +35,7 @@ impl Https {
             ca,
             address: "127.0.0.1".into(),
             netns: None,
+            interface: None,
         }
     }
 
@@ -52,6 +56,9 @@ impl Https {
             "--resolve",
             &format!("{}:{}:{}", self.domain, self.port, self.address),
         ]);
+        if let Some(interface) = &self.interface {
+            command.args(["--interface", interface]);
+        }
         match &self.ca {
             Some(ca) => command.arg("--cacert").arg(ca),
             None => command.arg("--insecure"),
