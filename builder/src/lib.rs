@@ -22,11 +22,13 @@ pub mod keyring;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+pub mod pool;
 pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
 pub mod run;
+pub mod seek_table;
 pub mod signing;
 pub mod sizing;
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use meetbox::{build, flash, inspect, keygen, run, sizing, verify};
+use meetbox::{build, compress, flash, inspect, keygen, run, sizing, verify};
 
 /// Build, sign, verify, flash and try Meetbox appliance images.
 #[derive(Parser)]
@@ -39,6 +39,9 @@ enum Command {
     Flash(flash::FlashArgs),
     /// How many participants a box and a line hold, or what N participants need.
     Size(sizing::SizeArgs),
+    /// Compress a raw image as `meetbox build` does (benchmarks and tests).
+    #[command(hide = true)]
+    Compress(compress::CompressArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args).map(|()| true),
         Command::Flash(args) => flash::run(args).map(|()| true),
         Command::Size(args) => sizing::run(args).map(|()| true),
+        Command::Compress(args) => compress::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

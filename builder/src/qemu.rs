@@ -493,8 +493,11 @@ mod tests {
         let mut raw = vec![0u8; 8 << 20];
         raw[4096..8192].fill(0xAB);
         raw[(6 << 20)..(6 << 20) + 10].fill(1);
+        // Compressed as the build does: frames and a seek table.
+        let raw_path = dir.path().join("in.img");
+        fs::write(&raw_path, &raw).unwrap();
         let zst = dir.path().join("x.img.zst");
-        fs::write(&zst, zstd::encode_all(&raw[..], 3).unwrap()).unwrap();
+        crate::compress::compress_in_frames(&raw_path, &zst, 3, 2, 2 << 20).unwrap();
         let out = dir.path().join("x.img");
         let written = decompress_sparse(&zst, &out, 16 << 20).unwrap();
         assert_eq!(written, raw.len() as u64);

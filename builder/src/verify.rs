@@ -20,7 +20,7 @@ use crate::checksums::{digest_listed_for, parse_sums, Sha256Digest, SUMS_FILE};
 use crate::keys::{default_secret_key_path, load_public_key, public_key_path_for, user_config_dir};
 use crate::manifest::Manifest;
 use crate::progress::{detail, human_bytes, step, Progress};
-use crate::signing::{HashingReader, TrustedComment};
+use crate::signing::TrustedComment;
 
 /// Size of the blocks the image is read and handed to the checking threads in.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -543,9 +543,10 @@ struct Streamed {
     raw: Option<Result<(u64, Sha256Digest), String>>,
 }
 
-/// Reads the image once and hands each block to two threads: one computes the
-/// SHA-256 and the signature's BLAKE2b prehash of the compressed bytes, the other
-/// decompresses and hashes the raw image; with two cores they run side by side.
+/// Reads the image once and hands each block to up to three threads: one computes
+/// the SHA-256 of the compressed bytes, one the signature's BLAKE2b prehash, one
+/// decompresses and hashes the raw image. Each hash runs at about one core's
+/// speed, so splitting them lets the check run at the speed of the slowest one.
 fn stream_image(
     mut image: File,
     size: u64,
@@ -553,31 +554,47 @@ fn stream_image(
     decompress: bool,
 ) -> Result<Streamed> {
     std::thread::scope(|scope| {
-        let (compressed_tx, compressed_rx) = sync_channel(CHANNEL_DEPTH);
-        let compressed = scope.spawn(move || {
-            let progress = Progress::bytes("verify", size);
-            let mut reader = HashingReader::new(ChannelReader::new(compressed_rx), progress);
-            let verdict = signature.map(|(key, signature)| {
-                minisign::verify(key, signature, Unseekable(&mut reader), true, false, false)
-                    .map_err(|e| e.to_string())
-            });
-            // Hash what the signature check left unread (it stops early on errors).
-            let drained = io::copy(&mut reader, &mut io::sink());
-            let (digest, size) = reader.finish();
-            drained.map(|_| (verdict, digest, size))
+        let (digest_tx, digest_rx) = sync_channel::<Arc<Vec<u8>>>(CHANNEL_DEPTH);
+        let digest = scope.spawn(move || {
+            let mut progress = Progress::bytes("verify", size);
+            let mut hasher = Sha256::new();
+            let mut total = 0u64;
+            for block in digest_rx {
+                hasher.update(&block[..]);
+                total += block.len() as u64;
+                progress.inc(block.len() as u64);
+            }
+            progress.finish();
+            (Sha256Digest::from_hasher(hasher), total)
         });
-        let (raw_tx, raw_handle) = if decompress {
+        let mut consumers = vec![digest_tx];
+        let verdict = signature.map(|(key, signature)| {
             let (tx, rx) = sync_channel(CHANNEL_DEPTH);
-            (Some(tx), Some(scope.spawn(move || hash_decompressed(rx))))
-        } else {
-            (None, None)
-        };
+            consumers.push(tx);
+            scope.spawn(move || {
+                // It stops reading early on errors; the reader then stops sending to it.
+                minisign::verify(
+                    key,
+                    signature,
+                    Unseekable(ChannelReader::new(rx)),
+                    true,
+                    false,
+                    false,
+                )
+                .map_err(|e| e.to_string())
+            })
+        });
+        let raw_handle = decompress.then(|| {
+            let (tx, rx) = sync_channel(CHANNEL_DEPTH);
+            consumers.push(tx);
+            scope.spawn(move || hash_decompressed(rx))
+        });
 
-        let read = feed_blocks(&mut image, compressed_tx, raw_tx);
-        let compressed = compressed
-            .join()
-            .expect("the hashing thread does not panic")
-            .context("cannot hash the image")?;
+        let read = feed_blocks(&mut image, consumers);
+        let (compressed_sha256, compressed_size) =
+            digest.join().expect("the hashing thread does not panic");
+        let signature =
+            verdict.map(|handle| handle.join().expect("the signature thread does not panic"));
         let raw = raw_handle.map(|handle| {
             handle
                 .join()
@@ -585,7 +602,6 @@ fn stream_image(
                 .map_err(|e| e.to_string())
         });
         read.context("cannot read the image")?;
-        let (signature, compressed_sha256, compressed_size) = compressed;
         Ok(Streamed {
             compressed_sha256,
             compressed_size,
@@ -596,12 +612,9 @@ fn stream_image(
 }
 
 /// Reads the file in blocks and sends each to every consumer still listening (the
-/// decompressor stops listening when the data is corrupt).
-fn feed_blocks(
-    image: &mut File,
-    compressed: SyncSender<Arc<Vec<u8>>>,
-    mut raw: Option<SyncSender<Arc<Vec<u8>>>>,
-) -> io::Result<()> {
+/// signature check and the decompressor stop listening when the data is bad; the
+/// digest listens to the end).
+fn feed_blocks(image: &mut File, mut consumers: Vec<SyncSender<Arc<Vec<u8>>>>) -> io::Result<()> {
     loop {
         let mut block = vec![0u8; CHUNK_BYTES];
         let mut filled = 0;
@@ -618,12 +631,8 @@ fn feed_blocks(
         }
         block.truncate(filled);
         let block = Arc::new(block);
-        if let Some(sender) = &raw {
-            if sender.send(Arc::clone(&block)).is_err() {
-                raw = None;
-            }
-        }
-        if compressed.send(block).is_err() {
+        consumers.retain(|consumer| consumer.send(Arc::clone(&block)).is_ok());
+        if consumers.is_empty() {
             return Ok(());
         }
     }

@@ -7,9 +7,13 @@ use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-use flash_support::{have_tool, pattern, signed_build, LoopDevice, IMAGE_SIZE, MIB};
+use flash_support::{
+    have_tool, pattern, signed_build, signed_build_as, Format, LoopDevice, FRAME_SIZE, IMAGE_SIZE,
+    MIB,
+};
 use meetbox::blockmap::BlockMap;
 use meetbox::flash::{device, run, writer, FlashArgs};
+use meetbox::seek_table::SeekTable;
 
 fn error_of(args: &FlashArgs) -> String {
     format!("{:#}", run(args).expect_err("flash must be refused"))
@@ -21,6 +25,81 @@ fn flashes_to_a_new_file() {
     let target = build.dir.path().join("out.raw");
     run(&build.args(&target)).unwrap();
     assert!(std::fs::read(&target).unwrap() == build.raw_bytes());
+}
+
+#[test]
+fn flashes_an_image_of_one_zstd_frame() {
+    // Images built before the frames have no seek table: one stream, one thread.
+    let Some(build) = signed_build_as(Format::SingleFrame) else {
+        return;
+    };
+    let len = std::fs::metadata(&build.zst).unwrap().len();
+    let file = File::open(&build.zst).unwrap();
+    assert_eq!(SeekTable::read(&file, len).unwrap(), None);
+    let target = build.dir.path().join("out.raw");
+    run(&build.args(&target)).unwrap();
+    assert!(std::fs::read(&target).unwrap() == build.raw_bytes());
+}
+
+/// Flips a byte in the middle of frame `index` of the build's image, bypassing the
+/// signatures (as if the file changed after they were checked), and flashes it.
+fn flash_with_damaged_frame(index: usize) -> (flash_support::Build, std::path::PathBuf, String) {
+    let build = signed_build().expect("sgdisk is checked by the caller");
+    let mut bytes = std::fs::read(&build.zst).unwrap();
+    let file = File::open(&build.zst).unwrap();
+    let table = SeekTable::read(&file, bytes.len() as u64).unwrap().unwrap();
+    assert_eq!(table.frames.len() as u64, IMAGE_SIZE / FRAME_SIZE);
+    let frame = table.frames[index];
+    bytes[(frame.compressed_offset + frame.compressed_size / 2) as usize] ^= 0x55;
+    std::fs::write(&build.zst, bytes).unwrap();
+
+    let map = BlockMap::read(&build.dir.path().join("meetbox-test.img.bmap")).unwrap();
+    let path = build.dir.path().join("target.raw");
+    std::fs::copy(&build.raw, &path).unwrap(); // an old disk with a partition table
+    let target = writer::TargetFile::open_file(&path, map.image_size).unwrap();
+    let stop = AtomicBool::new(false);
+    let job = writer::FlashJob {
+        image_zst: &build.zst,
+        map: &map,
+        stop: &stop,
+        corrupt_after_write: None,
+    };
+    let outcome = match writer::write_image(&job, &target) {
+        Ok(_) => String::new(),
+        Err(err) => format!("{err:#}"),
+    };
+    (build, path, outcome)
+}
+
+#[test]
+fn frames_without_mapped_data_are_not_read() {
+    if !have_tool("sgdisk", "gdisk") {
+        return;
+    }
+    // Frame 12 (48-52 MiB) holds no data in the fixture: damage there goes unseen.
+    let (build, target, err) = flash_with_damaged_frame(12);
+    assert_eq!(err, "");
+    assert!(std::fs::read(&target).unwrap() == build.raw_bytes());
+}
+
+#[test]
+fn a_damaged_frame_stops_the_flash_and_leaves_no_partition_table() {
+    if !have_tool("sgdisk", "gdisk") {
+        return;
+    }
+    // Frame 8 (32-36 MiB) is all data.
+    let (_build, target, err) = flash_with_damaged_frame(8);
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(err.contains("will not boot"), "{err}");
+    let mut head = vec![0u8; MIB as usize];
+    File::open(&target)
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    assert!(
+        head.iter().all(|&b| b == 0),
+        "the old partition table survived"
+    );
 }
 
 #[test]

@@ -4,10 +4,15 @@
 # per-process write accounting, via /usr/bin/time's %O).
 #
 # Usage: tests/bench/flash.sh [OUT/NAME.img.zst KEY.pub]
-#   Without arguments it builds a synthetic image of a realistic shape: 4 GiB
-#   with a GPT (ESP + root) and about 1.2 GiB of compressible data in scattered
-#   ranges, in the build's artifact layout, signed with a throwaway minisign key.
+#   Without arguments it builds a synthetic image of a realistic shape (see
+#   synthetic-image.sh: 4 GiB with a GPT and about 1.2 GiB of compressible data
+#   in scattered ranges), or takes the raw image RAW, compresses it with
+#   `meetbox compress` (the build's compression), and lays it out in the build's
+#   artifact layout, signed with a throwaway minisign key.
 # Environment:
+#   RAW       raw image to use instead of the synthetic one (kept)
+#   LEVEL     zstd level (default 12, as meetbox build)
+#   FORMAT=single  one zstd frame, as images built before the frames
 #   MEETBOX   meetbox binary (default: meetbox on PATH, else target/release/meetbox)
 #   WORK      scratch directory (default: a new temporary directory, removed at exit)
 #   LOOP=0    skip the loop device target
@@ -43,62 +48,14 @@ trap cleanup EXIT
 synthesize() {
     local name=bench out=$WORK/out
     mkdir -p "$out"
-    local raw=$WORK/$name.img
-    echo "==> Synthesizing a 4 GiB image with ~1.2 GiB of data in $raw" >&2
-    rm -f "$raw"
-    truncate -s 4G "$raw"
-    sgdisk -q -n 1:2048:+256M -t 1:ef00 -n 2:0:0 -t 2:8304 "$raw"
-    # Data from /usr (binaries, libraries, text: compresses about like a root file
-    # system), laid out like ext4: files packed in extents with gaps, plus metadata
-    # blocks at every 128 MiB block group.
-    python3 - "$raw" <<'PY'
-import os, random, sys, tarfile, io
-random.seed(42)
-MIB = 1 << 20
-def sources():
-    for top in ("/usr/lib", "/usr/share", "/usr/bin"):
-        for root, _, files in os.walk(top):
-            for f in files:
-                p = os.path.join(root, f)
-                if os.path.isfile(p) and not os.path.islink(p):
-                    yield p
-def stream():
-    while True:
-        for p in sources():
-            try:
-                with open(p, "rb") as fh:
-                    while chunk := fh.read(4 * MIB):
-                        yield chunk
-            except OSError:
-                pass
-data = stream()
-pending = b""
-def take(n):
-    global pending
-    while len(pending) < n:
-        pending += next(data)
-    out, pending = pending[:n], pending[n:]
-    return out
-with open(sys.argv[1], "r+b") as img:
-    # ESP: 40 MiB of files after 1 MiB of FAT.
-    img.seek(MIB); img.write(take(MIB))
-    img.seek(2 * MIB); img.write(take(40 * MIB))
-    root = 257 * MIB
-    size = 4096 * MIB
-    # Block group metadata every 128 MiB.
-    for group in range(root, size - 64 * MIB, 128 * MIB):
-        img.seek(group); img.write(take(random.choice((4096, 64 * 1024, 1 * MIB))))
-    # Files: about 1.15 GiB in extents of 64 KiB to 24 MiB with gaps.
-    pos, written = root + 2 * MIB, 0
-    while written < 1180 * MIB:
-        extent = random.choice((64 * 1024, 256 * 1024, MIB, 4 * MIB, 12 * MIB, 24 * MIB))
-        img.seek(pos); img.write(take(extent))
-        written += extent
-        pos += extent + random.choice((0, 4096, 128 * 1024, 2 * MIB, 16 * MIB))
-PY
-    sgdisk -q -v "$raw" >/dev/null
+    local raw=${RAW:-$WORK/$name.img}
+    [[ -n ${RAW:-} ]] || bash "$repo/tests/bench/synthetic-image.sh" "$raw"
     echo "==> Compressing, mapping, describing and signing" >&2
-    zstd -q -T0 -f "$raw" -o "$out/$name.img.zst"
+    # As `meetbox build` compresses: independent frames and a seek table (or, with
+    # FORMAT=single, one frame as images built before the frames).
+    local framing=()
+    [[ ${FORMAT:-frames} == single ]] && framing=(--single-frame)
+    "$meetbox" compress --level "${LEVEL:-12}" "${framing[@]}" "$raw" "$out/$name.img.zst" >&2
     bmaptool create -o "$out/$name.img.bmap" "$raw"
     # The manifest and trusted comments as `meetbox build` writes them (see
     # builder/src/manifest.rs and signing.rs), signed here with the minisign CLI.
@@ -148,7 +105,7 @@ PY
         -t "meetbox $version file:$name.img.zst sha256:$zst_sha raw-sha256:$raw_sha" >/dev/null
     minisign -S -s "$WORK/bench.key" -m "$out/SHA256SUMS" \
         -t "meetbox $version file:SHA256SUMS sha256:$sums_sha" >/dev/null
-    rm -f "$raw"
+    [[ -n ${RAW:-} ]] || rm -f "$raw"
     image=$out/$name.img.zst
     pubkey=$WORK/bench.pub
 }
@@ -190,6 +147,8 @@ measure() {
         times+=("$seconds")
     done
     seconds=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    # meetbox's own account of its last run: frames decompressed, phase times.
+    grep -E "decompressing|one zstd frame|verify:|write:|read back:" "$WORK/$label.log" | sed "s/^ */  $label: /" >&2 || true
     echo "$label $seconds $((blocks * 512)) ${times[*]}"
 }
 

@@ -1,22 +1,30 @@
 //! The write pipeline: decompress, check, write, flush, read back.
 //!
-//! A reader thread decompresses the image into large aligned buffers, keeping only
-//! the mapped ranges; a hashing thread checks each range against the block map
-//! before its last buffer may be written; the calling thread writes with O_DIRECT
-//! (streamed page-cache writeback on file systems without it). The first MiB (protective MBR and
-//! primary GPT) and the image's last MiB (backup GPT) are zeroed before anything
-//! else and written only after all data is on the target, so an interrupted or
-//! failed flash leaves a disk without a partition table: it does not boot half an
-//! image. After a flush every range is read back, past the page cache, and hashed.
+//! Images built by meetbox are independent zstd frames with a seek table (see
+//! [`crate::compress`] and [`crate::seek_table`]): worker threads, one per core,
+//! decompress the frames that hold mapped data into large aligned buffers and skip
+//! the others. Older images (one frame) are decompressed by one thread that keeps
+//! only the mapped ranges. Either way a hashing thread puts the buffers back in
+//! image order and checks each range against the block map before the buffer
+//! holding its last byte may be written, and the calling thread writes with
+//! O_DIRECT in large requests, which the block layer keeps in flight together
+//! (streamed page-cache writeback on file systems without O_DIRECT). A fixed pool
+//! of buffers bounds the memory. The first MiB (protective MBR and primary GPT)
+//! and the image's last MiB (backup GPT) are zeroed before anything else and
+//! written only after all data is on the target, so an interrupted or failed
+//! flash leaves a disk without a partition table: it does not boot half an image.
+//! After a flush every range is read back, past the page cache, and hashed while
+//! the next piece is read.
 
 use std::alloc::{self, Layout};
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
@@ -24,12 +32,27 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::blockmap::BlockMap;
+use crate::pool::Pool;
 use crate::progress::{self, Progress};
+use crate::seek_table::{Frame, SeekTable};
 
-/// Size of one I/O buffer: large enough to keep a disk streaming.
+/// Size of one buffer of the single-stream path.
 const CHUNK: usize = 4 << 20;
-/// Buffers in flight between the stages.
+/// Buffers in flight between the stages of the single-stream path.
 const POOL: usize = 8;
+/// Size of one read-back request and buffer.
+const READ_CHUNK: usize = 16 << 20;
+/// Read-back requests in flight: a disk reads faster with more than one queued.
+const READ_THREADS: usize = 2;
+/// Largest write or read in one system call: large O_DIRECT requests are split
+/// into several in flight at once by the block layer.
+const WRITE_CHUNK: u64 = 16 << 20;
+/// Largest frame decompressed whole; images with larger frames take the stream path.
+const MAX_FRAME: u64 = 256 << 20;
+/// Memory for decompressed frames in flight.
+const FRAME_MEMORY: usize = 512 << 20;
+/// Decompression threads at most: beyond this the disk is the limit.
+const MAX_WORKERS: usize = 8;
 /// Alignment for O_DIRECT: covers 512- and 4096-byte sectors.
 const ALIGN: usize = 4096;
 /// Regions held back until the end: the partition table lives here.
@@ -219,21 +242,6 @@ impl Drop for AlignedBuf {
 /// A held-back region `[start, end)` and the image's bytes for it.
 type HeldRegion = ((u64, u64), AlignedBuf);
 
-/// A piece of one mapped range on its way to the target.
-struct Chunk {
-    range: usize,
-    offset: u64,
-    len: usize,
-    buf: AlignedBuf,
-    ends_range: bool,
-}
-
-impl Chunk {
-    fn data(&self) -> &[u8] {
-        &self.buf.as_slice()[..self.len]
-    }
-}
-
 /// What a flash did, for the summary and the benchmark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlashReport {
@@ -394,7 +402,7 @@ fn zero_regions(target: &TargetFile, regions: &[(u64, u64)]) -> Result<u64> {
     Ok(written)
 }
 
-/// Runs the three stages; returns the bytes written and the held-back regions' content.
+/// Runs the stages; returns the bytes written and the held-back regions' content.
 fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldRegion>)> {
     let map = job.map;
     let regions = held_regions(map.image_size);
@@ -402,14 +410,10 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
         .iter()
         .map(|&r| (r, AlignedBuf::zeroed(HEADER_REGION as usize)))
         .collect();
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
-    for _ in 0..POOL {
-        free_tx
-            .send(AlignedBuf::zeroed(CHUNK))
-            .expect("the pool channel has room for every buffer");
-    }
-    let (raw_tx, raw_rx) = sync_channel::<Chunk>(POOL);
-    let (checked_tx, checked_rx) = sync_channel::<Chunk>(POOL);
+    let source = Source::plan(job)?;
+    let pool = Pool::new((0..source.buffers()).map(|_| AlignedBuf::zeroed(source.buffer_len())));
+    let (block_tx, block_rx) = sync_channel::<Block>(source.buffers());
+    let (checked_tx, checked_rx) = sync_channel::<Checked>(1);
 
     progress::detail(format!(
         "writing {} of data ({} ranges) to {}",
@@ -419,26 +423,28 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
     ));
     let mut progress = Progress::bytes("write", map.mapped_bytes());
     std::thread::scope(|scope| {
-        let reader = scope.spawn(|| decompress_ranges(job, raw_tx, free_rx));
-        let hasher = scope.spawn(|| check_ranges(map, raw_rx, checked_tx));
-        let written = write_chunks(
+        let sources = source.spawn(scope, job, &pool, block_tx);
+        let hasher = scope.spawn(|| check_blocks(map, block_rx, checked_tx));
+        let written = write_blocks(
             job,
             target,
             checked_rx,
-            free_tx,
+            &pool,
             &regions,
             &mut held,
             &mut progress,
         );
+        // Workers waiting for a buffer the writer will no longer return.
+        pool.close();
         // The stage that failed first explains the failure best.
-        let reader = reader
+        for source in sources {
+            source
+                .join()
+                .map_err(|_| anyhow!("a decompression thread panicked"))??;
+        }
+        hasher
             .join()
-            .map_err(|_| anyhow!("the decompression thread panicked"))?;
-        let hasher = hasher
-            .join()
-            .map_err(|_| anyhow!("the hashing thread panicked"))?;
-        reader?;
-        hasher?;
+            .map_err(|_| anyhow!("the hashing thread panicked"))??;
         let written = written?;
         ensure!(
             progress.done() == map.mapped_bytes(),
@@ -451,11 +457,221 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
     })
 }
 
-/// Stage 1: decompresses the image, keeps the mapped ranges, cuts them into chunks.
-fn decompress_ranges(
+/// Raw image bytes on their way to the target: `buf[..len]` holds the image from
+/// byte `offset`. Sources number their blocks in image order (`seq`) and may
+/// finish them out of order; blocks never overlap.
+struct Block {
+    seq: usize,
+    offset: u64,
+    len: usize,
+    buf: AlignedBuf,
+}
+
+impl Block {
+    /// The image bytes `[offset, offset + len)`, which must lie in this block.
+    fn slice(&self, offset: u64, len: u64) -> &[u8] {
+        let at = (offset - self.offset) as usize;
+        &self.buf.as_slice()[at..at + len as usize]
+    }
+}
+
+/// A block whose mapped pieces were hashed, with those pieces as `(offset, len)`.
+struct Checked {
+    block: Block,
+    pieces: Vec<(u64, u64)>,
+}
+
+/// Where the raw image comes from.
+enum Source {
+    /// Independent frames listed by a seek table: the frames holding mapped data
+    /// are decompressed in parallel, the others skipped.
+    Frames {
+        file: File,
+        needed: Vec<Frame>,
+        /// The next frame a worker takes (an index into `needed`).
+        next: AtomicUsize,
+        workers: usize,
+        buffers: usize,
+        frame_len: usize,
+    },
+    /// One zstd stream (images built before the frames, or without a usable
+    /// index): decompressed on one thread, keeping the mapped ranges.
+    Stream,
+}
+
+impl Source {
+    /// Reads the image's seek table and picks the frames to decompress; falls back
+    /// to one stream, saying why, when there is no usable table.
+    fn plan(job: &FlashJob) -> Result<Source> {
+        let file = File::open(job.image_zst)
+            .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
+        let size = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", job.image_zst.display()))?
+            .len();
+        let table = match SeekTable::read(&file, size) {
+            Ok(Some(table)) => table,
+            Ok(None) => {
+                progress::detail(
+                    "the image is one zstd frame (built before meetbox wrote frames): \
+                     decompressing on one thread",
+                );
+                return Ok(Source::Stream);
+            }
+            Err(err) => {
+                progress::detail(format!(
+                    "the image's frame index is unusable ({err:#}): decompressing on one thread"
+                ));
+                return Ok(Source::Stream);
+            }
+        };
+        let frame_len = table.max_raw_frame();
+        if table.raw_size() != job.map.image_size || frame_len > MAX_FRAME {
+            progress::detail(format!(
+                "the image's frame index lists {} bytes in frames of up to {}: \
+                 decompressing on one thread",
+                table.raw_size(),
+                progress::human_bytes(frame_len)
+            ));
+            return Ok(Source::Stream);
+        }
+        let needed = frames_with_data(job.map, &table.frames);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let frame_len = (frame_len as usize).div_ceil(ALIGN) * ALIGN;
+        // Workers plus room for the hasher, the writer and one frame in between,
+        // within the memory budget.
+        let buffers = (FRAME_MEMORY / frame_len.max(1)).clamp(3, cores.min(MAX_WORKERS) + 3);
+        let workers = (buffers - 2).min(cores).min(needed.len()).max(1);
+        progress::detail(format!(
+            "decompressing {} of {} frames on {workers} thread{}",
+            needed.len(),
+            table.frames.len(),
+            if workers == 1 { "" } else { "s" }
+        ));
+        Ok(Source::Frames {
+            file,
+            needed,
+            next: AtomicUsize::new(0),
+            workers,
+            buffers,
+            frame_len,
+        })
+    }
+
+    /// Number of buffers in the pool.
+    fn buffers(&self) -> usize {
+        match self {
+            Source::Frames { buffers, .. } => *buffers,
+            Source::Stream => POOL,
+        }
+    }
+
+    /// Size of each buffer.
+    fn buffer_len(&self) -> usize {
+        match self {
+            Source::Frames { frame_len, .. } => *frame_len,
+            Source::Stream => CHUNK,
+        }
+    }
+
+    /// Starts the decompression threads; each returns its own failure.
+    fn spawn<'scope, 'env: 'scope>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        job: &'env FlashJob,
+        pool: &'env Pool<AlignedBuf>,
+        out: SyncSender<Block>,
+    ) -> Vec<std::thread::ScopedJoinHandle<'scope, Result<()>>> {
+        match self {
+            Source::Stream => vec![scope.spawn(move || decompress_stream(job, pool, out))],
+            Source::Frames {
+                file,
+                needed,
+                next,
+                workers,
+                ..
+            } => (0..*workers)
+                .map(|_| {
+                    let out = out.clone();
+                    scope.spawn(move || {
+                        let result = decompress_frames(job, file, needed, next, pool, out);
+                        if result.is_err() {
+                            pool.close(); // releases the other workers
+                        }
+                        result
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The frames holding at least one mapped byte.
+fn frames_with_data(map: &BlockMap, frames: &[Frame]) -> Vec<Frame> {
+    let mut needed = Vec::new();
+    let mut ranges = map.ranges.iter().map(|r| map.byte_span(r)).peekable();
+    for frame in frames.iter().filter(|f| f.raw_size > 0) {
+        let end = frame.raw_offset + frame.raw_size;
+        // Ranges ending before this frame are of no use to it or any later frame.
+        while ranges.next_if(|&(_, e)| e <= frame.raw_offset).is_some() {}
+        if ranges.peek().is_some_and(|&(start, _)| start < end) {
+            needed.push(*frame);
+        }
+    }
+    needed
+}
+
+/// A decompression worker: takes a buffer, then the next frame, decompresses it
+/// whole and hands it on, until the frames run out or the pipeline stops.
+fn decompress_frames(
     job: &FlashJob,
-    out: SyncSender<Chunk>,
-    free: Receiver<AlignedBuf>,
+    file: &File,
+    frames: &[Frame],
+    next: &AtomicUsize,
+    pool: &Pool<AlignedBuf>,
+    out: SyncSender<Block>,
+) -> Result<()> {
+    let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
+    let mut decompressor =
+        zstd::bulk::Decompressor::new().context("cannot start zstd decompression")?;
+    let mut compressed = Vec::new();
+    loop {
+        if job.stop.load(Ordering::Relaxed) {
+            return Ok(()); // the writer reports the interruption
+        }
+        let Some(mut buf) = pool.take() else {
+            return Ok(()); // the pipeline stopped and says why
+        };
+        let seq = next.fetch_add(1, Ordering::SeqCst);
+        let Some(frame) = frames.get(seq) else {
+            pool.put(buf);
+            return Ok(());
+        };
+        compressed.resize(frame.compressed_size as usize, 0);
+        file.read_exact_at(&mut compressed, frame.compressed_offset)
+            .with_context(corrupt)?;
+        let len = frame.raw_size as usize;
+        let n = decompressor
+            .decompress_to_buffer(&compressed[..], &mut buf.as_mut_slice()[..len])
+            .with_context(corrupt)?;
+        ensure!(n == len, "{}", corrupt());
+        let block = Block {
+            seq,
+            offset: frame.raw_offset,
+            len,
+            buf,
+        };
+        if out.send(block).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Decompresses a single-stream image, keeps the mapped ranges, cuts them into blocks.
+fn decompress_stream(
+    job: &FlashJob,
+    pool: &Pool<AlignedBuf>,
+    out: SyncSender<Block>,
 ) -> Result<()> {
     let file = File::open(job.image_zst)
         .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
@@ -468,7 +684,8 @@ fn decompress_ranges(
     let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
     let mut scratch = vec![0u8; CHUNK];
     let mut position = 0u64;
-    for (index, range) in job.map.ranges.iter().enumerate() {
+    let mut seq = 0;
+    for range in &job.map.ranges {
         let (start, end) = job.map.byte_span(range);
         while position < start {
             let skip = (start - position).min(CHUNK as u64) as usize;
@@ -481,37 +698,94 @@ fn decompress_ranges(
             if job.stop.load(Ordering::Relaxed) {
                 return Ok(()); // the writer reports the interruption
             }
-            let Ok(mut buf) = free.recv() else {
+            let Some(mut buf) = pool.take() else {
                 return Ok(()); // the writer stopped and says why
             };
             let len = (end - position).min(CHUNK as u64) as usize;
             decoder
                 .read_exact(&mut buf.as_mut_slice()[..len])
                 .with_context(corrupt)?;
-            let chunk = Chunk {
-                range: index,
+            let block = Block {
+                seq,
                 offset: position,
                 len,
                 buf,
-                ends_range: position + len as u64 == end,
             };
-            if out.send(chunk).is_err() {
+            if out.send(block).is_err() {
                 return Ok(());
             }
+            seq += 1;
             position += len as u64;
         }
     }
     Ok(())
 }
 
-/// Stage 2: hashes every range and lets a range's last chunk pass only if it matches.
-fn check_ranges(map: &BlockMap, input: Receiver<Chunk>, out: SyncSender<Chunk>) -> Result<()> {
-    let mut hasher = Sha256::new();
-    for chunk in input {
-        hasher.update(chunk.data());
-        if chunk.ends_range {
-            let digest: [u8; 32] = hasher.finalize_reset().into();
-            let range = &map.ranges[chunk.range];
+/// Puts the blocks back in image order, hashes every mapped range and lets a
+/// block pass only once every range ending in it matches the block map.
+fn check_blocks(map: &BlockMap, input: Receiver<Block>, out: SyncSender<Checked>) -> Result<()> {
+    let mut cursor = RangeCursor::new(map);
+    let mut waiting = BTreeMap::new();
+    let mut next = 0;
+    for block in input {
+        waiting.insert(block.seq, block);
+        while let Some(block) = waiting.remove(&next) {
+            next += 1;
+            let pieces = cursor.hash(&block)?;
+            if out.send(Checked { block, pieces }).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walks the block map's ranges in order, hashing each range's bytes as blocks
+/// bring them.
+struct RangeCursor<'a> {
+    map: &'a BlockMap,
+    /// The range being hashed.
+    range: usize,
+    /// Its next byte expected.
+    position: u64,
+    hasher: Sha256,
+}
+
+impl<'a> RangeCursor<'a> {
+    fn new(map: &'a BlockMap) -> Self {
+        RangeCursor {
+            map,
+            range: 0,
+            position: map.ranges.first().map_or(0, |r| map.byte_span(r).0),
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Hashes the mapped bytes of `block` (which must follow the bytes hashed so
+    /// far without a gap) and checks every range that ends in it; returns the
+    /// block's mapped pieces.
+    fn hash(&mut self, block: &Block) -> Result<Vec<(u64, u64)>> {
+        let end = block.offset + block.len as u64;
+        let mut pieces = Vec::new();
+        while let Some(range) = self.map.ranges.get(self.range) {
+            let (start, range_end) = self.map.byte_span(range);
+            if start >= end {
+                break;
+            }
+            let from = start.max(block.offset);
+            let to = range_end.min(end);
+            ensure!(
+                from == self.position && from < to,
+                "the decompressed image has no data for bytes {}-{range_end}",
+                self.position
+            );
+            self.hasher.update(block.slice(from, to - from));
+            pieces.push((from, to - from));
+            self.position = to;
+            if to < range_end {
+                break;
+            }
+            let digest: [u8; 32] = self.hasher.finalize_reset().into();
             ensure!(
                 digest == range.sha256,
                 "blocks {}-{} of the image do not match their checksum in the block map: \
@@ -519,54 +793,58 @@ fn check_ranges(map: &BlockMap, input: Receiver<Chunk>, out: SyncSender<Chunk>) 
                 range.first,
                 range.last
             );
+            self.range += 1;
+            if let Some(next) = self.map.ranges.get(self.range) {
+                self.position = self.map.byte_span(next).0;
+            }
         }
-        if out.send(chunk).is_err() {
-            break;
-        }
+        Ok(pieces)
     }
-    Ok(())
 }
 
-/// Stage 3: writes chunks, keeping the held regions in memory; counts flushed bytes.
-fn write_chunks(
+/// Writes the checked pieces, keeping the held regions in memory; counts flushed bytes.
+fn write_blocks(
     job: &FlashJob,
     target: &TargetFile,
-    input: Receiver<Chunk>,
-    free: SyncSender<AlignedBuf>,
+    input: Receiver<Checked>,
+    pool: &Pool<AlignedBuf>,
     regions: &[(u64, u64)],
     held: &mut [HeldRegion],
     progress: &mut Progress,
 ) -> Result<u64> {
     let mut writeback = Writeback::default();
     let mut written = 0;
-    for chunk in input {
-        if job.stop.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-        for ((start, end), buf) in held.iter_mut() {
-            let from = chunk.offset.max(*start);
-            let to = (chunk.offset + chunk.len as u64).min(*end);
-            if from < to {
-                let src =
-                    &chunk.data()[(from - chunk.offset) as usize..(to - chunk.offset) as usize];
-                buf.as_mut_slice()[(from - *start) as usize..(to - *start) as usize]
-                    .copy_from_slice(src);
+    for Checked { block, pieces } in input {
+        for (offset, len) in pieces {
+            if job.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            for ((start, end), buf) in held.iter_mut() {
+                let from = offset.max(*start);
+                let to = (offset + len).min(*end);
+                if from < to {
+                    buf.as_mut_slice()[(from - *start) as usize..(to - *start) as usize]
+                        .copy_from_slice(block.slice(from, to - from));
+                }
+            }
+            for (piece, piece_len) in outside_regions(offset, len, regions) {
+                let mut at = piece;
+                while at < piece + piece_len {
+                    let n = (piece + piece_len - at).min(WRITE_CHUNK);
+                    target
+                        .write_at(block.slice(at, n), at)
+                        .with_context(|| format!("cannot write to {}", target.path.display()))?;
+                    at += n;
+                }
+                written += piece_len;
+            }
+            if target.direct_io {
+                progress.inc(len); // O_DIRECT: on the medium once written
+            } else {
+                writeback.wrote(target, offset, len, progress)?;
             }
         }
-        for (offset, len) in outside_regions(chunk.offset, chunk.len as u64, regions) {
-            let at = (offset - chunk.offset) as usize;
-            target
-                .write_at(&chunk.data()[at..at + len as usize], offset)
-                .with_context(|| format!("cannot write to {}", target.path.display()))?;
-            written += len;
-        }
-        if target.direct_io {
-            progress.inc(chunk.len as u64); // O_DIRECT: on the medium once written
-        } else {
-            writeback.wrote(target, chunk.offset, chunk.len as u64, progress)?;
-        }
-        // The reader drops its end of the pool once it has read everything.
-        let _ = free.send(chunk.buf);
+        pool.put(block.buf);
     }
     if job.stop.load(Ordering::Relaxed) {
         bail!("interrupted");
@@ -648,79 +926,121 @@ fn corrupt_byte(target: &TargetFile, offset: u64) -> Result<()> {
     target.sync()
 }
 
-/// Reads every mapped range back from the target and compares its SHA-256.
+/// A piece of one mapped range to read back.
+struct ReadPiece {
+    range: usize,
+    offset: u64,
+    len: usize,
+    ends_range: bool,
+}
+
+/// The mapped ranges cut into pieces of at most [`READ_CHUNK`], in image order.
+fn read_pieces(map: &BlockMap) -> Vec<ReadPiece> {
+    let mut pieces = Vec::new();
+    for (range, r) in map.ranges.iter().enumerate() {
+        let (start, end) = map.byte_span(r);
+        let mut offset = start;
+        while offset < end {
+            let len = (end - offset).min(READ_CHUNK as u64);
+            pieces.push(ReadPiece {
+                range,
+                offset,
+                len: len as usize,
+                ends_range: offset + len == end,
+            });
+            offset += len;
+        }
+    }
+    pieces
+}
+
+/// Reads every mapped range back from the target and compares its SHA-256. Only
+/// after everything is written: a fake-capacity drive that wraps writes around
+/// overwrites data that an earlier read-back would have found intact. Several
+/// reads are in flight while the pieces read so far are hashed in order.
 fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
     let map = job.map;
     target.drop_cache(0, 0);
+    let pieces = read_pieces(map);
+    let pool = Pool::new((0..READ_THREADS + 2).map(|_| AlignedBuf::zeroed(READ_CHUNK)));
+    let next = AtomicUsize::new(0);
+    let (full_tx, full_rx) = sync_channel::<(usize, AlignedBuf)>(READ_THREADS + 2);
     let mut progress = Progress::bytes("read back", map.mapped_bytes());
-    let (free_tx, free_rx) = sync_channel::<AlignedBuf>(POOL);
-    for _ in 0..POOL {
-        free_tx
-            .send(AlignedBuf::zeroed(CHUNK))
-            .expect("the pool channel has room for every buffer");
-    }
-    let (full_tx, full_rx) = sync_channel::<Chunk>(POOL);
+    let interrupted = || anyhow!("interrupted while reading back; the image was not verified");
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || -> Result<()> {
-            for (index, range) in map.ranges.iter().enumerate() {
-                let (start, end) = map.byte_span(range);
-                let mut position = start;
-                while position < end {
-                    if job.stop.load(Ordering::Relaxed) {
-                        return Ok(());
+        let readers: Vec<_> = (0..READ_THREADS)
+            .map(|_| {
+                let full = full_tx.clone();
+                let (pool, next, pieces) = (&pool, &next, &pieces);
+                scope.spawn(move || {
+                    let result = (|| -> Result<()> {
+                        while !job.stop.load(Ordering::Relaxed) {
+                            let Some(mut buf) = pool.take() else {
+                                break;
+                            };
+                            let seq = next.fetch_add(1, Ordering::SeqCst);
+                            let Some(piece) = pieces.get(seq) else {
+                                pool.put(buf);
+                                break;
+                            };
+                            target
+                                .read_at(&mut buf.as_mut_slice()[..piece.len], piece.offset)
+                                .with_context(|| {
+                                    format!("cannot read {} back", target.path.display())
+                                })?;
+                            if full.send((seq, buf)).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(())
+                    })();
+                    if result.is_err() {
+                        pool.close(); // releases the other readers
                     }
-                    let Ok(mut buf) = free_rx.recv() else {
-                        return Ok(());
-                    };
-                    let len = (end - position).min(CHUNK as u64) as usize;
-                    target
-                        .read_at(&mut buf.as_mut_slice()[..len], position)
-                        .with_context(|| format!("cannot read {} back", target.path.display()))?;
-                    let chunk = Chunk {
-                        range: index,
-                        offset: position,
-                        len,
-                        buf,
-                        ends_range: position + len as u64 == end,
-                    };
-                    if full_tx.send(chunk).is_err() {
-                        return Ok(());
-                    }
-                    position += len as u64;
-                }
-            }
-            Ok(())
-        });
+                    result
+                })
+            })
+            .collect();
+        drop(full_tx);
         let compared = (|| -> Result<()> {
             let mut hasher = Sha256::new();
-            for chunk in full_rx {
-                if job.stop.load(Ordering::Relaxed) {
-                    bail!("interrupted while reading back; the image was not verified");
+            let mut waiting = BTreeMap::new();
+            let mut next_piece = 0;
+            for (seq, buf) in full_rx {
+                waiting.insert(seq, buf);
+                while let Some(buf) = waiting.remove(&next_piece) {
+                    if job.stop.load(Ordering::Relaxed) {
+                        return Err(interrupted());
+                    }
+                    let piece = &pieces[next_piece];
+                    next_piece += 1;
+                    hasher.update(&buf.as_slice()[..piece.len]);
+                    if piece.ends_range {
+                        let digest: [u8; 32] = hasher.finalize_reset().into();
+                        let range = &map.ranges[piece.range];
+                        let (start, end) = map.byte_span(range);
+                        ensure!(
+                            digest == range.sha256,
+                            "read-back mismatch: bytes {start}-{end} of {} differ from the image",
+                            target.path.display()
+                        );
+                    }
+                    progress.inc(piece.len as u64);
+                    pool.put(buf);
                 }
-                hasher.update(chunk.data());
-                if chunk.ends_range {
-                    let digest: [u8; 32] = hasher.finalize_reset().into();
-                    let range = &map.ranges[chunk.range];
-                    let (start, end) = map.byte_span(range);
-                    ensure!(
-                        digest == range.sha256,
-                        "read-back mismatch: bytes {start}-{end} of {} differ from the image",
-                        target.path.display()
-                    );
-                }
-                progress.inc(chunk.len as u64);
-                let _ = free_tx.send(chunk.buf);
             }
             if job.stop.load(Ordering::Relaxed) {
-                bail!("interrupted while reading back; the image was not verified");
+                return Err(interrupted());
             }
             Ok(())
         })();
-        let read = reader
-            .join()
-            .map_err(|_| anyhow!("the read-back thread panicked"))?;
+        pool.close();
+        for reader in readers {
+            reader
+                .join()
+                .map_err(|_| anyhow!("a read-back thread panicked"))??;
+        }
         compared?;
-        read?;
         ensure!(
             progress.done() == map.mapped_bytes(),
             "only {} of {} bytes were read back",
@@ -735,7 +1055,6 @@ fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     const MIB: u64 = 1 << 20;
 
@@ -791,9 +1110,7 @@ mod tests {
         file.sync_all().unwrap();
         let map = BlockMap::from_image(&raw).unwrap();
         let zst = dir.path().join("x.img.zst");
-        let mut encoder = zstd::Encoder::new(File::create(&zst).unwrap(), 1).unwrap();
-        encoder.write_all(&std::fs::read(&raw).unwrap()).unwrap();
-        encoder.finish().unwrap();
+        crate::compress::compress_in_frames(&raw, &zst, 1, 2, 8 * MIB).unwrap();
 
         let path = dir.path().join("target.raw");
         let mut target = TargetFile::open_file(&path, image_size).unwrap();
@@ -809,5 +1126,84 @@ mod tests {
         let report = write_image(&job, &target).unwrap();
         assert_eq!(report.bytes_verified, map.mapped_bytes());
         assert!(std::fs::read(&path).unwrap() == std::fs::read(&raw).unwrap());
+    }
+
+    fn map_of(image_size: u64, spans: &[(u64, u64)], data: &[u8]) -> BlockMap {
+        let ranges = spans
+            .iter()
+            .map(|&(first, last)| {
+                let start = (first * 4096) as usize;
+                let end = (((last + 1) * 4096) as usize).min(image_size as usize);
+                crate::blockmap::MappedRange {
+                    first,
+                    last,
+                    sha256: Sha256::digest(&data[start..end]).into(),
+                }
+            })
+            .collect();
+        BlockMap {
+            image_size,
+            block_size: 4096,
+            ranges,
+        }
+    }
+
+    #[test]
+    fn only_frames_with_mapped_data_are_needed() {
+        let data = vec![0u8; (64 * MIB) as usize];
+        // Block 0, blocks 1000-1100 (3.9-4.3 MiB: across a frame boundary), the last block.
+        let map = map_of(64 * MIB, &[(0, 0), (1000, 1100), (16383, 16383)], &data);
+        let table = SeekTable::from_sizes(&[(100, (4 * MIB) as u32); 16]);
+        let needed: Vec<u64> = frames_with_data(&map, &table.frames)
+            .iter()
+            .map(|f| f.raw_offset / (4 * MIB))
+            .collect();
+        assert_eq!(needed, vec![0, 1, 15]);
+        // Empty frames (allowed by the format) are never needed.
+        let table = SeekTable::from_sizes(&[(9, 0), (100, (64 * MIB) as u32)]);
+        assert_eq!(frames_with_data(&map, &table.frames).len(), 1);
+    }
+
+    fn block(seq: usize, offset: u64, bytes: &[u8]) -> Block {
+        let mut buf = AlignedBuf::zeroed(bytes.len());
+        buf.as_mut_slice().copy_from_slice(bytes);
+        Block {
+            seq,
+            offset,
+            len: bytes.len(),
+            buf,
+        }
+    }
+
+    #[test]
+    fn ranges_are_hashed_across_blocks_and_checked_where_they_end() {
+        let data: Vec<u8> = (0..(64 * 4096)).map(|i| (i % 253) as u8).collect();
+        // Ranges: blocks 2-9 (across the first block boundary at 8) and 12-13.
+        let map = map_of(64 * 4096, &[(2, 9), (12, 13)], &data);
+        let mut cursor = RangeCursor::new(&map);
+        let pieces = cursor.hash(&block(0, 0, &data[..8 * 4096])).unwrap();
+        assert_eq!(pieces, vec![(2 * 4096, 6 * 4096)]);
+        let pieces = cursor
+            .hash(&block(1, 8 * 4096, &data[8 * 4096..16 * 4096]))
+            .unwrap();
+        assert_eq!(pieces, vec![(8 * 4096, 2 * 4096), (12 * 4096, 2 * 4096)]);
+
+        // Damaged data fails where its range ends.
+        let mut cursor = RangeCursor::new(&map);
+        let mut bad = data[..16 * 4096].to_vec();
+        bad[13 * 4096] ^= 1;
+        cursor.hash(&block(0, 0, &bad[..8 * 4096])).unwrap();
+        let err = cursor
+            .hash(&block(1, 8 * 4096, &bad[8 * 4096..]))
+            .unwrap_err();
+        assert!(err.to_string().contains("blocks 12-13"), "{err}");
+
+        // A missing block (a gap inside a range) is an error, not a skipped range.
+        let mut cursor = RangeCursor::new(&map);
+        cursor.hash(&block(0, 0, &data[..4 * 4096])).unwrap();
+        let err = cursor
+            .hash(&block(1, 8 * 4096, &data[8 * 4096..16 * 4096]))
+            .unwrap_err();
+        assert!(err.to_string().contains("no data"), "{err}");
     }
 }

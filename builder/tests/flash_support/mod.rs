@@ -11,6 +11,7 @@ use std::process::Command;
 use meetbox::artifacts::BuildFiles;
 use meetbox::blockmap::BlockMap;
 use meetbox::checksums::Sha256Digest;
+use meetbox::compress::{compress_in_frames, compress_single_frame};
 use meetbox::flash::FlashArgs;
 use meetbox::keys::{load_signing_key, write_key_pair};
 use meetbox::manifest::{Disk, ImageFiles, Manifest, Partition, MANIFEST_FORMAT};
@@ -84,10 +85,28 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How the fixture's image is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Independent frames and a seek table, as `meetbox build` writes (with 4 MiB
+    /// frames, so the 64 MiB image has frames without data and ranges across frames).
+    Frames,
+    /// One zstd frame, as images built before the frames.
+    SingleFrame,
+}
+
+/// Raw bytes per frame of the fixture.
+pub const FRAME_SIZE: u64 = 4 * MIB;
+
+/// [`signed_build_as`] in the format `meetbox build` writes.
+pub fn signed_build() -> Option<Build> {
+    signed_build_as(Format::Frames)
+}
+
 /// Builds a 64 MiB sparse GPT image (ESP + root) with data scattered in both
 /// partitions, then compresses, maps, describes and signs it as `meetbox build`
 /// does. None (test skipped) when sgdisk is missing.
-pub fn signed_build() -> Option<Build> {
+pub fn signed_build_as(format: Format) -> Option<Build> {
     if !have_tool("sgdisk", "gdisk") {
         return None;
     }
@@ -122,8 +141,12 @@ pub fn signed_build() -> Option<Build> {
     drop(file);
 
     let raw_bytes = std::fs::read(&raw).unwrap();
-    let compressed = zstd::encode_all(&raw_bytes[..], 3).unwrap();
-    std::fs::write(files.image_zst(), &compressed).unwrap();
+    match format {
+        Format::Frames => compress_in_frames(&raw, &files.image_zst(), 3, 2, FRAME_SIZE),
+        Format::SingleFrame => compress_single_frame(&raw, &files.image_zst(), 3, 2),
+    }
+    .unwrap();
+    let compressed = std::fs::read(files.image_zst()).unwrap();
     BlockMap::from_image(&raw)
         .unwrap()
         .write(&files.bmap())
