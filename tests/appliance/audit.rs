@@ -377,7 +377,8 @@ mod tests {
                 "OK",
                 "not vulnerable, no gzip/deflate/compress/br",
             ),
-            finding("FS", "OK", "offered"),
+            finding("LUCKY13", "OK", "not vulnerable"),
+            finding("PFS", "OK", "offered"),
         ]
     }
 
