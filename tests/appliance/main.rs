@@ -154,10 +154,11 @@ fn meetbox_ok(args: &[&str]) {
     );
 }
 
-/// A fresh virtual disk from the image, as after flashing.
-fn fresh_disk(name: &str) -> PathBuf {
+/// A fresh virtual disk from the image, as after flashing onto a disk of `size` bytes (0: the
+/// image's own size).
+fn fresh_disk(name: &str, size: u64) -> PathBuf {
     let disk = work_dir().join(format!("{name}.img"));
-    qemu::decompress_sparse(&built().image, &disk, 0).unwrap();
+    qemu::decompress_sparse(&built().image, &disk, size).unwrap();
     disk
 }
 
@@ -270,7 +271,7 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     }
     let _one_at_a_time = exclusive();
     let password = "horse staple cart moon";
-    let disk = fresh_disk("console");
+    let disk = fresh_disk("console", 0);
     let ports = Ports::new();
     let mut guest = Guest::boot(&disk, "console", ports, None);
     let console = &mut guest.console;
@@ -337,7 +338,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     let ports = Ports::new();
     let pebble = Pebble::start(dir.path(), domain, ports.http);
 
-    let disk_path = fresh_disk("unattended");
+    let disk_path = fresh_disk("unattended", UNATTENDED_DISK_BYTES);
     let disk = GuestDisk::new(&disk_path, &built().manifest);
     let answers = dir.path().join("meetbox-setup.toml");
     let mut file = fs::OpenOptions::new()
@@ -430,6 +431,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     scan_link.connect(PROMPT);
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
+    check_swap_from_tuning(&scan_link, &owner_key);
     guest.power_off();
     drop(scan_link);
 
@@ -505,6 +507,56 @@ fn check_tuning_applied(disk: &GuestDisk, domain: &str) {
             "config.js does not carry {key} = {value}:\n{config_js}"
         );
     }
+}
+
+/// The unattended box's disk: 7 GiB, so that after the root grows the swap file of the
+/// image's tuning fits with room to spare (the agent skips it on the bare 3 GiB image).
+const UNATTENDED_DISK_BYTES: u64 = 7 << 30;
+
+/// A command run as root on the guest over SSH with the owner's key, from the scan link.
+fn guest_shell(link: &audit::ScanLink, owner: &OwnerKey, command: &str) -> String {
+    let output = link
+        .command("ssh")
+        .args(audit::SSH_OPTIONS)
+        .arg("-i")
+        .arg(&owner.private)
+        .arg(format!("root@{}", link.guest()))
+        .arg(command)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command} on the guest: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The swap file of the image's tuning is active and listed in fstab once.
+fn check_swap_from_tuning(link: &audit::ScanLink, owner: &OwnerKey) {
+    let tuning = guest_shell(link, owner, "cat /etc/meetbox/tuning.toml");
+    let size_mb: u64 = tuning
+        .split("[swap]")
+        .nth(1)
+        .and_then(|rest| rest.lines().find_map(|l| l.strip_prefix("size_mb = ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no [swap] size_mb in tuning.toml:\n{tuning}"));
+    let swaps = guest_shell(link, owner, "swapon --show=NAME,SIZE --noheadings --bytes");
+    assert_eq!(
+        swaps.split_whitespace().collect::<Vec<_>>(),
+        ["/swap.img", &(size_mb << 20).to_string()],
+        "active swap"
+    );
+    let fstab = guest_shell(link, owner, "cat /etc/fstab");
+    assert_eq!(
+        fstab
+            .lines()
+            .filter(|l| l.starts_with("/swap.img "))
+            .count(),
+        1,
+        "{fstab}"
+    );
+    eprintln!("swap: /swap.img of {size_mb} MiB active, in fstab once");
 }
 
 /// A room name no file of the image contains, searched for on the disk afterwards.
