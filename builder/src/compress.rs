@@ -128,22 +128,13 @@ pub fn compress_in_frames(
 
     let table = SeekTable::from_sizes(&sizes);
     sink.write_all(&table.to_bytes())?;
-    sink.inner.flush()?;
     progress.finish();
-    let HashingWriter {
-        inner,
-        hasher: compressed_sha256,
-        written: compressed_size,
-    } = sink;
-    drop(inner);
-    temp.as_file().sync_all()?;
-    temp.persist(out)
-        .with_context(|| format!("cannot rename into {}", out.display()))?;
+    let (compressed_size, compressed_sha256) = persist_output(temp, sink, out)?;
     Ok(Compressed {
         raw_size,
         raw_sha256,
         compressed_size,
-        compressed_sha256: Sha256Digest::from_hasher(compressed_sha256),
+        compressed_sha256,
         frames,
     })
 }
@@ -211,23 +202,14 @@ pub fn compress_single_frame(
         encoder.write_all(&buffer[..n])?;
         progress.inc(n as u64);
     }
-    let mut sink = encoder.finish()?;
-    sink.inner.flush()?;
+    let sink = encoder.finish()?;
     progress.finish();
-    let HashingWriter {
-        inner,
-        hasher: compressed_sha256,
-        written: compressed_size,
-    } = sink;
-    drop(inner);
-    temp.as_file().sync_all()?;
-    temp.persist(out)
-        .with_context(|| format!("cannot rename into {}", out.display()))?;
+    let (compressed_size, compressed_sha256) = persist_output(temp, sink, out)?;
     Ok(Compressed {
         raw_size,
         raw_sha256: Sha256Digest::from_hasher(raw_hasher),
         compressed_size,
-        compressed_sha256: Sha256Digest::from_hasher(compressed_sha256),
+        compressed_sha256,
         frames: 1,
     })
 }
@@ -250,6 +232,26 @@ fn temp_output(out: &Path) -> Result<(tempfile::NamedTempFile, HashingWriter<Buf
         written: 0,
     };
     Ok((temp, sink))
+}
+
+/// Flushes and syncs the temporary output, then renames it to `out`; returns the
+/// compressed size and digest.
+fn persist_output(
+    temp: tempfile::NamedTempFile,
+    mut sink: HashingWriter<BufWriter<File>>,
+    out: &Path,
+) -> Result<(u64, Sha256Digest)> {
+    sink.inner.flush()?;
+    let HashingWriter {
+        inner,
+        hasher,
+        written,
+    } = sink;
+    drop(inner);
+    temp.as_file().sync_all()?;
+    temp.persist(out)
+        .with_context(|| format!("cannot rename into {}", out.display()))?;
+    Ok((written, Sha256Digest::from_hasher(hasher)))
 }
 
 struct HashingWriter<W> {

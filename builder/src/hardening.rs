@@ -237,15 +237,8 @@ pub fn render_unattended_upgrades(base: Base, jitsi: bool, reboot_time: Option<&
 mod tests {
     use super::*;
     use crate::profile::Maintenance;
-    use std::path::Path;
 
-    fn profile(name: &str) -> Profile {
-        Profile::load(
-            name,
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"),
-        )
-        .unwrap()
-    }
+    use crate::profile::shipped as profile;
 
     #[test]
     fn build_hook_sets_the_umask_and_removes_syslog() {

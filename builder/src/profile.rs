@@ -379,12 +379,24 @@ pub fn default_profiles_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
 }
 
+/// The repository's `profiles/` directory, for unit tests across the crate.
+#[cfg(test)]
+pub(crate) fn shipped_profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
+}
+
+/// A profile shipped in `profiles/`, for unit tests across the crate.
+#[cfg(test)]
+pub(crate) fn shipped(name: &str) -> Profile {
+    Profile::load(name, &shipped_profiles_dir()).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn profiles_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
+        shipped_profiles_dir()
     }
 
     const MINIMAL: &str = r#"

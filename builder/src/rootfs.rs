@@ -417,15 +417,7 @@ pub fn installed_packages(status: &str) -> Vec<Package> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::Profile;
-
-    fn profile(name: &str) -> Profile {
-        Profile::load(
-            name,
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"),
-        )
-        .unwrap()
-    }
+    use crate::profile::shipped as profile;
 
     #[test]
     fn shipped_keyrings_match_their_pins() {

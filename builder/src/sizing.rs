@@ -944,7 +944,7 @@ mod tests {
     }
 
     fn profiles_dir() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
+        crate::profile::shipped_profiles_dir()
     }
 
     /// The guideline project's NUC-class box: 4 cores, 8 GB.

@@ -3,13 +3,12 @@
 mod flash_support;
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use flash_support::{
-    have_tool, pattern, signed_build, signed_build_as, Format, LoopDevice, FRAME_SIZE, IMAGE_SIZE,
-    MIB,
+    assert_no_partition_table, have_tool, pattern, signed_build, signed_build_as, Format,
+    LoopDevice, FRAME_SIZE, IMAGE_SIZE, MIB,
 };
 use meetbox::blockmap::BlockMap;
 use meetbox::flash::{device, run, writer, FlashArgs};
@@ -91,15 +90,7 @@ fn a_damaged_frame_stops_the_flash_and_leaves_no_partition_table() {
     let (_build, target, err) = flash_with_damaged_frame(8);
     assert!(err.contains("corrupt"), "{err}");
     assert!(err.contains("will not boot"), "{err}");
-    let mut head = vec![0u8; MIB as usize];
-    File::open(&target)
-        .unwrap()
-        .read_exact_at(&mut head, 0)
-        .unwrap();
-    assert!(
-        head.iter().all(|&b| b == 0),
-        "the old partition table survived"
-    );
+    assert_no_partition_table(&target, "the old partition table survived");
 }
 
 #[test]
@@ -217,15 +208,7 @@ fn interrupted_flash_leaves_no_partition_table() {
     };
     let err = format!("{:#}", writer::write_image(&job, &target).unwrap_err());
     assert!(err.contains("will not boot"), "{err}");
-    let mut head = vec![0u8; MIB as usize];
-    File::open(&path)
-        .unwrap()
-        .read_exact_at(&mut head, 0)
-        .unwrap();
-    assert!(
-        head.iter().all(|&b| b == 0),
-        "the old partition table survived"
-    );
+    assert_no_partition_table(&path, "the old partition table survived");
 }
 
 #[test]

@@ -5,10 +5,7 @@
 
 mod flash_support;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
-use flash_support::{signed_build, MIB};
+use flash_support::{assert_no_partition_table, signed_build, MIB};
 use meetbox::flash::run;
 
 #[test]
@@ -25,13 +22,8 @@ fn corruption_after_writing_is_caught_and_the_disk_made_unbootable() {
     );
     assert!(err.contains("read-back mismatch"), "{err}");
     assert!(err.contains("will not boot"), "{err}");
-    let mut head = vec![0u8; MIB as usize];
-    File::open(&target)
-        .unwrap()
-        .read_exact_at(&mut head, 0)
-        .unwrap();
-    assert!(
-        head.iter().all(|&b| b == 0),
-        "a disk that failed read-back still has a partition table"
+    assert_no_partition_table(
+        &target,
+        "a disk that failed read-back still has a partition table",
     );
 }

@@ -263,3 +263,14 @@ impl Drop for LoopDevice {
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
     }
 }
+
+/// Asserts that the target's first MiB is zero: a failed or interrupted flash leaves no
+/// partition table, so the disk does not boot half an image.
+pub fn assert_no_partition_table(target: &Path, why: &str) {
+    let mut head = vec![0u8; MIB as usize];
+    File::open(target)
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    assert!(head.iter().all(|&b| b == 0), "{why}");
+}
