@@ -13,6 +13,7 @@ use flash_support::{
 use meetbox::blockmap::BlockMap;
 use meetbox::flash::{device, run, writer, FlashArgs};
 use meetbox::seek_table::SeekTable;
+use meetbox::verify::check_signatures;
 
 fn error_of(args: &FlashArgs) -> String {
     format!("{:#}", run(args).expect_err("flash must be refused"))
@@ -40,10 +41,11 @@ fn flashes_an_image_of_one_zstd_frame() {
     assert!(std::fs::read(&target).unwrap() == build.raw_bytes());
 }
 
-/// Flips a byte in the middle of frame `index` of the build's image, bypassing the
-/// signatures (as if the file changed after they were checked), and flashes it.
+/// Checks the signatures of the build's image, then flips a byte in the middle of
+/// frame `index` (as if the file changed after the check) and flashes it.
 fn flash_with_damaged_frame(index: usize) -> (flash_support::Build, std::path::PathBuf, String) {
     let build = signed_build().expect("sgdisk is checked by the caller");
+    let verified = check_signatures(&build.zst, Some(&build.pubkey)).unwrap();
     let mut bytes = std::fs::read(&build.zst).unwrap();
     let file = File::open(&build.zst).unwrap();
     let table = SeekTable::read(&file, bytes.len() as u64).unwrap().unwrap();
@@ -60,6 +62,7 @@ fn flash_with_damaged_frame(index: usize) -> (flash_support::Build, std::path::P
     let job = writer::FlashJob {
         image_zst: &build.zst,
         map: &map,
+        frames: verified.frames.as_ref(),
         stop: &stop,
         corrupt_after_write: None,
     };
@@ -88,6 +91,10 @@ fn a_damaged_frame_stops_the_flash_and_leaves_no_partition_table() {
     }
     // Frame 8 (32-36 MiB) is all data.
     let (_build, target, err) = flash_with_damaged_frame(8);
+    assert!(
+        err.contains("changed after its signature was checked"),
+        "{err}"
+    );
     assert!(err.contains("corrupt"), "{err}");
     assert!(err.contains("will not boot"), "{err}");
     assert_no_partition_table(&target, "the old partition table survived");
@@ -200,9 +207,11 @@ fn interrupted_flash_leaves_no_partition_table() {
     std::fs::copy(&build.raw, &path).unwrap();
     let target = writer::TargetFile::open_file(&path, map.image_size).unwrap();
     let stop = AtomicBool::new(true); // as if Ctrl-C came at once
+    let verified = check_signatures(&build.zst, Some(&build.pubkey)).unwrap();
     let job = writer::FlashJob {
         image_zst: &build.zst,
         map: &map,
+        frames: verified.frames.as_ref(),
         stop: &stop,
         corrupt_after_write: None,
     };

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::blockmap::BlockMap;
 use crate::progress::{self, human_bytes};
+use crate::verify::VerifiedFrames;
 use device::{refusals, DiskFacts, Target};
 use writer::{FlashJob, FlashReport, TargetFile};
 
@@ -94,7 +95,7 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     };
 
     progress::step(format!("Checking the signatures of {}", image.display()));
-    let map = verified_block_map(image, args.pubkey.as_deref())?;
+    let (map, frames) = verified_block_map(image, args.pubkey.as_deref())?;
 
     progress::step(format!("Checking {}", target_path.display()));
     let target = match device::inspect_target(target_path)? {
@@ -141,6 +142,7 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     let job = FlashJob {
         image_zst: image,
         map: &map,
+        frames: frames.as_ref(),
         stop: &INTERRUPTED,
         corrupt_after_write,
     };
@@ -158,10 +160,14 @@ pub fn run(args: &FlashArgs) -> Result<()> {
 }
 
 /// Checks the build's signatures, SHA256SUMS and manifest, then reads the block
-/// map they vouch for. The map's per-range SHA-256, checked again while writing,
-/// is what ties every written byte to the signature, even if the image file were
+/// map they vouch for. The SHA-256 of each frame as verified (or, for an image
+/// of one stream, the map's per-range SHA-256), checked again while writing, is
+/// what ties every written byte to the signature, even if the image file were
 /// swapped after this check.
-fn verified_block_map(image: &Path, pubkey: Option<&Path>) -> Result<BlockMap> {
+fn verified_block_map(
+    image: &Path,
+    pubkey: Option<&Path>,
+) -> Result<(BlockMap, Option<VerifiedFrames>)> {
     let verified = crate::verify::check_signatures(image, pubkey)?;
     let map = BlockMap::read(&verified.bmap)?;
     if map.image_size != verified.manifest.image.raw_size_bytes {
@@ -173,7 +179,7 @@ fn verified_block_map(image: &Path, pubkey: Option<&Path>) -> Result<BlockMap> {
         );
     }
     progress::detail(format!("signed by {}", verified.public_key_path.display()));
-    Ok(map)
+    Ok((map, verified.frames))
 }
 
 /// Asks before erasing a disk; scripts pass `--yes`.

@@ -2,13 +2,17 @@
 //!
 //! Images built by meetbox are independent zstd frames with a seek table (see
 //! [`crate::compress`] and [`crate::seek_table`]): worker threads, one per core,
-//! decompress the frames that hold mapped data into large aligned buffers and skip
-//! the others. Older images (one frame) are decompressed by one thread that keeps
-//! only the mapped ranges. Either way a hashing thread puts the buffers back in
-//! image order and checks each range against the block map before the buffer
-//! holding its last byte may be written, and the calling thread writes with
-//! O_DIRECT in large requests, which the block layer keeps in flight together
-//! (streamed page-cache writeback on file systems without O_DIRECT). A fixed pool
+//! read the frames that hold mapped data, check each against the SHA-256 its bytes
+//! had when the signature was checked ([`VerifiedFrames`]), decompress it into a
+//! large aligned buffer, and skip the other frames. So no byte is written that
+//! did not come from the verified file, even if the file changed since, and the
+//! check runs on every core instead of one. Older images (one frame) are
+//! decompressed by one thread that keeps only the mapped ranges, and a hashing
+//! thread checks each range against the block map before the buffer holding its
+//! last byte may be written. Either way the buffers go back in image order to the
+//! calling thread, which writes with O_DIRECT in large requests, which the block
+//! layer keeps in flight together (streamed page-cache writeback on file systems
+//! without O_DIRECT). A fixed pool
 //! of buffers bounds the memory. The first MiB (protective MBR and primary GPT)
 //! and the image's last MiB (backup GPT) are zeroed before anything else and
 //! written only after all data is on the target, so an interrupted or failed
@@ -34,7 +38,8 @@ use sha2::{Digest, Sha256};
 use crate::blockmap::BlockMap;
 use crate::pool::Pool;
 use crate::progress::{self, Progress};
-use crate::seek_table::{Frame, SeekTable};
+use crate::seek_table::Frame;
+use crate::verify::VerifiedFrames;
 
 /// Size of one buffer of the single-stream path.
 const CHUNK: usize = 4 << 20;
@@ -257,6 +262,9 @@ pub struct FlashReport {
 pub struct FlashJob<'a> {
     pub image_zst: &'a Path,
     pub map: &'a BlockMap,
+    /// The image's frames as the signature check hashed them; `None` for an
+    /// image of one zstd stream.
+    pub frames: Option<&'a VerifiedFrames>,
     /// Set by Ctrl-C (or a test) to stop between buffers.
     pub stop: &'a AtomicBool,
     /// Test switch: flip this byte of the target between writing and reading back.
@@ -414,6 +422,7 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
     let pool = Pool::new((0..source.buffers()).map(|_| AlignedBuf::zeroed(source.buffer_len())));
     let (block_tx, block_rx) = sync_channel::<Block>(source.buffers());
     let (checked_tx, checked_rx) = sync_channel::<Checked>(1);
+    let check_ranges = matches!(source, Source::Stream);
 
     progress::detail(format!(
         "writing {} of data ({} ranges) to {}",
@@ -424,7 +433,7 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
     let mut progress = Progress::bytes("write", map.mapped_bytes());
     std::thread::scope(|scope| {
         let sources = source.spawn(scope, job, &pool, block_tx);
-        let hasher = scope.spawn(|| check_blocks(map, block_rx, checked_tx));
+        let hasher = scope.spawn(move || check_blocks(map, check_ranges, block_rx, checked_tx));
         let written = write_blocks(
             job,
             target,
@@ -475,7 +484,7 @@ impl Block {
     }
 }
 
-/// A block whose mapped pieces were hashed, with those pieces as `(offset, len)`.
+/// A block whose mapped pieces were checked, with those pieces as `(offset, len)`.
 struct Checked {
     block: Block,
     pieces: Vec<(u64, u64)>,
@@ -484,10 +493,11 @@ struct Checked {
 /// Where the raw image comes from.
 enum Source {
     /// Independent frames listed by a seek table: the frames holding mapped data
-    /// are decompressed in parallel, the others skipped.
+    /// are checked and decompressed in parallel, the others skipped.
     Frames {
         file: File,
-        needed: Vec<Frame>,
+        /// The frames holding mapped data, each with its SHA-256 as verified.
+        needed: Vec<(Frame, [u8; 32])>,
         /// The next frame a worker takes (an index into `needed`).
         next: AtomicUsize,
         workers: usize,
@@ -500,31 +510,19 @@ enum Source {
 }
 
 impl Source {
-    /// Reads the image's seek table and picks the frames to decompress; falls back
-    /// to one stream, saying why, when there is no usable table.
+    /// Picks the verified frames to decompress; falls back to one stream, saying
+    /// why, when the image has no usable frame index.
     fn plan(job: &FlashJob) -> Result<Source> {
+        let Some(verified) = job.frames else {
+            progress::detail(
+                "the image has no frame index (built before meetbox wrote frames): \
+                 decompressing on one thread",
+            );
+            return Ok(Source::Stream);
+        };
+        let table = &verified.table;
         let file = File::open(job.image_zst)
             .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
-        let size = file
-            .metadata()
-            .with_context(|| format!("cannot stat {}", job.image_zst.display()))?
-            .len();
-        let table = match SeekTable::read(&file, size) {
-            Ok(Some(table)) => table,
-            Ok(None) => {
-                progress::detail(
-                    "the image is one zstd frame (built before meetbox wrote frames): \
-                     decompressing on one thread",
-                );
-                return Ok(Source::Stream);
-            }
-            Err(err) => {
-                progress::detail(format!(
-                    "the image's frame index is unusable ({err:#}): decompressing on one thread"
-                ));
-                return Ok(Source::Stream);
-            }
-        };
         let frame_len = table.max_raw_frame();
         if table.raw_size() != job.map.image_size || frame_len > MAX_FRAME {
             progress::detail(format!(
@@ -535,7 +533,10 @@ impl Source {
             ));
             return Ok(Source::Stream);
         }
-        let needed = frames_with_data(job.map, &table.frames);
+        let needed: Vec<(Frame, [u8; 32])> = frames_with_data(job.map, &table.frames)
+            .into_iter()
+            .map(|i| (table.frames[i], verified.sha256[i]))
+            .collect();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let frame_len = (frame_len as usize).div_ceil(ALIGN) * ALIGN;
         // Workers plus room for the hasher, the writer and one frame in between,
@@ -606,27 +607,28 @@ impl Source {
     }
 }
 
-/// The frames holding at least one mapped byte.
-fn frames_with_data(map: &BlockMap, frames: &[Frame]) -> Vec<Frame> {
+/// The indices of the frames holding at least one mapped byte.
+fn frames_with_data(map: &BlockMap, frames: &[Frame]) -> Vec<usize> {
     let mut needed = Vec::new();
     let mut ranges = map.ranges.iter().map(|r| map.byte_span(r)).peekable();
-    for frame in frames.iter().filter(|f| f.raw_size > 0) {
+    for (index, frame) in frames.iter().enumerate().filter(|(_, f)| f.raw_size > 0) {
         let end = frame.raw_offset + frame.raw_size;
         // Ranges ending before this frame are of no use to it or any later frame.
         while ranges.next_if(|&(_, e)| e <= frame.raw_offset).is_some() {}
         if ranges.peek().is_some_and(|&(start, _)| start < end) {
-            needed.push(*frame);
+            needed.push(index);
         }
     }
     needed
 }
 
-/// A decompression worker: takes a buffer, then the next frame, decompresses it
-/// whole and hands it on, until the frames run out or the pipeline stops.
+/// A decompression worker: takes a buffer, then the next frame, checks its bytes
+/// against their verified SHA-256, decompresses it whole and hands it on, until
+/// the frames run out or the pipeline stops.
 fn decompress_frames(
     job: &FlashJob,
     file: &File,
-    frames: &[Frame],
+    frames: &[(Frame, [u8; 32])],
     next: &AtomicUsize,
     pool: &Pool<AlignedBuf>,
     out: SyncSender<Block>,
@@ -643,13 +645,21 @@ fn decompress_frames(
             return Ok(()); // the pipeline stopped and says why
         };
         let seq = next.fetch_add(1, Ordering::SeqCst);
-        let Some(frame) = frames.get(seq) else {
+        let Some((frame, sha256)) = frames.get(seq) else {
             pool.put(buf);
             return Ok(());
         };
         compressed.resize(frame.compressed_size as usize, 0);
         file.read_exact_at(&mut compressed, frame.compressed_offset)
             .with_context(corrupt)?;
+        ensure!(
+            Sha256::digest(&compressed)[..] == sha256[..],
+            "bytes {}-{} of {} changed after its signature was checked: the file is corrupt \
+             or was replaced; check it with meetbox verify",
+            frame.compressed_offset,
+            frame.compressed_offset + frame.compressed_size,
+            job.image_zst.display()
+        );
         let len = frame.raw_size as usize;
         let n = decompressor
             .decompress_to_buffer(&compressed[..], &mut buf.as_mut_slice()[..len])
@@ -721,10 +731,16 @@ fn decompress_stream(
     Ok(())
 }
 
-/// Puts the blocks back in image order, hashes every mapped range and lets a
-/// block pass only once every range ending in it matches the block map.
-fn check_blocks(map: &BlockMap, input: Receiver<Block>, out: SyncSender<Checked>) -> Result<()> {
-    let mut cursor = RangeCursor::new(map);
+/// Puts the blocks back in image order and finds their mapped pieces. With
+/// `check_ranges` it also hashes every mapped range and lets a block pass only
+/// once every range ending in it matches the block map.
+fn check_blocks(
+    map: &BlockMap,
+    check_ranges: bool,
+    input: Receiver<Block>,
+    out: SyncSender<Checked>,
+) -> Result<()> {
+    let mut cursor = RangeCursor::new(map, check_ranges);
     let mut waiting = BTreeMap::new();
     let mut next = 0;
     for block in input {
@@ -740,30 +756,31 @@ fn check_blocks(map: &BlockMap, input: Receiver<Block>, out: SyncSender<Checked>
     Ok(())
 }
 
-/// Walks the block map's ranges in order, hashing each range's bytes as blocks
-/// bring them.
+/// Walks the block map's ranges in order as blocks bring their bytes, hashing
+/// each range's bytes if asked to.
 struct RangeCursor<'a> {
     map: &'a BlockMap,
-    /// The range being hashed.
+    /// The range being walked.
     range: usize,
     /// Its next byte expected.
     position: u64,
-    hasher: Sha256,
+    /// Hashes the ranges to check them against the map; `None` to only walk.
+    hasher: Option<Sha256>,
 }
 
 impl<'a> RangeCursor<'a> {
-    fn new(map: &'a BlockMap) -> Self {
+    fn new(map: &'a BlockMap, check_ranges: bool) -> Self {
         RangeCursor {
             map,
             range: 0,
             position: map.ranges.first().map_or(0, |r| map.byte_span(r).0),
-            hasher: Sha256::new(),
+            hasher: check_ranges.then(Sha256::new),
         }
     }
 
-    /// Hashes the mapped bytes of `block` (which must follow the bytes hashed so
-    /// far without a gap) and checks every range that ends in it; returns the
-    /// block's mapped pieces.
+    /// Walks the mapped bytes of `block` (which must follow the bytes walked so
+    /// far without a gap), checking every range that ends in it if asked to;
+    /// returns the block's mapped pieces.
     fn hash(&mut self, block: &Block) -> Result<Vec<(u64, u64)>> {
         let end = block.offset + block.len as u64;
         let mut pieces = Vec::new();
@@ -779,20 +796,24 @@ impl<'a> RangeCursor<'a> {
                 "the decompressed image has no data for bytes {}-{range_end}",
                 self.position
             );
-            self.hasher.update(block.slice(from, to - from));
+            if let Some(hasher) = &mut self.hasher {
+                hasher.update(block.slice(from, to - from));
+            }
             pieces.push((from, to - from));
             self.position = to;
             if to < range_end {
                 break;
             }
-            let digest: [u8; 32] = self.hasher.finalize_reset().into();
-            ensure!(
-                digest == range.sha256,
-                "blocks {}-{} of the image do not match their checksum in the block map: \
-                 the image or its map is damaged",
-                range.first,
-                range.last
-            );
+            if let Some(hasher) = &mut self.hasher {
+                let digest: [u8; 32] = hasher.finalize_reset().into();
+                ensure!(
+                    digest == range.sha256,
+                    "blocks {}-{} of the image do not match their checksum in the block map: \
+                     the image or its map is damaged",
+                    range.first,
+                    range.last
+                );
+            }
             self.range += 1;
             if let Some(next) = self.map.ranges.get(self.range) {
                 self.position = self.map.byte_span(next).0;
@@ -1055,6 +1076,7 @@ fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seek_table::SeekTable;
 
     const MIB: u64 = 1 << 20;
 
@@ -1117,15 +1139,37 @@ mod tests {
         target.direct = target.buffered.try_clone().unwrap();
         target.direct_io = false;
         let stop = AtomicBool::new(false);
+        let frames = frames_as_verified(&zst);
         let job = FlashJob {
             image_zst: &zst,
             map: &map,
+            frames: Some(&frames),
             stop: &stop,
             corrupt_after_write: None,
         };
         let report = write_image(&job, &target).unwrap();
         assert_eq!(report.bytes_verified, map.mapped_bytes());
         assert!(std::fs::read(&path).unwrap() == std::fs::read(&raw).unwrap());
+    }
+
+    /// The frames of a compressed file with the SHA-256 of each, as the signature
+    /// check would find them.
+    fn frames_as_verified(zst: &Path) -> VerifiedFrames {
+        let file = File::open(zst).unwrap();
+        let table = SeekTable::read(&file, file.metadata().unwrap().len())
+            .unwrap()
+            .unwrap();
+        let sha256 = table
+            .frames
+            .iter()
+            .map(|frame| {
+                let mut bytes = vec![0; frame.compressed_size as usize];
+                file.read_exact_at(&mut bytes, frame.compressed_offset)
+                    .unwrap();
+                Sha256::digest(&bytes).into()
+            })
+            .collect();
+        VerifiedFrames { table, sha256 }
     }
 
     fn map_of(image_size: u64, spans: &[(u64, u64)], data: &[u8]) -> BlockMap {
@@ -1156,7 +1200,7 @@ mod tests {
         let table = SeekTable::from_sizes(&[(100, (4 * MIB) as u32); 16]);
         let needed: Vec<u64> = frames_with_data(&map, &table.frames)
             .iter()
-            .map(|f| f.raw_offset / (4 * MIB))
+            .map(|&i| table.frames[i].raw_offset / (4 * MIB))
             .collect();
         assert_eq!(needed, vec![0, 1, 15]);
         // Empty frames (allowed by the format) are never needed.
@@ -1180,7 +1224,7 @@ mod tests {
         let data: Vec<u8> = (0..(64 * 4096)).map(|i| (i % 253) as u8).collect();
         // Ranges: blocks 2-9 (across the first block boundary at 8) and 12-13.
         let map = map_of(64 * 4096, &[(2, 9), (12, 13)], &data);
-        let mut cursor = RangeCursor::new(&map);
+        let mut cursor = RangeCursor::new(&map, true);
         let pieces = cursor.hash(&block(0, 0, &data[..8 * 4096])).unwrap();
         assert_eq!(pieces, vec![(2 * 4096, 6 * 4096)]);
         let pieces = cursor
@@ -1189,7 +1233,7 @@ mod tests {
         assert_eq!(pieces, vec![(8 * 4096, 2 * 4096), (12 * 4096, 2 * 4096)]);
 
         // Damaged data fails where its range ends.
-        let mut cursor = RangeCursor::new(&map);
+        let mut cursor = RangeCursor::new(&map, true);
         let mut bad = data[..16 * 4096].to_vec();
         bad[13 * 4096] ^= 1;
         cursor.hash(&block(0, 0, &bad[..8 * 4096])).unwrap();
@@ -1198,8 +1242,14 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("blocks 12-13"), "{err}");
 
+        // Only walking (frames checked before decompression): the same pieces.
+        let mut cursor = RangeCursor::new(&map, false);
+        cursor.hash(&block(0, 0, &bad[..8 * 4096])).unwrap();
+        let pieces = cursor.hash(&block(1, 8 * 4096, &bad[8 * 4096..])).unwrap();
+        assert_eq!(pieces, vec![(8 * 4096, 2 * 4096), (12 * 4096, 2 * 4096)]);
+
         // A missing block (a gap inside a range) is an error, not a skipped range.
-        let mut cursor = RangeCursor::new(&map);
+        let mut cursor = RangeCursor::new(&map, false);
         cursor.hash(&block(0, 0, &data[..4 * 4096])).unwrap();
         let err = cursor
             .hash(&block(1, 8 * 4096, &data[8 * 4096..16 * 4096]))
