@@ -231,6 +231,7 @@ fn assemble(
             compressed_file: files.image_zst_name(),
             compressed_size_bytes: compressed.compressed_size,
             compressed_sha256: compressed.compressed_sha256,
+            frames: compressed.frames,
             bmap_file: files.bmap_name(),
         },
         source_date_epoch: cached.epoch,

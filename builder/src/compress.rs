@@ -29,6 +29,7 @@ use anyhow::{anyhow, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::checksums::Sha256Digest;
+use crate::manifest::ImageFrame;
 use crate::pool::Pool;
 use crate::progress::Progress;
 use crate::seek_table::SeekTable;
@@ -45,8 +46,9 @@ pub struct Compressed {
     pub raw_sha256: Sha256Digest,
     pub compressed_size: u64,
     pub compressed_sha256: Sha256Digest,
-    /// Number of zstd frames holding data (the seek table not counted).
-    pub frames: usize,
+    /// The zstd frames holding data, in file order (the seek table not counted);
+    /// empty for one multithreaded stream.
+    pub frames: Vec<ImageFrame>,
 }
 
 /// Compresses `raw` into `out` (through a temporary file and a rename) in frames of
@@ -76,9 +78,9 @@ pub fn compress_in_frames(
 
     let pool = Pool::new((0..workers + 2).map(|_| Vec::<u8>::new()));
     let next = AtomicUsize::new(0);
-    let (done_tx, done_rx) = sync_channel::<(usize, Vec<u8>, Vec<u8>)>(workers + 2);
+    let (done_tx, done_rx) = sync_channel::<Done>(workers + 2);
     let mut progress = Progress::bytes("compress", raw_size);
-    let (raw_sha256, sizes) = std::thread::scope(|scope| {
+    let (raw_sha256, image_frames) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let done = done_tx.clone();
@@ -102,7 +104,8 @@ pub fn compress_in_frames(
                             let compressed = compressor
                                 .compress(&buf)
                                 .context("zstd compression failed")?;
-                            if done.send((index, buf, compressed)).is_err() {
+                            let sha256 = Sha256Digest::of(&compressed);
+                            if done.send((index, buf, compressed, sha256)).is_err() {
                                 break;
                             }
                         }
@@ -126,8 +129,11 @@ pub fn compress_in_frames(
         collected
     })?;
 
-    let table = SeekTable::from_sizes(&sizes);
-    sink.write_all(&table.to_bytes())?;
+    let sizes: Vec<(u32, u32)> = image_frames
+        .iter()
+        .map(|f| (f.compressed_size as u32, f.raw_size as u32))
+        .collect();
+    sink.write_all(&SeekTable::from_sizes(&sizes).to_bytes())?;
     progress.finish();
     let (compressed_size, compressed_sha256) = persist_output(temp, sink, out)?;
     Ok(Compressed {
@@ -135,41 +141,45 @@ pub fn compress_in_frames(
         raw_sha256,
         compressed_size,
         compressed_sha256,
-        frames,
+        frames: image_frames,
     })
 }
 
-/// Writes the workers' frames in order, hashing the raw and compressed bytes;
-/// returns the raw digest and each frame's `(compressed, raw)` size.
+/// A compressed frame from a worker: index, raw bytes, compressed bytes and their SHA-256.
+type Done = (usize, Vec<u8>, Vec<u8>, Sha256Digest);
+
+/// Writes the workers' frames in order, hashing the raw bytes; returns the raw
+/// digest and the frames' sizes and digests.
 fn collect_frames(
-    done: Receiver<(usize, Vec<u8>, Vec<u8>)>,
+    done: Receiver<Done>,
     frames: usize,
     pool: &Pool<Vec<u8>>,
     sink: &mut HashingWriter<BufWriter<File>>,
     progress: &mut Progress,
-) -> Result<(Sha256Digest, Vec<(u32, u32)>)> {
+) -> Result<(Sha256Digest, Vec<ImageFrame>)> {
     let mut raw_hasher = Sha256::new();
     let mut waiting = BTreeMap::new();
-    let mut sizes = Vec::with_capacity(frames);
-    while sizes.len() < frames {
-        let (raw, compressed) = match waiting.remove(&sizes.len()) {
-            Some(frame) => frame,
-            None => {
-                // All senders gone early: a worker failed and says why.
-                let (index, raw, compressed) = done
-                    .recv()
-                    .map_err(|_| anyhow!("compression stopped early"))?;
-                waiting.insert(index, (raw, compressed));
-                continue;
-            }
+    let mut written = Vec::with_capacity(frames);
+    while written.len() < frames {
+        let Some((raw, compressed, sha256)) = waiting.remove(&written.len()) else {
+            // All senders gone early: a worker failed and says why.
+            let (index, raw, compressed, sha256) = done
+                .recv()
+                .map_err(|_| anyhow!("compression stopped early"))?;
+            waiting.insert(index, (raw, compressed, sha256));
+            continue;
         };
         raw_hasher.update(&raw);
         sink.write_all(&compressed)?;
-        sizes.push((compressed.len() as u32, raw.len() as u32));
+        written.push(ImageFrame {
+            compressed_size: compressed.len() as u64,
+            raw_size: raw.len() as u64,
+            sha256,
+        });
         progress.inc(raw.len() as u64);
         pool.put(raw);
     }
-    Ok((Sha256Digest::from_hasher(raw_hasher), sizes))
+    Ok((Sha256Digest::from_hasher(raw_hasher), written))
 }
 
 /// Compresses `raw` as one multithreaded zstd frame, the format of images built
@@ -210,7 +220,7 @@ pub fn compress_single_frame(
         raw_sha256: Sha256Digest::from_hasher(raw_hasher),
         compressed_size,
         compressed_sha256,
-        frames: 1,
+        frames: Vec::new(),
     })
 }
 
@@ -318,7 +328,10 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             "raw_sha256": result.raw_sha256.to_string(),
             "compressed_size": result.compressed_size,
             "compressed_sha256": result.compressed_sha256.to_string(),
-            "frames": result.frames,
+            // One multithreaded stream counts as one frame.
+            "frames": result.frames.len().max(1),
+            // What `meetbox build` signs in the manifest (the benchmark signs it too).
+            "frame_list": result.frames,
             "threads": threads,
             "seconds": started.elapsed().as_secs_f64(),
         })
@@ -351,7 +364,14 @@ mod tests {
         assert_eq!(result.raw_sha256, Sha256Digest::of(&data));
         assert_eq!(result.compressed_size, compressed.len() as u64);
         assert_eq!(result.compressed_sha256, Sha256Digest::of(&compressed));
-        assert_eq!(result.frames, 3);
+        assert_eq!(result.frames.len(), 3);
+        let mut offset = 0;
+        for frame in &result.frames {
+            let end = offset + frame.compressed_size as usize;
+            assert_eq!(frame.sha256, Sha256Digest::of(&compressed[offset..end]));
+            assert_eq!(frame.raw_size, 1 << 20);
+            offset = end;
+        }
         // One zstd stream to any decoder: frames, then the skippable seek table.
         assert_eq!(zstd::decode_all(&compressed[..]).unwrap(), data);
     }
@@ -453,7 +473,8 @@ mod tests {
         std::fs::write(&raw, b"").unwrap();
         let out = dir.path().join("empty.img.zst");
         let result = compress(&raw, &out, 3, 2).unwrap();
-        assert_eq!(result.frames, 1);
+        assert_eq!(result.frames.len(), 1);
+        assert_eq!(result.frames[0].raw_size, 0);
         assert!(zstd::decode_all(&std::fs::read(&out).unwrap()[..])
             .unwrap()
             .is_empty());

@@ -75,6 +75,20 @@ pub struct ImageFiles {
     pub compressed_size_bytes: u64,
     pub compressed_sha256: Sha256Digest,
     pub bmap_file: String,
+    /// The zstd frames of the compressed image in file order (none for an image of
+    /// one stream). Signed with the manifest, they let `meetbox flash` check every
+    /// frame on every core, and check each again just before writing from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<ImageFrame>,
+}
+
+/// One zstd frame of the compressed image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFrame {
+    pub compressed_size: u64,
+    pub raw_size: u64,
+    /// SHA-256 of the frame's compressed bytes.
+    pub sha256: Sha256Digest,
 }
 
 impl Manifest {
@@ -153,6 +167,7 @@ pub(crate) mod tests {
                 compressed_size_bytes: compressed.len() as u64,
                 compressed_sha256: Sha256Digest::of(compressed),
                 bmap_file: format!("{name}.img.bmap"),
+                frames: Vec::new(),
             },
             source_date_epoch: 1_700_000_000,
         }

@@ -22,8 +22,8 @@
 //! The seek table wins: constant cost, no dependency on optional header fields, a
 //! documented format. It is written by our own code from the specification; the
 //! checksum column it allows is left out, since every frame carries zstd's own
-//! content checksum and every mapped range is checked against the signed block
-//! map anyway. A file without a (valid) seek table, such as an image built before
+//! content checksum and the signed manifest lists each frame with its SHA-256
+//! (which `meetbox flash` checks, using the manifest's list, not this table). A file without a (valid) seek table, such as an image built before
 //! the frames were introduced, still decompresses as one stream.
 //!
 //! [zstd seekable format]: https://github.com/facebook/zstd/blob/dev/contrib/seekable_format/zstd_seekable_compression_format.md

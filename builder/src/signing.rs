@@ -318,7 +318,10 @@ pub(crate) mod tests {
         let raw_path = key_dir.join(format!("{name}-{seed}.img"));
         write_sparse(&raw_path, &raw);
         // As `meetbox build` compresses, in frames small enough to give several.
-        crate::compress::compress_in_frames(&raw_path, &files.image_zst(), 3, 2, 1 << 20).unwrap();
+        let frames =
+            crate::compress::compress_in_frames(&raw_path, &files.image_zst(), 3, 2, 1 << 20)
+                .unwrap()
+                .frames;
         let compressed = std::fs::read(files.image_zst()).unwrap();
         let mapped = Command::new(bmaptool)
             .arg("create")
@@ -331,9 +334,9 @@ pub(crate) mod tests {
             mapped.status.success(),
             "bmaptool create failed: {mapped:?}"
         );
-        sample(name, &raw, &compressed)
-            .write(&files.manifest())
-            .unwrap();
+        let mut manifest = sample(name, &raw, &compressed);
+        manifest.image.frames = frames;
+        manifest.write(&files.manifest()).unwrap();
         let secret_path = key_dir.join("test.key");
         if !secret_path.exists() {
             write_key_pair(&secret_path, None, false).unwrap();

@@ -1,8 +1,10 @@
 //! `meetbox verify`: checks a build's signatures, checksums and manifest and the
 //! decompressed image, reading the compressed image once. A lighter pass serves
 //! `meetbox flash` (`check_signatures`) and `meetbox inspect` (`signature_status`):
-//! it hashes the compressed image with SHA-256 only and checks the image's
-//! signature through its signed trusted comment, which names that SHA-256.
+//! it checks the image's signature through its signed trusted comment, and the
+//! image's bytes frame by frame, on every core, against the SHA-256 of each frame
+//! that the signed manifest lists (or, for an image whose manifest lists no
+//! frames, by the SHA-256 of the whole file, which the trusted comment names).
 //!
 //! Why both ways are sound: a minisign signature carries two Ed25519 signatures
 //! by the same key, one over the BLAKE2b-512 of the file and a global one over
@@ -16,7 +18,9 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,9 +33,9 @@ use sha2::{Digest, Sha256};
 use crate::artifacts::BuildFiles;
 use crate::checksums::{digest_listed_for, parse_sums, Sha256Digest, SUMS_FILE};
 use crate::keys::{default_secret_key_path, load_public_key, public_key_path_for, user_config_dir};
-use crate::manifest::Manifest;
+use crate::manifest::{ImageFrame, Manifest};
 use crate::progress::{detail, human_bytes, step, Progress};
-use crate::seek_table::{Frame, SeekTable};
+use crate::seek_table::SeekTable;
 use crate::signing::TrustedComment;
 
 /// Size of the blocks the image is read and handed to the checking threads in.
@@ -78,18 +82,18 @@ pub fn run_verify(args: &VerifyArgs) -> Result<bool> {
 
 /// Every check, including decompressing the image and comparing it with the manifest.
 pub fn verify_build(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
-    Ok(check_build(image_zst, pubkey, Depth::Full, None)?.0)
+    Ok(check_build(image_zst, pubkey, Depth::Full)?.0)
 }
 
 /// Per-check status without decompressing (for `meetbox inspect`); never fails
 /// because a check fails, only when the checks cannot run.
 pub fn signature_status(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
-    Ok(check_build(image_zst, pubkey, Depth::Digest, None)?.0)
+    Ok(check_build(image_zst, pubkey, Depth::Signatures)?.0)
 }
 
 /// A build whose signatures, checksums and manifest hold, ready for `meetbox flash`.
 /// The file may change after this check: `frames` lets flash prove that each
-/// frame it reads again is the one checked here.
+/// frame it reads again is the one signed.
 #[derive(Clone, Debug)]
 pub struct VerifiedBuild {
     pub files: BuildFiles,
@@ -97,42 +101,24 @@ pub struct VerifiedBuild {
     pub image_zst: PathBuf,
     pub bmap: PathBuf,
     pub public_key_path: PathBuf,
-    /// The image's frames with the SHA-256 of each as it was hashed with the
-    /// signed whole; `None` for an image without a usable seek table.
+    /// The image's frames and the signed SHA-256 of each; `None` for an image
+    /// whose manifest lists no frames.
     pub frames: Option<VerifiedFrames>,
 }
 
-/// The frames of a compressed image and the SHA-256 of each frame's bytes as
-/// verified (`sha256[i]` is that of `table.frames[i]`).
+/// The frames of a compressed image and the signed SHA-256 of each frame's bytes
+/// (`sha256[i]` is that of `table.frames[i]`), all found in the file as signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedFrames {
     pub table: SeekTable,
     pub sha256: Vec<[u8; 32]>,
 }
 
-/// Checks both signatures, SHA256SUMS and the manifest (hashing the image once with
-/// SHA-256, without decompressing it); fails naming every check that did not pass.
+/// Checks both signatures, SHA256SUMS, the manifest and the image's frames (or
+/// its whole SHA-256), without decompressing; fails naming every check that did
+/// not pass.
 pub fn check_signatures(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifiedBuild> {
-    // The table only says where to cut the stream into frames; the bytes hashed are
-    // those of the signed whole, so a wrong table cannot make a frame pass.
-    let file = File::open(image_zst)
-        .with_context(|| format!("cannot open the image {}", image_zst.display()))?;
-    let size = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", image_zst.display()))?
-        .len();
-    let table = SeekTable::read(&file, size).unwrap_or_else(|err| {
-        detail(format!(
-            "the image's frame index is unusable ({err:#}): it is one stream to flash"
-        ));
-        None
-    });
-    let (report, frame_digests) = check_build(
-        image_zst,
-        pubkey,
-        Depth::Digest,
-        table.as_ref().map(|t| &t.frames[..]),
-    )?;
+    let (report, frames) = check_build(image_zst, pubkey, Depth::Signatures)?;
     if !report.passed() {
         let reasons: Vec<String> = report.failures().map(ToString::to_string).collect();
         bail!(
@@ -145,9 +131,6 @@ pub fn check_signatures(image_zst: &Path, pubkey: Option<&Path>) -> Result<Verif
         .manifest
         .clone()
         .expect("a passed report has a manifest");
-    let frames = table
-        .zip(frame_digests)
-        .map(|(table, sha256)| VerifiedFrames { table, sha256 });
     Ok(VerifiedBuild {
         frames,
         image_zst: report.files.image_zst(),
@@ -255,23 +238,22 @@ impl fmt::Display for VerifyReport {
 /// How much `check_build` computes over the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Depth {
-    /// The SHA-256 of the compressed image; its signature is checked through the
-    /// signed trusted comment (see the module documentation).
-    Digest,
-    /// Also the BLAKE2b prehash of its signature, and the decompressed image
-    /// against the manifest.
+    /// Each frame the signed manifest lists, against its SHA-256, on every core
+    /// (the whole file's SHA-256 when it lists none); the image signature through
+    /// its signed trusted comment (see the module documentation).
+    Signatures,
+    /// The SHA-256 of the whole compressed image, the BLAKE2b prehash of its
+    /// signature, and the decompressed image against the manifest.
     Full,
 }
 
-/// Builds the report: reads the small files, streams the image once, then judges.
-/// With `frames`, also returns the SHA-256 of each frame's bytes, when the file
-/// held them all.
+/// Builds the report: reads the small files, reads the image once, then judges.
+/// Also returns the image's frames as checked, when they were checked one by one.
 fn check_build(
     image_zst: &Path,
     pubkey: Option<&Path>,
     depth: Depth,
-    frames: Option<&[Frame]>,
-) -> Result<(VerifyReport, Option<Vec<[u8; 32]>>)> {
+) -> Result<(VerifyReport, Option<VerifiedFrames>)> {
     let decompress = depth == Depth::Full;
     let started = Instant::now();
     let files = BuildFiles::from_image_zst(image_zst)?;
@@ -291,18 +273,26 @@ fn check_build(
         .as_ref()
         .ok()
         .filter(|signature| signature_usable(signature, &public).is_ok());
-    let streamed = stream_image(
-        image,
-        size,
-        usable_signature
-            .filter(|_| depth == Depth::Full)
-            .map(|s| (&public, s)),
-        decompress,
-        frames,
-    )?;
+    let manifest = Manifest::read(&files.manifest()).map_err(|e| format!("{e:#}"));
+    let listed_frames = manifest
+        .as_ref()
+        .ok()
+        .map(|m| &m.image.frames[..])
+        .filter(|frames| depth == Depth::Signatures && !frames.is_empty());
+    let read = match listed_frames {
+        Some(frames) => check_frames(&image, size, frames),
+        None => stream_image(
+            image,
+            size,
+            usable_signature
+                .filter(|_| depth == Depth::Full)
+                .map(|s| (&public, s)),
+            decompress,
+        )?,
+    };
     // The image signature's verdict: over the whole file, or over its trusted
     // comment (whose SHA-256 the comment check then compares with the file's).
-    let image_verdict = match (&streamed.signature, usable_signature) {
+    let image_verdict = match (&read.signature, usable_signature) {
         (Some(verdict), _) => Some(verdict.clone()),
         (None, Some(signature)) => Some(verify_comment_signature(&public, signature)),
         (None, None) => None,
@@ -312,7 +302,6 @@ fn check_build(
         public: &public,
         path: &public_key_path,
     };
-    let manifest = Manifest::read(&files.manifest()).map_err(|e| format!("{e:#}"));
     let sums_text = fs::read_to_string(files.sums())
         .with_context(|| format!("cannot read {}", files.sums().display()))
         .map_err(|e| format!("{e:#}: missing file"));
@@ -323,34 +312,37 @@ fn check_build(
             &files,
             &image_signature,
             image_verdict.as_ref(),
-            &streamed,
+            &read,
             manifest.as_ref().ok(),
         ),
         check_sums_signature(&files, &key, &sums_text),
-        check_sums_listing(&files, &sums_text, &streamed),
-        check_manifest(&files, &manifest, &streamed),
+        check_sums_listing(&files, &sums_text, &read, manifest.as_ref().ok()),
+        check_manifest(&files, &manifest, &read),
     ];
+    if let ImageBytes::Frames(frames) = &read.bytes {
+        checks.push(check_frame_digests(&files, frames));
+    }
     if decompress {
-        checks.push(check_decompressed(
-            &files,
-            &streamed,
-            manifest.as_ref().ok(),
-        ));
+        checks.push(check_decompressed(&files, &read, manifest.as_ref().ok()));
     }
     let report = VerifyReport {
         files,
         public_key_path,
         checks,
         manifest: manifest.ok(),
-        compressed_size: streamed.compressed_size,
-        raw_size: streamed
+        compressed_size: read.compressed_size,
+        raw_size: read
             .raw
             .as_ref()
             .and_then(|raw| raw.as_ref().ok())
             .map(|r| r.0),
         elapsed: started.elapsed(),
     };
-    Ok((report, streamed.frame_digests))
+    let frames = match read.bytes {
+        ImageBytes::Frames(Ok(frames)) => Some(frames),
+        _ => None,
+    };
+    Ok((report, frames))
 }
 
 /// The public key and where it came from, for messages.
@@ -456,14 +448,14 @@ fn check_image_comment(
     files: &BuildFiles,
     signature: &Result<SignatureBox, String>,
     verdict: Option<&Result<(), String>>,
-    streamed: &Streamed,
+    read: &ImageRead,
     manifest: Option<&Manifest>,
 ) -> CheckResult {
     let check = format!("trusted comment of {}", files.image_zst_name());
     let outcome = match (signature, verdict) {
         (Ok(signature), Some(Ok(()))) => match trusted_comment(signature) {
             Err(reason) => Outcome::Failed(reason),
-            Ok(comment) => judge_image_comment(files, &comment, streamed, manifest),
+            Ok(comment) => judge_image_comment(files, &comment, read, manifest),
         },
         _ => Outcome::Failed("not trusted: the signature did not verify".into()),
     };
@@ -473,7 +465,7 @@ fn check_image_comment(
 fn judge_image_comment(
     files: &BuildFiles,
     comment: &TrustedComment,
-    streamed: &Streamed,
+    read: &ImageRead,
     manifest: Option<&Manifest>,
 ) -> Outcome {
     if comment.file != files.image_zst_name() {
@@ -483,11 +475,15 @@ fn judge_image_comment(
             files.image_zst_name()
         ));
     }
-    if comment.sha256 != streamed.compressed_sha256 {
-        return Outcome::Failed(format!(
-            "the file does not match its signature: the signed sha256 {} differs from the file's {}",
-            comment.sha256, streamed.compressed_sha256
-        ));
+    match read.compressed_sha256(manifest) {
+        Err(reason) => return Outcome::Failed(reason),
+        Ok(actual) if actual != comment.sha256 => {
+            return Outcome::Failed(format!(
+                "the file does not match its signature: the signed sha256 {} differs from the file's {actual}",
+                comment.sha256
+            ))
+        }
+        Ok(_) => {}
     }
     match (comment.raw_sha256, manifest) {
         (None, _) => Outcome::Failed("names no raw-sha256 of the image".into()),
@@ -538,23 +534,24 @@ fn check_sums_signature(
 fn check_sums_listing(
     files: &BuildFiles,
     sums_text: &Result<String, String>,
-    streamed: &Streamed,
+    read: &ImageRead,
+    manifest: Option<&Manifest>,
 ) -> CheckResult {
     let check = format!("{SUMS_FILE} digests");
     let outcome = (|| {
         let text = sums_text.as_ref().map_err(Clone::clone)?;
         let entries = parse_sums(text).map_err(|e| format!("{e:#}"))?;
+        let of_file = |path: PathBuf| {
+            Sha256Digest::of_file(&path).map_err(|e| format!("{e:#}: missing file"))
+        };
         let actual = [
-            (files.image_zst_name(), Ok(streamed.compressed_sha256)),
-            (files.bmap_name(), Sha256Digest::of_file(&files.bmap())),
-            (
-                files.manifest_name(),
-                Sha256Digest::of_file(&files.manifest()),
-            ),
+            (files.image_zst_name(), read.compressed_sha256(manifest)),
+            (files.bmap_name(), of_file(files.bmap())),
+            (files.manifest_name(), of_file(files.manifest())),
         ];
         for (name, digest) in actual {
             let listed = digest_listed_for(&entries, &name).map_err(|e| e.to_string())?;
-            let digest = digest.map_err(|e| format!("{e:#}: missing file"))?;
+            let digest = digest?;
             if listed != digest {
                 return Err(format!(
                     "lists sha256 {listed} for {name}, the file has {digest}: altered or swapped file"
@@ -572,12 +569,13 @@ fn check_sums_listing(
 fn check_manifest(
     files: &BuildFiles,
     manifest: &Result<Manifest, String>,
-    streamed: &Streamed,
+    read: &ImageRead,
 ) -> CheckResult {
     let check = format!("manifest {}", files.manifest_name());
     let outcome = (|| {
         let manifest = manifest.as_ref().map_err(Clone::clone)?;
         let image = &manifest.image;
+        let compressed_sha256 = read.compressed_sha256(Some(manifest))?;
         let expected = [
             ("name", manifest.name.clone(), files.name.clone()),
             (
@@ -589,12 +587,12 @@ fn check_manifest(
             (
                 "compressed_sha256",
                 image.compressed_sha256.to_string(),
-                streamed.compressed_sha256.to_string(),
+                compressed_sha256.to_string(),
             ),
             (
                 "compressed_size_bytes",
                 image.compressed_size_bytes.to_string(),
-                streamed.compressed_size.to_string(),
+                read.compressed_size.to_string(),
             ),
         ];
         for (field, found, actual) in expected {
@@ -615,13 +613,26 @@ fn check_manifest(
     }
 }
 
+fn check_frame_digests(files: &BuildFiles, frames: &Result<VerifiedFrames, String>) -> CheckResult {
+    CheckResult {
+        check: format!("frames of {}", files.image_zst_name()),
+        outcome: match frames {
+            Ok(frames) => Outcome::Passed(format!(
+                "{} frames match their SHA-256 in the manifest",
+                frames.sha256.len()
+            )),
+            Err(reason) => Outcome::Failed(reason.clone()),
+        },
+    }
+}
+
 fn check_decompressed(
     files: &BuildFiles,
-    streamed: &Streamed,
+    read: &ImageRead,
     manifest: Option<&Manifest>,
 ) -> CheckResult {
     let check = "decompressed image".to_string();
-    let outcome = match (&streamed.raw, manifest) {
+    let outcome = match (&read.raw, manifest) {
         (Some(Err(reason)), _) => Outcome::Failed(format!(
             "{} does not decompress ({reason}): truncated or altered",
             files.image_zst_name()
@@ -644,29 +655,144 @@ fn check_decompressed(
 }
 
 /// What one pass over the compressed image found.
-struct Streamed {
-    compressed_sha256: Sha256Digest,
+struct ImageRead {
+    bytes: ImageBytes,
     compressed_size: u64,
-    /// Signature verification, if a usable signature was given.
+    /// Signature verification over the whole file, if it was asked for.
     signature: Option<Result<(), String>>,
     /// Size and SHA-256 of the decompressed image, if decompression was asked for.
     raw: Option<Result<(u64, Sha256Digest), String>>,
-    /// SHA-256 of each frame, if frames were given and the file held them all.
-    frame_digests: Option<Vec<[u8; 32]>>,
+}
+
+/// How the compressed image's bytes were checked.
+enum ImageBytes {
+    /// Hashed whole: its SHA-256.
+    Whole(Sha256Digest),
+    /// Frame by frame against the manifest: the frames, or why they do not match.
+    Frames(Result<VerifiedFrames, String>),
+}
+
+impl ImageRead {
+    /// The SHA-256 the image file is known to have: hashed whole, or, when every
+    /// frame matched the manifest that lists them, the one that manifest names.
+    fn compressed_sha256(&self, manifest: Option<&Manifest>) -> Result<Sha256Digest, String> {
+        match (&self.bytes, manifest) {
+            (ImageBytes::Whole(digest), _) => Ok(*digest),
+            (ImageBytes::Frames(Ok(_)), Some(manifest)) => Ok(manifest.image.compressed_sha256),
+            (ImageBytes::Frames(Ok(_)), None) => Err("no manifest lists the frames".into()),
+            (ImageBytes::Frames(Err(_)), _) => {
+                Err("the image's frames do not match the signed manifest".into())
+            }
+        }
+    }
+}
+
+/// Checks the image frame by frame against the SHA-256 of each in the manifest.
+/// The frames cover the file up to its seek table, which is not used (the
+/// manifest lists the frames) and so not checked.
+fn check_frames(image: &File, size: u64, listed: &[ImageFrame]) -> ImageRead {
+    ImageRead {
+        bytes: ImageBytes::Frames(hash_listed_frames(image, size, listed)),
+        compressed_size: size,
+        signature: None,
+        raw: None,
+    }
+}
+
+/// Reads and hashes the listed frames on every core (frames are independent, so
+/// this runs at the disk's speed or the cores', not one core's); the frames with
+/// their digests, or the first frame that differs from the list.
+fn hash_listed_frames(
+    image: &File,
+    size: u64,
+    listed: &[ImageFrame],
+) -> Result<VerifiedFrames, String> {
+    let sizes = listed
+        .iter()
+        .map(|f| {
+            Some((
+                u32::try_from(f.compressed_size).ok()?,
+                u32::try_from(f.raw_size).ok()?,
+            ))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or("the manifest lists a frame of 4 GiB or more: it is not from meetbox")?;
+    let table = SeekTable::from_sizes(&sizes);
+    let total = table.compressed_size();
+    if total > size {
+        return Err(format!(
+            "the manifest lists {total} bytes of frames but the file has {size}: it is truncated"
+        ));
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(listed.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let mut progress = Progress::bytes("verify", total);
+    let (done_tx, done_rx) = sync_channel::<(usize, io::Result<[u8; 32]>)>(2 * threads);
+    let digests = std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let done = done_tx.clone();
+            let (next, frames) = (&next, &table.frames);
+            scope.spawn(move || {
+                let mut bytes = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(frame) = frames.get(index) else {
+                        break;
+                    };
+                    bytes.resize(frame.compressed_size as usize, 0);
+                    let digest = image
+                        .read_exact_at(&mut bytes, frame.compressed_offset)
+                        .map(|_| Sha256::digest(&bytes).into());
+                    if done.send((index, digest)).is_err() {
+                        break; // the collector stopped at an unreadable frame
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let mut digests = vec![[0u8; 32]; listed.len()];
+        for (index, digest) in done_rx {
+            let frame = &table.frames[index];
+            digests[index] = digest.map_err(|e| {
+                format!(
+                    "cannot read bytes {}-{}: {e}",
+                    frame.compressed_offset,
+                    frame.compressed_offset + frame.compressed_size
+                )
+            })?;
+            progress.inc(frame.compressed_size);
+        }
+        Ok::<_, String>(digests)
+    })?;
+    progress.finish();
+    if let Some(index) = (0..listed.len()).find(|&i| digests[i] != listed[i].sha256.0) {
+        let frame = &table.frames[index];
+        return Err(format!(
+            "the file does not match its signature: frame {index} (bytes {}-{}) differs from \
+             its SHA-256 in the signed manifest; the file is damaged or was altered",
+            frame.compressed_offset,
+            frame.compressed_offset + frame.compressed_size
+        ));
+    }
+    Ok(VerifiedFrames {
+        table,
+        sha256: digests,
+    })
 }
 
 /// Reads the image once and hands each block to up to three threads: one computes
-/// the SHA-256 of the compressed bytes, one the signature's BLAKE2b prehash or the
-/// SHA-256 of each frame, one decompresses and hashes the raw image. Each hash runs
-/// at about one core's speed, so splitting them lets the check run at the speed of
-/// the slowest one.
+/// the SHA-256 of the compressed bytes, one the signature's BLAKE2b prehash, one
+/// decompresses and hashes the raw image. Each hash runs at about one core's
+/// speed, so splitting them lets the check run at the speed of the slowest one.
 fn stream_image(
     mut image: File,
     size: u64,
     signature: Option<(&PublicKey, &SignatureBox)>,
     decompress: bool,
-    frames: Option<&[Frame]>,
-) -> Result<Streamed> {
+) -> Result<ImageRead> {
     std::thread::scope(|scope| {
         let (digest_tx, digest_rx) = sync_channel::<Arc<Vec<u8>>>(CHANNEL_DEPTH);
         let digest = scope.spawn(move || {
@@ -703,11 +829,6 @@ fn stream_image(
             consumers.push(tx);
             scope.spawn(move || hash_decompressed(rx))
         });
-        let frames_handle = frames.map(|frames| {
-            let (tx, rx) = sync_channel(CHANNEL_DEPTH);
-            consumers.push(tx);
-            scope.spawn(move || hash_frames(frames, rx))
-        });
 
         let read = feed_blocks(&mut image, consumers);
         let (compressed_sha256, compressed_size) =
@@ -720,18 +841,12 @@ fn stream_image(
                 .expect("the decompressing thread does not panic")
                 .map_err(|e| e.to_string())
         });
-        let frame_digests = frames_handle.and_then(|handle| {
-            handle
-                .join()
-                .expect("the frame hashing thread does not panic")
-        });
         read.context("cannot read the image")?;
-        Ok(Streamed {
-            compressed_sha256,
+        Ok(ImageRead {
+            bytes: ImageBytes::Whole(compressed_sha256),
             compressed_size,
             signature,
             raw,
-            frame_digests,
         })
     })
 }
@@ -761,35 +876,6 @@ fn feed_blocks(image: &mut File, mut consumers: Vec<SyncSender<Arc<Vec<u8>>>>) -
             return Ok(());
         }
     }
-}
-
-/// Hashes each frame's bytes as the blocks of the file stream by; `None` if the
-/// file ended before the last frame did. `frames` are in file order, as a seek
-/// table lists them.
-fn hash_frames(frames: &[Frame], blocks: Receiver<Arc<Vec<u8>>>) -> Option<Vec<[u8; 32]>> {
-    let mut digests = Vec::with_capacity(frames.len());
-    let mut hasher = Sha256::new();
-    let mut position = 0u64;
-    for block in blocks {
-        let mut data = &block[..];
-        while let (Some(frame), false) = (frames.get(digests.len()), data.is_empty()) {
-            let end = frame.compressed_offset + frame.compressed_size;
-            let skip = frame.compressed_offset.saturating_sub(position);
-            let take = if skip > 0 {
-                skip.min(data.len() as u64) as usize
-            } else {
-                let n = (end - position).min(data.len() as u64) as usize;
-                hasher.update(&data[..n]);
-                n
-            };
-            data = &data[take..];
-            position += take as u64;
-            if skip == 0 && position == end {
-                digests.push(hasher.finalize_reset().into());
-            }
-        }
-    }
-    (digests.len() == frames.len()).then_some(digests)
 }
 
 /// Decompresses the blocks as a zstd stream and returns the raw size and SHA-256;
@@ -1252,6 +1338,50 @@ mod tests {
         );
     }
 
+    /// Without decompressing, the image is checked frame by frame against the
+    /// signed manifest: a damaged or missing frame is named by its bytes.
+    #[test]
+    fn the_frames_check_names_a_damaged_or_missing_frame() {
+        let status = |build: &SyntheticBuild| {
+            signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
+        };
+        let Some((build, _keys)) = signed_build(15) else {
+            return;
+        };
+        let manifest = Manifest::read(&build.files.manifest()).unwrap();
+        assert!(manifest.image.frames.len() >= 3, "{:?}", manifest.image);
+        let second = &manifest.image.frames[1];
+        let start = manifest.image.frames[0].compressed_size;
+        let end = start + second.compressed_size;
+        flip_byte(&build.files.image_zst(), |_| (start + 5) as usize);
+        let (names, text) = failed(&status(&build));
+        assert!(
+            names.contains(&"frames of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("frame 1 (bytes {start}-{end}) differs")),
+            "{text}"
+        );
+        // The checks that rest on the image's digest fail with it.
+        assert!(
+            names.contains(&"trusted comment of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+
+        let Some((build, _keys)) = signed_build(15) else {
+            return;
+        };
+        let bytes = fs::read(build.files.image_zst()).unwrap();
+        fs::write(build.files.image_zst(), &bytes[..(start + 100) as usize]).unwrap();
+        let (names, text) = failed(&status(&build));
+        assert!(
+            names.contains(&"frames of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(text.contains("it is truncated"), "{text}");
+    }
+
     #[test]
     fn signature_status_reports_per_file_without_decompressing() {
         let Some((build, _keys)) = signed_build(12) else {
@@ -1260,7 +1390,9 @@ mod tests {
         flip_byte(&build.files.bmap(), |len| len - 2);
         let report =
             signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap();
-        assert_eq!(report.checks.len(), 5);
+        // Five checks of files and signatures, and the frames one by one.
+        assert_eq!(report.checks.len(), 6);
+        assert_eq!(report.checks[5].check, "frames of meetbox-test.img.zst");
         assert_eq!(report.raw_size, None);
         let (names, text) = failed(&report);
         assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");

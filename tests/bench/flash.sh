@@ -55,7 +55,8 @@ synthesize() {
     # FORMAT=single, one frame as images built before the frames).
     local framing=()
     [[ ${FORMAT:-frames} == single ]] && framing=(--single-frame)
-    "$meetbox" compress --level "${LEVEL:-12}" "${framing[@]}" "$raw" "$out/$name.img.zst" >&2
+    local compressed
+    compressed=$("$meetbox" compress --level "${LEVEL:-12}" "${framing[@]}" "$raw" "$out/$name.img.zst")
     bmaptool create -o "$out/$name.img.bmap" "$raw"
     # The manifest and trusted comments as `meetbox build` writes them (see
     # builder/src/manifest.rs and signing.rs), signed here with the minisign CLI.
@@ -64,9 +65,10 @@ synthesize() {
     raw_sha=$(sha256sum "$raw" | cut -d' ' -f1)
     zst_sha=$(sha256sum "$out/$name.img.zst" | cut -d' ' -f1)
     python3 - "$raw" "$name" "$version" "$raw_sha" "$zst_sha" "$(stat -c %s "$out/$name.img.zst")" \
-        > "$out/$name.manifest.json" <<'PY'
+        "$compressed" > "$out/$name.manifest.json" <<'PY'
 import json, struct, sys, uuid
-raw, name, version, raw_sha, zst_sha, zst_size = sys.argv[1:]
+raw, name, version, raw_sha, zst_sha, zst_size, compressed = sys.argv[1:]
+frames = json.loads(compressed)["frame_list"]
 with open(raw, "rb") as f:
     f.seek(512); header = f.read(92)
     entries_lba, count, size = struct.unpack_from("<QII", header, 72)
@@ -93,7 +95,8 @@ print(json.dumps({
              "sector_size": 512, "partitions": parts},
     "image": {"raw_size_bytes": raw_size, "raw_sha256": raw_sha,
               "compressed_file": name + ".img.zst", "compressed_size_bytes": int(zst_size),
-              "compressed_sha256": zst_sha, "bmap_file": name + ".img.bmap"},
+              "compressed_sha256": zst_sha, "bmap_file": name + ".img.bmap",
+              **({"frames": frames} if frames else {})},
     "source_date_epoch": 1700000000,
 }, indent=2))
 PY

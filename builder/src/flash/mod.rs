@@ -160,8 +160,8 @@ pub fn run(args: &FlashArgs) -> Result<()> {
 }
 
 /// Checks the build's signatures, SHA256SUMS and manifest, then reads the block
-/// map they vouch for. The SHA-256 of each frame as verified (or, for an image
-/// of one stream, the map's per-range SHA-256), checked again while writing, is
+/// map they vouch for. The signed SHA-256 of each frame (or, for an image of one
+/// stream, the map's per-range SHA-256), checked again while writing, is
 /// what ties every written byte to the signature, even if the image file were
 /// swapped after this check.
 fn verified_block_map(

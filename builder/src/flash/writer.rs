@@ -2,11 +2,11 @@
 //!
 //! Images built by meetbox are independent zstd frames with a seek table (see
 //! [`crate::compress`] and [`crate::seek_table`]): worker threads, one per core,
-//! read the frames that hold mapped data, check each against the SHA-256 its bytes
-//! had when the signature was checked ([`VerifiedFrames`]), decompress it into a
-//! large aligned buffer, and skip the other frames. So no byte is written that
-//! did not come from the verified file, even if the file changed since, and the
-//! check runs on every core instead of one. Older images (one frame) are
+//! read the frames that hold mapped data, check each against its SHA-256 in the
+//! signed manifest ([`VerifiedFrames`]), decompress it into a large aligned
+//! buffer, and skip the other frames. So no byte is written that did not come
+//! from a signed frame, even if the file changed after the signature check, and
+//! the check runs on every core instead of one. Older images (one frame) are
 //! decompressed by one thread that keeps only the mapped ranges, and a hashing
 //! thread checks each range against the block map before the buffer holding its
 //! last byte may be written. Either way the buffers go back in image order to the
@@ -262,8 +262,8 @@ pub struct FlashReport {
 pub struct FlashJob<'a> {
     pub image_zst: &'a Path,
     pub map: &'a BlockMap,
-    /// The image's frames as the signature check hashed them; `None` for an
-    /// image of one zstd stream.
+    /// The image's frames with their signed SHA-256, as the signature check
+    /// found them in the file; `None` when the manifest lists no frames.
     pub frames: Option<&'a VerifiedFrames>,
     /// Set by Ctrl-C (or a test) to stop between buffers.
     pub stop: &'a AtomicBool,
@@ -496,7 +496,7 @@ enum Source {
     /// are checked and decompressed in parallel, the others skipped.
     Frames {
         file: File,
-        /// The frames holding mapped data, each with its SHA-256 as verified.
+        /// The frames holding mapped data, each with its signed SHA-256.
         needed: Vec<(Frame, [u8; 32])>,
         /// The next frame a worker takes (an index into `needed`).
         next: AtomicUsize,

@@ -14,7 +14,7 @@ use meetbox::checksums::Sha256Digest;
 use meetbox::compress::{compress_in_frames, compress_single_frame};
 use meetbox::flash::FlashArgs;
 use meetbox::keys::{load_signing_key, write_key_pair};
-use meetbox::manifest::{Disk, ImageFiles, Manifest, Partition, MANIFEST_FORMAT};
+use meetbox::manifest::{Disk, ImageFiles, ImageFrame, Manifest, Partition, MANIFEST_FORMAT};
 use meetbox::signing::sign_build;
 
 pub const MIB: u64 = 1 << 20;
@@ -141,17 +141,18 @@ pub fn signed_build_as(format: Format) -> Option<Build> {
     drop(file);
 
     let raw_bytes = std::fs::read(&raw).unwrap();
-    match format {
+    let compressed = match format {
         Format::Frames => compress_in_frames(&raw, &files.image_zst(), 3, 2, FRAME_SIZE),
         Format::SingleFrame => compress_single_frame(&raw, &files.image_zst(), 3, 2),
     }
     .unwrap();
+    let frames = compressed.frames;
     let compressed = std::fs::read(files.image_zst()).unwrap();
     BlockMap::from_image(&raw)
         .unwrap()
         .write(&files.bmap())
         .unwrap();
-    manifest(&raw, &raw_bytes, &compressed)
+    manifest(&raw, &raw_bytes, &compressed, frames)
         .write(&files.manifest())
         .unwrap();
 
@@ -171,7 +172,7 @@ pub fn signed_build_as(format: Format) -> Option<Build> {
 pub const NAME: &str = "meetbox-test";
 
 /// The manifest of the fixture image, with its partitions as the crate reads them.
-fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8]) -> Manifest {
+fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8], frames: Vec<ImageFrame>) -> Manifest {
     let disk = gpt::GptConfig::new().open(raw).unwrap();
     let partitions = disk
         .partitions()
@@ -208,6 +209,7 @@ fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8]) -> Manifest {
             compressed_size_bytes: compressed.len() as u64,
             compressed_sha256: Sha256Digest::of(compressed),
             bmap_file: format!("{NAME}.img.bmap"),
+            frames,
         },
         source_date_epoch: 1_700_000_000,
     }
