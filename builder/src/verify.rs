@@ -1005,6 +1005,11 @@ mod tests {
         verify_build(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
     }
 
+    /// The lighter check `meetbox flash` and `meetbox inspect` make.
+    fn status(build: &SyntheticBuild) -> VerifyReport {
+        signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
+    }
+
     /// The names of the failed checks, and the report text for assertion messages.
     fn failed(report: &VerifyReport) -> (Vec<String>, String) {
         let names = report.failures().map(|c| c.check.clone()).collect();
@@ -1289,8 +1294,7 @@ mod tests {
         }
         let report = verify(&build);
         assert!(report.passed(), "{report}");
-        let status =
-            signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap();
+        let status = status(&build);
         assert!(status.passed(), "{status}");
     }
 
@@ -1298,9 +1302,6 @@ mod tests {
     /// altering the file signature, the comment or the global signature fails it.
     #[test]
     fn the_digest_check_refuses_any_altered_part_of_the_image_signature() {
-        let status = |build: &SyntheticBuild| {
-            signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
-        };
         let Some((build, _keys)) = signed_build(14) else {
             return;
         };
@@ -1328,7 +1329,8 @@ mod tests {
         };
         alter(1, 40); // inside the file signature
         alter(3, 20); // inside the global signature
-                      // The trusted comment itself: another digest, as if for another file.
+
+        // The trusted comment itself: another digest, as if for another file.
         let forged = original.replace("sha256:", "sha256:0");
         fs::write(build.files.image_signature(), forged).unwrap();
         let (names, text) = failed(&status(&build));
@@ -1342,9 +1344,6 @@ mod tests {
     /// signed manifest: a damaged or missing frame is named by its bytes.
     #[test]
     fn the_frames_check_names_a_damaged_or_missing_frame() {
-        let status = |build: &SyntheticBuild| {
-            signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
-        };
         let Some((build, _keys)) = signed_build(15) else {
             return;
         };
@@ -1388,8 +1387,7 @@ mod tests {
             return;
         };
         flip_byte(&build.files.bmap(), |len| len - 2);
-        let report =
-            signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap();
+        let report = status(&build);
         // Five checks of files and signatures, and the frames one by one.
         assert_eq!(report.checks.len(), 6);
         assert_eq!(report.checks[5].check, "frames of meetbox-test.img.zst");
