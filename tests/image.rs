@@ -176,6 +176,25 @@ fn check_artifacts_with_reference_tools(built: &Built) {
         "bmaptool's copy is the signed raw image"
     );
     fs::remove_file(&copy).unwrap();
+
+    // The signed manifest lists every 32 MiB frame with its SHA-256, covering the
+    // compressed file up to its seek table.
+    let frames = manifest["image"]["frames"].as_array().unwrap();
+    let raw_size = manifest["image"]["raw_size_bytes"].as_u64().unwrap();
+    assert_eq!(
+        frames.len() as u64,
+        raw_size.div_ceil(32 << 20),
+        "{frames:?}"
+    );
+    let framed: u64 = frames
+        .iter()
+        .map(|f| f["compressed_size"].as_u64().unwrap())
+        .sum();
+    let file_size = fs::metadata(built.file(".img.zst")).unwrap().len();
+    assert!(
+        framed < file_size && file_size - framed < 4096,
+        "frames {framed} B, file {file_size} B"
+    );
 }
 
 fn sha256_file(path: &Path) -> String {
