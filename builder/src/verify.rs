@@ -31,6 +31,7 @@ use minisign::{PublicKey, SignatureBox};
 use sha2::{Digest, Sha256};
 
 use crate::artifacts::BuildFiles;
+use crate::blockmap::BlockMap;
 use crate::checksums::{digest_listed_for, parse_sums, Sha256Digest, SUMS_FILE};
 use crate::keys::{default_secret_key_path, load_public_key, public_key_path_for, user_config_dir};
 use crate::manifest::{ImageFrame, Manifest};
@@ -82,24 +83,24 @@ pub fn run_verify(args: &VerifyArgs) -> Result<bool> {
 
 /// Every check, including decompressing the image and comparing it with the manifest.
 pub fn verify_build(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
-    Ok(check_build(image_zst, pubkey, Depth::Full)?.0)
+    Ok(check_build(image_zst, pubkey, Depth::Full)?.report)
 }
 
 /// Per-check status without decompressing (for `meetbox inspect`); never fails
 /// because a check fails, only when the checks cannot run.
 pub fn signature_status(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
-    Ok(check_build(image_zst, pubkey, Depth::Signatures)?.0)
+    Ok(check_build(image_zst, pubkey, Depth::Signatures)?.report)
 }
 
 /// A build whose signatures, checksums and manifest hold, ready for `meetbox flash`.
-/// The file may change after this check: `frames` lets flash prove that each
+/// The manifest and block map are parsed from the very bytes that were checked;
+/// the image may change after this check: `frames` lets flash prove that each
 /// frame it reads again is the one signed.
 #[derive(Clone, Debug)]
 pub struct VerifiedBuild {
     pub files: BuildFiles,
     pub manifest: Manifest,
-    pub image_zst: PathBuf,
-    pub bmap: PathBuf,
+    pub block_map: BlockMap,
     pub public_key_path: PathBuf,
     /// The image's frames and the signed SHA-256 of each; `None` for an image
     /// whose manifest lists no frames.
@@ -118,7 +119,11 @@ pub struct VerifiedFrames {
 /// its whole SHA-256), without decompressing; fails naming every check that did
 /// not pass.
 pub fn check_signatures(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifiedBuild> {
-    let (report, frames) = check_build(image_zst, pubkey, Depth::Signatures)?;
+    let Checked {
+        report,
+        frames,
+        bmap,
+    } = check_build(image_zst, pubkey, Depth::Signatures)?;
     if !report.passed() {
         let reasons: Vec<String> = report.failures().map(ToString::to_string).collect();
         bail!(
@@ -131,10 +136,14 @@ pub fn check_signatures(image_zst: &Path, pubkey: Option<&Path>) -> Result<Verif
         .manifest
         .clone()
         .expect("a passed report has a manifest");
+    let bmap = bmap.expect("a passed report has read the block map");
+    let block_map = std::str::from_utf8(&bmap)
+        .map_err(anyhow::Error::from)
+        .and_then(BlockMap::parse)
+        .with_context(|| format!("in {}", report.files.bmap().display()))?;
     Ok(VerifiedBuild {
         frames,
-        image_zst: report.files.image_zst(),
-        bmap: report.files.bmap(),
+        block_map,
         files: report.files,
         manifest,
         public_key_path: report.public_key_path,
@@ -247,13 +256,18 @@ enum Depth {
     Full,
 }
 
-/// Builds the report: reads the small files, reads the image once, then judges.
-/// Also returns the image's frames as checked, when they were checked one by one.
-fn check_build(
-    image_zst: &Path,
-    pubkey: Option<&Path>,
-    depth: Depth,
-) -> Result<(VerifyReport, Option<VerifiedFrames>)> {
+/// What `check_build` found: the report, and what `meetbox flash` goes on with.
+struct Checked {
+    report: VerifyReport,
+    /// The image's frames as checked, when they were checked one by one.
+    frames: Option<VerifiedFrames>,
+    /// The block map's bytes, as hashed for the SHA256SUMS check.
+    bmap: Option<Vec<u8>>,
+}
+
+/// Builds the report: reads the small files (each once: the bytes hashed are the
+/// bytes parsed), reads the image once, then judges.
+fn check_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<Checked> {
     let decompress = depth == Depth::Full;
     let started = Instant::now();
     let files = BuildFiles::from_image_zst(image_zst)?;
@@ -273,7 +287,17 @@ fn check_build(
         .as_ref()
         .ok()
         .filter(|signature| signature_usable(signature, &public).is_ok());
-    let manifest = Manifest::read(&files.manifest()).map_err(|e| format!("{e:#}"));
+    let manifest_bytes = read_small_file(&files.manifest());
+    let bmap_bytes = read_small_file(&files.bmap());
+    let manifest = manifest_bytes
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|bytes| {
+            std::str::from_utf8(bytes)
+                .map_err(anyhow::Error::from)
+                .and_then(Manifest::from_json)
+                .map_err(|e| format!("in {}: {e:#}", files.manifest().display()))
+        });
     let listed_frames = manifest
         .as_ref()
         .ok()
@@ -316,7 +340,15 @@ fn check_build(
             manifest.as_ref().ok(),
         ),
         check_sums_signature(&files, &key, &sums_text),
-        check_sums_listing(&files, &sums_text, &read, manifest.as_ref().ok()),
+        check_sums_listing(
+            &files,
+            &sums_text,
+            [
+                read.compressed_sha256(manifest.as_ref().ok()),
+                digest_of(&bmap_bytes),
+                digest_of(&manifest_bytes),
+            ],
+        ),
         check_manifest(&files, &manifest, &read),
     ];
     if let ImageBytes::Frames(frames) = &read.bytes {
@@ -342,7 +374,23 @@ fn check_build(
         ImageBytes::Frames(Ok(frames)) => Some(frames),
         _ => None,
     };
-    Ok((report, frames))
+    Ok(Checked {
+        report,
+        frames,
+        bmap: bmap_bytes.ok(),
+    })
+}
+
+/// Reads a small file of the build whole; the error names it as missing.
+fn read_small_file(path: &Path) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| format!("cannot read {}: {e}: missing file", path.display()))
+}
+
+fn digest_of(bytes: &Result<Vec<u8>, String>) -> Result<Sha256Digest, String> {
+    bytes
+        .as_ref()
+        .map(|b| Sha256Digest::of(b))
+        .map_err(Clone::clone)
 }
 
 /// The public key and where it came from, for messages.
@@ -531,25 +579,23 @@ fn check_sums_signature(
     }
 }
 
+/// Compares SHA256SUMS with the digests of the image, the block map and the
+/// manifest, in that order.
 fn check_sums_listing(
     files: &BuildFiles,
     sums_text: &Result<String, String>,
-    read: &ImageRead,
-    manifest: Option<&Manifest>,
+    digests: [Result<Sha256Digest, String>; 3],
 ) -> CheckResult {
     let check = format!("{SUMS_FILE} digests");
     let outcome = (|| {
         let text = sums_text.as_ref().map_err(Clone::clone)?;
         let entries = parse_sums(text).map_err(|e| format!("{e:#}"))?;
-        let of_file = |path: PathBuf| {
-            Sha256Digest::of_file(&path).map_err(|e| format!("{e:#}: missing file"))
-        };
-        let actual = [
-            (files.image_zst_name(), read.compressed_sha256(manifest)),
-            (files.bmap_name(), of_file(files.bmap())),
-            (files.manifest_name(), of_file(files.manifest())),
+        let names = [
+            files.image_zst_name(),
+            files.bmap_name(),
+            files.manifest_name(),
         ];
-        for (name, digest) in actual {
+        for (name, digest) in names.into_iter().zip(digests) {
             let listed = digest_listed_for(&entries, &name).map_err(|e| e.to_string())?;
             let digest = digest?;
             if listed != digest {
@@ -1045,7 +1091,10 @@ mod tests {
             verified.manifest.image.raw_sha256,
             Sha256Digest::of(&build.raw)
         );
-        assert_eq!(verified.bmap, build.files.bmap());
+        assert_eq!(
+            verified.block_map,
+            BlockMap::read(&build.files.bmap()).unwrap()
+        );
     }
 
     #[test]

@@ -159,7 +159,7 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     Ok(())
 }
 
-/// Checks the build's signatures, SHA256SUMS and manifest, then reads the block
+/// Checks the build's signatures, SHA256SUMS and manifest, and takes the block
 /// map they vouch for. The signed SHA-256 of each frame (or, for an image of one
 /// stream, the map's per-range SHA-256), checked again while writing, is
 /// what ties every written byte to the signature, even if the image file were
@@ -169,11 +169,11 @@ fn verified_block_map(
     pubkey: Option<&Path>,
 ) -> Result<(BlockMap, Option<VerifiedFrames>)> {
     let verified = crate::verify::check_signatures(image, pubkey)?;
-    let map = BlockMap::read(&verified.bmap)?;
+    let map = verified.block_map;
     if map.image_size != verified.manifest.image.raw_size_bytes {
         bail!(
             "{} maps an image of {} bytes but the manifest says {}: the build is inconsistent; rebuild it",
-            verified.bmap.display(),
+            verified.files.bmap().display(),
             map.image_size,
             verified.manifest.image.raw_size_bytes
         );
