@@ -903,15 +903,7 @@ fn stream_image(
 fn feed_blocks(image: &mut File, mut consumers: Vec<SyncSender<Arc<Vec<u8>>>>) -> io::Result<()> {
     loop {
         let mut block = vec![0u8; CHUNK_BYTES];
-        let mut filled = 0;
-        while filled < block.len() {
-            match image.read(&mut block[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = read_full(image, &mut block)?;
         if filled == 0 {
             return Ok(());
         }
@@ -922,6 +914,20 @@ fn feed_blocks(image: &mut File, mut consumers: Vec<SyncSender<Arc<Vec<u8>>>>) -
             return Ok(());
         }
     }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Decompresses the blocks as a zstd stream and returns the raw size and SHA-256;
@@ -960,15 +966,7 @@ fn decompress_into(
     loop {
         let mut block = spare.try_recv().unwrap_or_default();
         block.resize(CHUNK_BYTES, 0);
-        let mut filled = 0;
-        while filled < block.len() {
-            match decoder.read(&mut block[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = read_full(&mut decoder, &mut block)?;
         if filled == 0 {
             return Ok(());
         }
