@@ -94,19 +94,8 @@ fn build(base: &str, out_name: &str) -> Built {
     let _ = fs::remove_dir_all(&out);
     let (key, _) = test_key();
     let cache = work_dir().join("cache");
-    meetbox_ok(&[
-        "build",
-        "--profile",
-        "test",
-        "--base",
-        base,
-        "--out",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ]);
+    let args = support::test_build_args(base, &out, key, &cache);
+    meetbox_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     Built {
         out,
         name: format!("meetbox-test-{base}"),

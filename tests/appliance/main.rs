@@ -120,19 +120,8 @@ fn built() -> &'static Built {
         let _ = fs::remove_dir_all(&out);
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-tests/cache");
         let started = Instant::now();
-        meetbox_ok(&[
-            "build",
-            "--profile",
-            "test",
-            "--base",
-            "ubuntu-24.04",
-            "--out",
-            out.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-        ]);
+        let args = support::test_build_args("ubuntu-24.04", &out, &key, &cache);
+        meetbox_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         eprintln!("build: {:.0} s", started.elapsed().as_secs_f64());
         let name = "meetbox-test-ubuntu-24.04";
         let manifest = fs::read(out.join(format!("{name}.manifest.json"))).unwrap();
