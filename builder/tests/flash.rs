@@ -13,7 +13,7 @@ use flash_support::{
 use meetbox::blockmap::BlockMap;
 use meetbox::flash::{device, run, writer, FlashArgs};
 use meetbox::seek_table::SeekTable;
-use meetbox::verify::check_signatures;
+use meetbox::verify::{check_signatures, VerifiedBuild};
 
 fn error_of(args: &FlashArgs) -> String {
     format!("{:#}", run(args).expect_err("flash must be refused"))
@@ -54,23 +54,34 @@ fn flash_with_damaged_frame(index: usize) -> (flash_support::Build, std::path::P
     bytes[(frame.compressed_offset + frame.compressed_size / 2) as usize] ^= 0x55;
     std::fs::write(&build.zst, bytes).unwrap();
 
-    let map = BlockMap::read(&build.dir.path().join("meetbox-test.img.bmap")).unwrap();
+    let (path, outcome) = write_over_old_disk(&build, &verified, false);
+    (build, path, outcome.err().unwrap_or_default())
+}
+
+/// Writes the checked build over a copy of its own raw image (an old disk with a
+/// partition table), through the pipeline that follows the signature check;
+/// `stop_at_once` is Ctrl-C before the first buffer. The target and the error.
+fn write_over_old_disk(
+    build: &flash_support::Build,
+    verified: &VerifiedBuild,
+    stop_at_once: bool,
+) -> (std::path::PathBuf, Result<(), String>) {
     let path = build.dir.path().join("target.raw");
-    std::fs::copy(&build.raw, &path).unwrap(); // an old disk with a partition table
+    std::fs::copy(&build.raw, &path).unwrap();
+    let map = &verified.block_map;
     let target = writer::TargetFile::open_file(&path, map.image_size).unwrap();
-    let stop = AtomicBool::new(false);
+    let stop = AtomicBool::new(stop_at_once);
     let job = writer::FlashJob {
         image_zst: &build.zst,
-        map: &map,
+        map,
         frames: verified.frames.as_ref(),
         stop: &stop,
         corrupt_after_write: None,
     };
-    let outcome = match writer::write_image(&job, &target) {
-        Ok(_) => String::new(),
-        Err(err) => format!("{err:#}"),
-    };
-    (build, path, outcome)
+    let outcome = writer::write_image(&job, &target)
+        .map(drop)
+        .map_err(|err| format!("{err:#}"));
+    (path, outcome)
 }
 
 #[test]
@@ -201,21 +212,10 @@ fn tampered_block_map_is_refused_before_any_write() {
 #[test]
 fn interrupted_flash_leaves_no_partition_table() {
     let Some(build) = signed_build() else { return };
-    let map = BlockMap::read(&build.dir.path().join("meetbox-test.img.bmap")).unwrap();
-    let path = build.dir.path().join("interrupted.raw");
-    // An old disk with a partition table of its own.
-    std::fs::copy(&build.raw, &path).unwrap();
-    let target = writer::TargetFile::open_file(&path, map.image_size).unwrap();
-    let stop = AtomicBool::new(true); // as if Ctrl-C came at once
     let verified = check_signatures(&build.zst, Some(&build.pubkey)).unwrap();
-    let job = writer::FlashJob {
-        image_zst: &build.zst,
-        map: &map,
-        frames: verified.frames.as_ref(),
-        stop: &stop,
-        corrupt_after_write: None,
-    };
-    let err = format!("{:#}", writer::write_image(&job, &target).unwrap_err());
+    // As if Ctrl-C came at once.
+    let (path, outcome) = write_over_old_disk(&build, &verified, true);
+    let err = outcome.unwrap_err();
     assert!(err.contains("will not boot"), "{err}");
     assert_no_partition_table(&path, "the old partition table survived");
 }
