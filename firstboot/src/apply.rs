@@ -102,6 +102,19 @@ impl Root {
         write_atomically(&path, content, meta.mode() & 0o7777, meta.uid(), meta.gid())
     }
 
+    /// Clears the bits for others on a file a package owns (it now holds a secret).
+    pub fn close_to_others(&self, target: &str) -> Result<()> {
+        let path = self.path(target);
+        let meta =
+            fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mode = meta.mode() & 0o7770;
+        if mode != meta.mode() & 0o7777 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Writes a directory with a mode (created if missing, mode and owner set either way).
     pub fn directory(&self, target: &str, mode: u32, owner: Owner) -> Result<()> {
         let path = self.path(target);

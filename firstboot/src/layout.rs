@@ -8,12 +8,16 @@ pub const XMPP_DOMAIN: &str = "meet.jitsi";
 pub const XMPP_AUTH_DOMAIN: &str = "auth.meet.jitsi";
 pub const XMPP_GUEST_DOMAIN: &str = "guest.meet.jitsi";
 pub const XMPP_MUC_DOMAIN: &str = "conference.meet.jitsi";
-pub const XMPP_INTERNAL_MUC_DOMAIN: &str = "internal-muc.meet.jitsi";
+/// Jitsi's own name for the MUC where videobridges announce themselves: its postinst adds this component
+/// to the prosody site at every upgrade unless the name is there (docs/jitsi.md).
+pub const XMPP_INTERNAL_MUC_DOMAIN: &str = "internal.auth.meet.jitsi";
 pub const XMPP_LOBBY_DOMAIN: &str = "lobby.meet.jitsi";
 pub const XMPP_BREAKOUT_DOMAIN: &str = "breakout.meet.jitsi";
 pub const XMPP_FOCUS_COMPONENT: &str = "focus.meet.jitsi";
+/// Polls live in their own component since Jitsi removed the `polls` MUC module.
+pub const XMPP_POLLS_COMPONENT: &str = "polls.meet.jitsi";
 /// The MUC where videobridges announce themselves to jicofo.
-pub const BREWERY_ROOM: &str = "jvbbrewery@internal-muc.meet.jitsi";
+pub const BREWERY_ROOM: &str = "jvbbrewery@internal.auth.meet.jitsi";
 pub const FOCUS_USER: &str = "focus";
 pub const JVB_USER: &str = "jvb";
 
@@ -45,6 +49,9 @@ pub const PROSODY_CFG: &str = "/etc/prosody/prosody.cfg.lua";
 pub const PROSODY_SITE_AVAIL: &str = "/etc/prosody/conf.avail/meet.jitsi.cfg.lua";
 pub const PROSODY_SITE_LINK: &str = "/etc/prosody/conf.d/meet.jitsi.cfg.lua";
 pub const PROSODY_CERT_DIR: &str = "/etc/prosody/certs";
+/// Where jitsi-meet-prosody's postinst keeps the internal hosts' certificates (linked from
+/// PROSODY_CERT_DIR); it makes new ones, and trusts the auth host's system-wide, when none is here.
+pub const PROSODY_CERT_STORE: &str = "/var/lib/prosody";
 pub const PROSODY_DATA_DIR: &str = "/var/lib/prosody";
 /// Present when jitsi-meet-prosody is installed; its modules are enabled only then.
 pub const JITSI_PROSODY_PLUGINS: &str = "/usr/share/jitsi-meet/prosody-plugins";
@@ -54,12 +61,18 @@ pub const JITSI_MEET_DIR: &str = "/etc/jitsi/meet";
 pub const JITSI_WEB_ROOT: &str = "/usr/share/jitsi-meet";
 pub const NGINX_SITE_AVAIL: &str = "/etc/nginx/sites-available/meetbox.conf";
 pub const NGINX_SITE_LINK: &str = "/etc/nginx/sites-enabled/meetbox.conf";
-pub const NGINX_DEFAULT_SITE_LINK: &str = "/etc/nginx/sites-enabled/default";
+/// Sites the packages enable: nginx's welcome page, and jitsi-meet-web-config's site for the internal
+/// name (it would become the default server, with its access log and a key every image shares).
+pub const NGINX_PACKAGE_SITE_LINKS: [&str; 2] = [
+    "/etc/nginx/sites-enabled/default",
+    "/etc/nginx/sites-enabled/meet.jitsi.conf",
+];
 pub const TURN_CONF: &str = "/etc/turnserver.conf";
 pub const MACHINE_ID: &str = "/etc/machine-id";
 /// Written by `meetbox build` (see tuning.rs).
 pub const TUNING_FILE: &str = "/etc/meetbox/tuning.toml";
-/// The shell-style environment files of Jitsi's Debian packages (created by their postinst; see heaps.rs).
+/// The shell-style environment files of Jitsi's Debian packages (created by their postinst; see
+/// jitsi_env.rs).
 pub const JVB_ENV_FILE: &str = "/etc/jitsi/videobridge/config";
 pub const JICOFO_ENV_FILE: &str = "/etc/jitsi/jicofo/config";
 /// The swap file (the name Ubuntu's installer uses) and the table that activates it at boot.

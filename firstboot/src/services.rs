@@ -20,9 +20,14 @@ pub const STACK: [&str; 6] = [
 /// Runs `meetbox-firstboot renew` hourly: renewals and retries after a failed validation.
 pub const ACME_TIMER: &str = "meetbox-acme.timer";
 
-/// True when the target has a unit file for `unit`.
+/// True when the target has a unit file for `unit`, or an init script that systemd's SysV
+/// generator turns into that unit (jicofo ships only `/etc/init.d/jicofo`; `systemctl enable` then
+/// runs update-rc.d, as the package's own scripts do).
 pub fn installed(root: &Root, unit: &str) -> bool {
-    [
+    let sysv = unit
+        .strip_suffix(".service")
+        .is_some_and(|name| root.exists(&format!("/etc/init.d/{name}")));
+    sysv || [
         "/usr/lib/systemd/system",
         "/lib/systemd/system",
         "/etc/systemd/system",
@@ -83,4 +88,28 @@ fn run(command: &mut Command) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unit_file_or_an_init_script_counts_as_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let put = |path: &str| {
+            let file = root.path(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, "").unwrap();
+        };
+        put("/usr/lib/systemd/system/jitsi-videobridge2.service");
+        put("/etc/init.d/jicofo");
+        assert!(installed(&root, "jitsi-videobridge2.service"));
+        assert!(installed(&root, "jicofo.service"));
+        assert!(!installed(&root, "prosody.service"));
+        // An init script stands for a service, not for a timer or a socket.
+        put("/etc/init.d/meetbox-acme");
+        assert!(!installed(&root, "meetbox-acme.timer"));
+    }
 }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::acme;
 use crate::answers::{self, Answers};
 use crate::apply::{FileSpec, Owner, Root};
-use crate::heaps;
+use crate::jitsi_env;
 use crate::layout;
 use crate::network;
 use crate::prompts;
@@ -230,7 +230,8 @@ fn do_step(
             configuration(root, settings, network, tuning)?;
         }
         Step::JavaHeaps => {
-            for note in heaps::apply(root, load_tuning(root, tuning_cache)?)? {
+            jitsi_env::set_identity(root, &load_or_create_secrets(root)?)?;
+            for note in jitsi_env::set_heaps(root, load_tuning(root, tuning_cache)?)? {
                 println!("    {note}");
             }
         }
@@ -314,24 +315,26 @@ fn ssh_authorized_keys(root: &Root, keys: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Self-signed certificates for prosody's internal hosts (only jicofo and the bridge see them).
+/// Self-signed certificates for prosody's internal hosts (only jicofo and the bridge see them), kept
+/// where jitsi-meet-prosody's postinst looks for them and linked from prosody's certificate
+/// directory, as that script does: finding them, it makes no new ones and trusts none system-wide.
 fn prosody_certificates(root: &Root) -> Result<()> {
     let prosody = Owner::new("prosody", "prosody");
     for host in [layout::XMPP_DOMAIN, layout::XMPP_AUTH_DOMAIN] {
         let certified = tls::self_signed(&[host])?;
-        let dir = layout::PROSODY_CERT_DIR;
-        root.write(&FileSpec::new(
-            format!("{dir}/{host}.key"),
-            certified.key_pem,
-            0o600,
-            prosody,
-        ))?;
-        root.write(&FileSpec::new(
-            format!("{dir}/{host}.crt"),
-            certified.chain_pem,
-            0o644,
-            prosody,
-        ))?;
+        let store = layout::PROSODY_CERT_STORE;
+        for (extension, content, mode) in [
+            ("key", certified.key_pem, 0o600),
+            ("crt", certified.chain_pem, 0o644),
+        ] {
+            let file = format!("{store}/{host}.{extension}");
+            root.write(&FileSpec::new(file.clone(), content, mode, prosody))?;
+            // Relative, so that the link resolves inside `--root` too.
+            root.symlink(
+                &format!("{}/{host}.{extension}", layout::PROSODY_CERT_DIR),
+                &format!("../../..{file}"),
+            )?;
+        }
     }
     Ok(())
 }
@@ -357,7 +360,9 @@ fn configuration(
     for (link, target) in render::LINKS {
         root.symlink(link, target)?;
     }
-    root.remove(layout::NGINX_DEFAULT_SITE_LINK)?;
+    for link in layout::NGINX_PACKAGE_SITE_LINKS {
+        root.remove(link)?;
+    }
     root.directory(layout::ACME_WEBROOT, 0o755, Owner::ROOT)?;
     root.directory(layout::ACME_CHALLENGE_DIR, 0o755, Owner::ROOT)?;
     Ok(())

@@ -26,7 +26,8 @@ pub enum Step {
     ProsodyCertificates,
     /// All configuration files are rendered (config.js with the tuning file's caps).
     Configuration,
-    /// The videobridge's and jicofo's Java heaps are set from the tuning file (when Jitsi is installed).
+    /// The videobridge's and jicofo's Java heaps are set from the tuning file, and their packages'
+    /// environment files carry this box's identity (when Jitsi is installed).
     JavaHeaps,
     /// The swap file from the tuning file exists and is listed in fstab (unless the disk is too small).
     Swap,

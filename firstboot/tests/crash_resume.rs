@@ -218,13 +218,13 @@ fn a_crash_after_any_step_resumes_to_the_same_end_state() {
         reference_files["etc/jitsi/videobridge/config"],
         (
             0o640,
-            "JVB_HOSTNAME=meet.jitsi\nJVB_OPTS=\"--apis=,\"\nVIDEOBRIDGE_MAX_MEMORY=1920m\n"
+            "JVB_HOSTNAME=meet.jitsi\nJVB_OPTS=\"--apis=,\"\nJVB_SECRET=<jvb-password>\nVIDEOBRIDGE_MAX_MEMORY=1920m\n"
                 .to_string()
         )
     );
     assert_eq!(
         reference_files["etc/jitsi/jicofo/config"].1,
-        "JICOFO_HOST=localhost\nJICOFO_MAX_MEMORY=640m\n"
+        "JICOFO_HOST=localhost\nJICOFO_MAX_MEMORY=640m\nJICOFO_HOSTNAME=meet.jitsi\nJICOFO_AUTH_DOMAIN=auth.meet.jitsi\nJICOFO_AUTH_USER=focus\nJICOFO_AUTH_PASSWORD=<focus-password>\n"
     );
     assert_eq!(
         reference_files["swap.img"],

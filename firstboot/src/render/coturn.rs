@@ -26,10 +26,19 @@ const DENIED_PEERS: [&str; 18] = [
     "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
 ];
 
+/// The lines jitsi-meet-turnserver's postinst looks for at every install and upgrade: without the
+/// first it moves the file aside and writes its own (the image's secret and realm); without the
+/// second it appends its relay list and restarts coturn. With both, it leaves the file alone.
+pub const JITSI_MARKERS: [&str; 2] = [
+    "# jitsi-meet coturn config. Do not modify this line",
+    "# jitsi-meet coturn relay disable config. Do not modify this line",
+];
+
 pub fn turnserver_conf(site: &Site) -> String {
     let domain = site.domain;
     let secret = &site.secrets.turn_secret;
     let mut out = header("#");
+    out += &format!("{}\n", JITSI_MARKERS[0]);
     out += &format!(
         r#"listening-port=3478
 tls-listening-port=5349
@@ -63,6 +72,7 @@ log-file=/dev/null
         }
         out += &format!("# The videobridge on this box, reached through its LAN address.\nallowed-peer-ip={lan}\n");
     }
+    out += &format!("{}\n", JITSI_MARKERS[1]);
     for range in DENIED_PEERS {
         out += &format!("denied-peer-ip={range}\n");
     }

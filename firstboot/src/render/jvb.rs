@@ -19,6 +19,8 @@ pub fn jvb_conf(site: &Site) -> String {
     udp {{
       port = 10000
     }}
+    // LAN participants reach the bridge directly, without hairpin NAT on the router.
+    advertise-private-candidates = true
   }}
   http-servers {{
     public {{
@@ -31,7 +33,7 @@ pub fn jvb_conf(site: &Site) -> String {
   }}
   websockets {{
     enabled = true
-    domain = "{domain}:443"
+    domains = [ "{domain}:443" ]
     tls = true
     server-id = "meetbox"
   }}
@@ -64,8 +66,6 @@ ice4j {{
         enabled = false
       }}
 {mapping}    }}
-    // LAN participants reach the bridge directly, without hairpin NAT on the router.
-    advertise-private-candidates = true
   }}
 }}
 "#,

@@ -42,7 +42,6 @@ c2s_require_encryption = true
 network_default_read_size = 66560
 
 certificates = "certs"
-unlimited_jids = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}", "{JVB_USER}@{XMPP_AUTH_DOMAIN}" }}
 
 -- Warnings only: client addresses stay out of the logs.
 log = {{
@@ -56,46 +55,70 @@ Include "conf.d/*.cfg.lua"
 }
 
 /// /etc/prosody/conf.avail/meet.jitsi.cfg.lua: the virtual hosts and MUC components.
+///
+/// With Jitsi installed, the modules and components are those of the release's own template
+/// (`prosody.cfg.lua-jvb.example`), and the file is a fixed point of jitsi-meet-prosody's postinst:
+/// every line that script looks for at an upgrade is here, so it edits nothing (docs/jitsi.md).
 pub fn prosody_site(site: &Site) -> String {
     let domain = site.domain;
     let turn_secret = &site.secrets.turn_secret;
     let jitsi = site.jitsi_prosody_plugins;
-    let main_modules = if jitsi {
-        "\"muc_lobby_rooms\"; \"muc_breakout_rooms\"; \"speakerstats\"; \"conference_duration\"; \"av_moderation\";"
-    } else {
-        ""
+    let modules = |with_jitsi: &'static str| -> &'static str {
+        if jitsi {
+            with_jitsi
+        } else {
+            ""
+        }
     };
+    let main_modules = modules(
+        " \"smacks\"; \"features_identity\"; \"conference_duration\"; \"muc_lobby_rooms\"; \"muc_breakout_rooms\";",
+    );
+    let auth_modules = modules(" \"limits_exception\"; \"smacks\";");
+    let muc_modules = modules(
+        " \"muc_hide_all\"; \"muc_meeting_id\"; \"muc_domain_mapper\"; \"muc_rate_limit\"; \"muc_password_whitelist\";",
+    );
+    let hide_all = modules(" \"muc_hide_all\";");
+    let lobby_modules = modules(" \"muc_hide_all\"; \"muc_rate_limit\";");
     let guest_auth = if jitsi {
         "jitsi-anonymous"
     } else {
         "anonymous"
     };
-    let muc_modules = if jitsi {
-        "\"muc_hide_all\"; \"muc_meeting_id\"; \"muc_domain_mapper\"; \"polls\"; \"muc_rate_limit\";"
-    } else {
-        ""
-    };
     let jitsi_components = if jitsi {
         format!(
             r#"
+-- Proxy to jicofo's user JID, so that it doesn't have to register as a component.
 Component "{XMPP_FOCUS_COMPONENT}" "client_proxy"
 	target_address = "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}"
 
 Component "{XMPP_BREAKOUT_DOMAIN}" "muc"
-	storage = "memory"
 	restrict_room_creation = true
+	storage = "memory"
+	modules_enabled = {{
+		"muc_hide_all"; "muc_meeting_id"; "muc_domain_mapper"; "muc_rate_limit";
+		--"polls"; -- gone from Jitsi: polls are the component below
+	}}
+	admins = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}" }}
 	muc_room_locking = false
 	muc_room_default_public_jids = true
-	modules_enabled = {{ "muc_hide_all"; "muc_meeting_id"; "muc_domain_mapper"; "polls"; }}
 
 Component "speakerstats.{XMPP_DOMAIN}" "speakerstats_component"
 	muc_component = "{XMPP_MUC_DOMAIN}"
 
-Component "conferenceduration.{XMPP_DOMAIN}" "conference_duration_component"
+Component "endconference.{XMPP_DOMAIN}" "end_conference"
 	muc_component = "{XMPP_MUC_DOMAIN}"
 
 Component "avmoderation.{XMPP_DOMAIN}" "av_moderation_component"
 	muc_component = "{XMPP_MUC_DOMAIN}"
+
+Component "filesharing.{XMPP_DOMAIN}" "filesharing_component"
+	muc_component = "{XMPP_MUC_DOMAIN}"
+
+Component "metadata.{XMPP_DOMAIN}" "room_metadata_component"
+	muc_component = "{XMPP_MUC_DOMAIN}"
+	breakout_rooms_component = "{XMPP_BREAKOUT_DOMAIN}"
+
+Component "{XMPP_POLLS_COMPONENT}" "polls_component"
 "#
         )
     } else {
@@ -103,6 +126,12 @@ Component "avmoderation.{XMPP_DOMAIN}" "av_moderation_component"
     };
     format!(
         r#"{header}-- Public name: {domain}. The XMPP domain is fixed ({XMPP_DOMAIN}); see docs/firstboot.md.
+
+-- Prosody 13 no longer makes component admins room owners; jicofo needs to be one.
+component_admins_as_room_owners = true
+
+-- jicofo and the videobridge are never rate-limited.
+unlimited_jids = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}", "{JVB_USER}@{XMPP_AUTH_DOMAIN}" }}
 
 -- TURN credentials handed to browsers (XEP-0215), shared with coturn's static-auth-secret.
 external_service_secret = "{turn_secret}"
@@ -121,14 +150,11 @@ VirtualHost "{XMPP_DOMAIN}"
 		key = "{PROSODY_CERT_DIR}/{XMPP_DOMAIN}.key";
 		certificate = "{PROSODY_CERT_DIR}/{XMPP_DOMAIN}.crt";
 	}}
-	modules_enabled = {{ "bosh"; "websocket"; "ping"; "external_services"; {main_modules} }}
+	modules_enabled = {{ "bosh"; "websocket"; "ping"; "external_services";{main_modules} }}
 	c2s_require_encryption = false
 	main_muc = "{XMPP_MUC_DOMAIN}"
 	lobby_muc = "{XMPP_LOBBY_DOMAIN}"
 	breakout_rooms_muc = "{XMPP_BREAKOUT_DOMAIN}"
-	speakerstats_component = "speakerstats.{XMPP_DOMAIN}"
-	conference_duration_component = "conferenceduration.{XMPP_DOMAIN}"
-	av_moderation_component = "avmoderation.{XMPP_DOMAIN}"
 
 -- Guests join meetings that a logged-in user has started.
 VirtualHost "{XMPP_GUEST_DOMAIN}"
@@ -143,29 +169,32 @@ VirtualHost "{XMPP_AUTH_DOMAIN}"
 		key = "{PROSODY_CERT_DIR}/{XMPP_AUTH_DOMAIN}.key";
 		certificate = "{PROSODY_CERT_DIR}/{XMPP_AUTH_DOMAIN}.crt";
 	}}
+	modules_enabled = {{{auth_modules} }}
 	admins = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}", "{JVB_USER}@{XMPP_AUTH_DOMAIN}" }}
 
 Component "{XMPP_MUC_DOMAIN}" "muc"
-	storage = "memory"
 	restrict_room_creation = true
+	storage = "memory"
+	modules_enabled = {{{muc_modules} }}
+	admins = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}" }}
+	muc_password_whitelist = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}" }}
 	muc_room_locking = false
 	muc_room_default_public_jids = true
-	admins = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}" }}
-	modules_enabled = {{ {muc_modules} }}
 
+-- Where videobridges announce themselves to jicofo.
 Component "{XMPP_INTERNAL_MUC_DOMAIN}" "muc"
 	storage = "memory"
-	restrict_room_creation = true
+	modules_enabled = {{{hide_all} "ping"; }}
+	admins = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}", "{JVB_USER}@{XMPP_AUTH_DOMAIN}" }}
 	muc_room_locking = false
 	muc_room_default_public_jids = true
-	admins = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}", "{JVB_USER}@{XMPP_AUTH_DOMAIN}" }}
-	modules_enabled = {{ "ping"; }}
 
 Component "{XMPP_LOBBY_DOMAIN}" "muc"
 	storage = "memory"
 	restrict_room_creation = true
 	muc_room_locking = false
 	muc_room_default_public_jids = true
+	modules_enabled = {{{lobby_modules} }}
 {jitsi_components}"#,
         header = header("--")
     )

@@ -29,7 +29,6 @@ c2s_require_encryption = true
 network_default_read_size = 66560
 
 certificates = "certs"
-unlimited_jids = { "focus@auth.meet.jitsi", "jvb@auth.meet.jitsi" }
 
 -- Warnings only: client addresses stay out of the logs.
 log = {

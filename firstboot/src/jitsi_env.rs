@@ -1,5 +1,13 @@
-//! The Java heaps of the videobridge and jicofo, sized by the tuning file instead of the packages'
-//! 3 GB each (more than a 4 GB box can give both).
+//! The shell-style environment files of Jitsi's packages (`/etc/jitsi/videobridge/config`,
+//! `/etc/jitsi/jicofo/config`): the Java heaps sized by the tuning file instead of the packages' 3 GB
+//! each (more than a 4 GB box can give both), and the identity the packages' postinst reads at every
+//! upgrade.
+//!
+//! The identity matters because each postinst decides from it whether the box is already
+//! configured. jicofo's rewrites its file from scratch (losing the heap) unless `JICOFO_HOSTNAME`,
+//! `JICOFO_AUTH_DOMAIN`, `JICOFO_AUTH_USER` and `JICOFO_AUTH_PASSWORD` are all set; the
+//! videobridge's draws a new 8-character secret into debconf unless `JVB_HOSTNAME` and `JVB_SECRET`
+//! are. With this box's values there, an upgrade keeps both files as they are (docs/jitsi.md).
 //!
 //! How Jitsi's Debian packages size the heap (read in their sources, jitsi/jitsi-videobridge and
 //! jitsi/jicofo on GitHub):
@@ -12,18 +20,19 @@
 //!   `java -Xmx$JICOFO_MAX_MEMORY`, `3072m` when empty. The package's start script (`debian/init.d`)
 //!   sources `/etc/jitsi/jicofo/config`, written by `debian/postinst`, and exports `JICOFO_MAX_MEMORY`.
 //!
-//! So the agent sets those two variables in those two files and keeps every other line the packages
-//! wrote (host names, secrets, `JAVA_SYS_PROPS`). A missing file means the package is not installed
+//! So the agent sets those variables in those two files and keeps every other line the packages
+//! wrote (`JAVA_SYS_PROPS`). A missing file means the package is not installed
 //! (the `test` image has no Jitsi); it is skipped, not created.
 
 use anyhow::{Context, Result};
 
 use crate::apply::Root;
 use crate::layout;
+use crate::secrets::Secrets;
 use crate::tuning::Tuning;
 
 /// Sets each installed JVM's heap; returns one line per service for the console.
-pub fn apply(root: &Root, tuning: &Tuning) -> Result<Vec<String>> {
+pub fn set_heaps(root: &Root, tuning: &Tuning) -> Result<Vec<String>> {
     let services = [
         (
             "jitsi-videobridge2",
@@ -55,6 +64,40 @@ pub fn apply(root: &Root, tuning: &Tuning) -> Result<Vec<String>> {
         notes.push(format!("{package}: {key}={heap_mb}m in {file}"));
     }
     Ok(notes)
+}
+
+/// Writes into each installed package's file the identity its postinst checks for: the internal
+/// domain, the service account and this box's own password for it. The files stay private: the
+/// packages' directories are closed to others, and the files lose any bit for others too.
+pub fn set_identity(root: &Root, secrets: &Secrets) -> Result<()> {
+    let jvb = [
+        ("JVB_HOSTNAME", layout::XMPP_DOMAIN),
+        ("JVB_SECRET", secrets.jvb_password.as_str()),
+    ];
+    let jicofo = [
+        ("JICOFO_HOSTNAME", layout::XMPP_DOMAIN),
+        ("JICOFO_AUTH_DOMAIN", layout::XMPP_AUTH_DOMAIN),
+        ("JICOFO_AUTH_USER", layout::FOCUS_USER),
+        ("JICOFO_AUTH_PASSWORD", secrets.focus_password.as_str()),
+    ];
+    for (file, values) in [
+        (layout::JVB_ENV_FILE, &jvb[..]),
+        (layout::JICOFO_ENV_FILE, &jicofo[..]),
+    ] {
+        if !root.exists(file) {
+            continue;
+        }
+        let text = root.read_to_string(file)?;
+        let updated = values.iter().fold(text.clone(), |text, (key, value)| {
+            set_shell_var(&text, key, value)
+        });
+        if updated != text {
+            root.replace(file, updated.as_bytes())
+                .with_context(|| format!("cannot write the identity into {file}"))?;
+        }
+        root.close_to_others(file)?;
+    }
+    Ok(())
 }
 
 /// `text` (a shell-style `KEY=value` file) with `key` set to `value`: every active assignment of `key`
@@ -143,7 +186,7 @@ mod tests {
         std::fs::write(&path, JVB_CONFIG).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::chown(&path, Some(4242), Some(4343)).unwrap();
-        let notes = apply(&root, &Tuning::CONSERVATIVE).unwrap();
+        let notes = set_heaps(&root, &Tuning::CONSERVATIVE).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{JVB_CONFIG}VIDEOBRIDGE_MAX_MEMORY=1920m\n")
@@ -157,5 +200,41 @@ mod tests {
         );
         assert!(notes[1].contains("jicofo is not installed"), "{notes:?}");
         assert!(!root.exists(layout::JICOFO_ENV_FILE));
+    }
+
+    #[test]
+    fn identity_is_what_the_postinsts_check_and_stays_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let jicofo = root.path(layout::JICOFO_ENV_FILE);
+        std::fs::create_dir_all(jicofo.parent().unwrap()).unwrap();
+        // What jicofo's postinst writes on a new install.
+        let written = "# adds java system props\nJAVA_SYS_PROPS=\"-Dx=y\"\n";
+        std::fs::write(&jicofo, written).unwrap();
+        std::fs::set_permissions(&jicofo, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let secrets = Secrets::generate().unwrap();
+        set_identity(&root, &secrets).unwrap();
+        let text = std::fs::read_to_string(&jicofo).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{written}JICOFO_HOSTNAME=meet.jitsi\nJICOFO_AUTH_DOMAIN=auth.meet.jitsi\nJICOFO_AUTH_USER=focus\nJICOFO_AUTH_PASSWORD={}\n",
+                secrets.focus_password
+            )
+        );
+        assert_eq!(std::fs::metadata(&jicofo).unwrap().mode() & 0o777, 0o640);
+        // Sourced the way the postinst sources it, the file makes it an existing configuration.
+        let check = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(". \"$1\"; [ -n \"$JICOFO_HOSTNAME\" ] && [ -n \"$JICOFO_AUTH_DOMAIN\" ] && [ -n \"$JICOFO_AUTH_USER\" ] && [ -n \"$JICOFO_AUTH_PASSWORD\" ]")
+            .arg("-")
+            .arg(&jicofo)
+            .status()
+            .unwrap();
+        assert!(check.success());
+        // Again: nothing changes; the videobridge's file is absent and stays so.
+        set_identity(&root, &secrets).unwrap();
+        assert_eq!(std::fs::read_to_string(&jicofo).unwrap(), text);
+        assert!(!root.exists(layout::JVB_ENV_FILE));
     }
 }
