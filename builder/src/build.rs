@@ -24,7 +24,8 @@ use crate::{
 #[command(after_help = "Examples:\n  \
     meetbox build                                  default profile into out/\n  \
     meetbox build --profile test --base debian-12 --out /srv/images\n  \
-    meetbox build --hardware nuc-i5 --bandwidth fibre-250-250 --key ~/keys/meetbox.key\n\n\
+    meetbox build --hardware nuc-i5 --bandwidth fibre-250-250 --key ~/keys/meetbox.key\n  \
+    meetbox build --jitsi-repository http://mirror.lan/jitsi   Jitsi from a mirror of its repository\n\n\
     Needs root (mmdebstrap); run as a normal user it asks sudo for that step.")]
 pub struct BuildArgs {
     /// Profile name (in profiles/) or path to a .toml file.
@@ -56,9 +57,8 @@ pub struct BuildArgs {
     /// The first-boot agent binary (default: built from the source tree, statically linked).
     #[arg(long)]
     pub agent: Option<PathBuf>,
-    /// Jitsi's archive key (default: builder/keys/jitsi.gpg); must match the pinned fingerprint.
-    #[arg(long, value_name = "FILE")]
-    pub jitsi_keyring: Option<PathBuf>,
+    #[command(flatten)]
+    pub jitsi: jitsi::Source,
     /// zstd level (1-19); the output does not depend on the thread count.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression_level: i32,
@@ -83,6 +83,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         profile.name, profile.base, profile.description
     ));
     hosttools::ensure(hosttools::BUILD_TOOLS, args.install_host_tools)?;
+    // Jitsi's key and repository are checked before anything is built: a wrong key or an
+    // unreachable repository stops the build within a minute.
+    let jitsi_hooks = jitsi_hooks(&profile, &args.jitsi)?;
     let agent = match &args.agent {
         Some(path) => path.clone(),
         None => build_agent()?,
@@ -100,7 +103,23 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .unwrap_or_else(rootfs::default_cache_dir);
     fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache {}", cache_dir.display()))?;
-    assemble(&profile, &agent, &overlay, &cache_dir, args)
+    assemble(&profile, &agent, &overlay, &cache_dir, jitsi_hooks, args)
+}
+
+/// The hooks that install Jitsi Meet, after its checks; none for a profile without Jitsi.
+fn jitsi_hooks(profile: &Profile, source: &jitsi::Source) -> Result<Vec<String>> {
+    if !profile.services.jitsi {
+        return Ok(Vec::new());
+    }
+    progress::step("Jitsi Meet: pinned archive key and repository reachability");
+    let repository = jitsi::Repository::jitsi(source)?;
+    let inputs = jitsi::prepare(
+        &repository,
+        jitsi::INTERNAL_DOMAIN,
+        jitsi::REACHABILITY_TIMEOUT,
+    )?;
+    progress::detail(format!("from {}", repository.source_line()));
+    Ok(inputs.customize_hooks)
 }
 
 fn load_profile(args: &BuildArgs, profiles_dir: &Path) -> Result<Profile> {
@@ -123,6 +142,7 @@ fn assemble(
     agent: &Path,
     overlay: &Path,
     cache_dir: &Path,
+    jitsi_hooks: Vec<String>,
     args: &BuildArgs,
 ) -> Result<()> {
     let started = Instant::now();
@@ -132,17 +152,8 @@ fn assemble(
     let key = keys::resolve_secret_key(&args.signing)?;
 
     let mut recipe = rootfs::Recipe::for_profile(profile);
-    if profile.services.jitsi {
-        progress::step("Jitsi Meet: pinned archive key and repository reachability");
-        let repository = jitsi::Repository::jitsi(args.jitsi_keyring.as_deref())?;
-        let inputs = jitsi::prepare(
-            &repository,
-            jitsi::INTERNAL_DOMAIN,
-            jitsi::REACHABILITY_TIMEOUT,
-        )?;
-        // Before the clean-up hook, which removes apt's package lists.
-        recipe.customize_hooks.splice(0..0, inputs.customize_hooks);
-    }
+    // Before the clean-up hook, which removes apt's package lists.
+    recipe.customize_hooks.splice(0..0, jitsi_hooks);
     let cached = rootfs::ensure_cached(&recipe, cache_dir)?;
 
     // Identifiers derive from what shapes the image, so a rebuild reuses them.

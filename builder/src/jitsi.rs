@@ -19,8 +19,9 @@ use crate::keyring;
 /// Jitsi's stable repository (flat: one suite directory, no components).
 pub const REPOSITORY_URL: &str = "https://download.jitsi.org";
 pub const SUITE: &str = "stable/";
-/// "Jitsi <dev@jitsi.org>", rsa4096, created 2016-06-23.
-pub const FINGERPRINT: &str = "66A9 CD05 95D6 AFA2 4729  0D3B EF8B 479E 2DC1 389C";
+/// "Jitsi <dev@jitsi.org>", rsa4096, created 2021-04-15: the key that signs the repository since
+/// Jitsi rotated it in April 2021 (the 2016 key `66A9 CD05 ... 2DC1 389C` signs nothing any more).
+pub const FINGERPRINT: &str = "FFD6 5A0D A2BE BDEB 73D4  4C8B B4D2 D216 F1FD 7806";
 /// Where the checked keyring lives in this checkout.
 pub const KEYRING_FILE: &str = "keys/jitsi.gpg";
 /// Where Jitsi publishes the key, fetched when no copy is kept (its fingerprint is
@@ -46,6 +47,23 @@ pub const SOURCES_IN_IMAGE: &str = "/etc/apt/sources.list.d/meetbox-jitsi.list";
 /// well within a minute.
 pub const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where Jitsi's packages come from, as `meetbox build` was told: Jitsi's own repository by
+/// default, or a mirror (its URL, and for a mirror that signs with its own key, that key and its
+/// fingerprint).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Source {
+    /// Jitsi's archive key (default: builder/keys/jitsi.gpg); must match the pinned fingerprint.
+    #[arg(long = "jitsi-keyring", value_name = "FILE")]
+    pub keyring: Option<std::path::PathBuf>,
+    /// A mirror of Jitsi's repository (flat, with `stable/`), e.g. http://mirror.lan/jitsi; the
+    /// box updates from it too.
+    #[arg(long = "jitsi-repository", value_name = "URL")]
+    pub url: Option<String>,
+    /// The fingerprint of a mirror that signs with its own key (given with --jitsi-keyring).
+    #[arg(long = "jitsi-fingerprint", value_name = "FPR")]
+    pub fingerprint: Option<String>,
+}
+
 /// A third-party apt repository and what to install from it.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -61,10 +79,18 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Jitsi's stable repository. Its key comes from `keyring`, else from the copy
-    /// kept in the repository, else from Jitsi's web site; whichever it is, `prepare`
-    /// checks it against the pinned fingerprint before anything is installed.
-    pub fn jitsi(keyring: Option<&Path>) -> Result<Repository> {
+    /// Jitsi's stable repository, or a mirror of it. The key comes from `source.keyring`, else
+    /// from the copy kept in the repository, else from Jitsi's web site; whichever it is,
+    /// `prepare` checks it against the pinned fingerprint (or the mirror's, when one is given
+    /// with its own key) before anything is installed.
+    pub fn jitsi(source: &Source) -> Result<Repository> {
+        let keyring = source.keyring.as_deref();
+        if source.fingerprint.is_some() && keyring.is_none() {
+            bail!(
+                "--jitsi-fingerprint names the key of a re-signed mirror: pass that key with \
+                 --jitsi-keyring FILE too (the kept key is Jitsi's own, {FINGERPRINT})"
+            );
+        }
         let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join(KEYRING_FILE);
         let armoured_or_binary = match keyring {
             Some(path) => std::fs::read(path)
@@ -76,10 +102,18 @@ impl Repository {
         };
         let keyring = crate::keyring::dearmor(&armoured_or_binary)?;
         Ok(Repository {
-            url: REPOSITORY_URL.to_owned(),
+            url: source
+                .url
+                .as_deref()
+                .unwrap_or(REPOSITORY_URL)
+                .trim_end_matches('/')
+                .to_owned(),
             suite: SUITE.to_owned(),
             keyring,
-            fingerprint: FINGERPRINT.to_owned(),
+            fingerprint: source
+                .fingerprint
+                .clone()
+                .unwrap_or_else(|| FINGERPRINT.to_owned()),
             packages: PACKAGES.iter().map(|p| p.to_string()).collect(),
         })
     }
@@ -158,6 +192,7 @@ pub fn prepare(repository: &Repository, domain: &str, timeout: Duration) -> Resu
             source_hook(repository),
             preseed_hook(domain)?,
             install_hook(repository),
+            SCRUB_HOOK.to_string(),
         ],
     })
 }
@@ -174,10 +209,10 @@ fn check_keyring(repository: &Repository) -> Result<()> {
     if found != std::slice::from_ref(&pinned) {
         bail!(
             "the keyring for {} does not match the pinned fingerprint\n  pinned: {pinned}\n  found:  {}\n\
-             Nothing was installed. Restore the keyring from the Meetbox repository, or change the pin \
-             only after checking the new key with its publisher.",
+             Nothing was installed. Restore the keyring from the Meetbox repository (builder/{KEYRING_FILE}), \
+             or change the pin only after checking the new key with its publisher.",
             repository.url,
-            found.join(", ")
+            if found.is_empty() { "no key".to_string() } else { found.join(", ") }
         );
     }
     Ok(())
@@ -298,15 +333,49 @@ fn preseed_hook(domain: &str) -> Result<String> {
 /// Reads the repository's index (only its own: the base distribution's lists are
 /// already there) and installs the packages. `--error-on=any` turns a signature
 /// failure into an error, so nothing is installed from an unverified index.
+///
+/// Java comes from the distribution: the packages accept OpenJDK 11 or 17 and apt would take the
+/// first, so 17 (what Jitsi's handbook names) is asked for by name. OpenJDK's postinst registers
+/// its manual page with update-alternatives, which fails where the image keeps no manual pages;
+/// an empty `man1` directory lets it.
 fn install_hook(repository: &Repository) -> String {
     format!(
         "set -e\n\
          chroot \"$1\" apt-get update --error-on=any \
          -o Dir::Etc::SourceList={SOURCES_IN_IMAGE} -o Dir::Etc::SourceParts=- -o APT::Get::List-Cleanup=0\n\
-         chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}\n",
+         mkdir -p \"$1/usr/share/man/man1\"\n\
+         chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {JAVA} {}\n",
         repository.packages.join(" ")
     )
 }
+
+/// The Java runtime Jitsi's services run on.
+pub const JAVA: &str = "openjdk-17-jre-headless";
+
+/// What Jitsi's maintainer scripts made at install that would be the same on every box made from
+/// the image, removed before it is packed (docs/jitsi.md). The first-boot agent makes each box's
+/// own: prosody's certificates for the internal hosts (jitsi-meet-prosody also added the auth
+/// host's to the system's CA store), the web server's certificate for the internal name and the
+/// site that would serve it as nginx's default server (jitsi-meet-web-config), the service
+/// accounts with the build's passwords, and those passwords in debconf's database.
+pub const SCRUB_HOOK: &str = r#"set -e
+root="$1"
+for host in meet.jitsi auth.meet.jitsi; do
+    rm -f "$root/var/lib/prosody/$host.key" "$root/var/lib/prosody/$host.crt" "$root/var/lib/prosody/$host.cnf"
+    rm -f "$root/etc/prosody/certs/$host.key" "$root/etc/prosody/certs/$host.crt"
+done
+if [ -e "$root/usr/local/share/ca-certificates/auth.meet.jitsi.crt" ] || [ -L "$root/usr/local/share/ca-certificates/auth.meet.jitsi.crt" ]; then
+    rm -f "$root/usr/local/share/ca-certificates/auth.meet.jitsi.crt"
+    chroot "$root" update-ca-certificates --fresh >/dev/null
+fi
+rm -f "$root/etc/jitsi/meet/meet.jitsi.key" "$root/etc/jitsi/meet/meet.jitsi.crt" "$root/etc/nginx/sites-enabled/meet.jitsi.conf"
+rm -f "$root"/var/lib/prosody/auth%2emeet%2ejitsi/accounts/*.dat
+chroot "$root" debconf-set-selections <<'SELECTIONS'
+jitsi-videobridge2 jitsi-videobridge/jvbsecret password
+jicofo jicofo/jicofo-authpassword password
+jitsi-meet-prosody jitsi-meet-prosody/turn-secret password
+SELECTIONS
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -410,7 +479,9 @@ mod tests {
             eprintln!("skipping: no copy of Jitsi's key at {}", kept.display());
             return;
         }
-        check_keyring(&Repository::jitsi(None).unwrap()).unwrap();
+        let repository = Repository::jitsi(&Source::default()).unwrap();
+        assert_eq!(repository.url, REPOSITORY_URL);
+        check_keyring(&repository).unwrap();
     }
 
     #[test]
@@ -423,16 +494,44 @@ mod tests {
                 .encode(include_bytes!("../keys/ubuntu-archive.gpg"))
         );
         std::fs::write(&path, armoured).unwrap();
-        let repository = Repository::jitsi(Some(&path)).unwrap();
+        let repository = Repository::jitsi(&Source {
+            keyring: Some(path),
+            ..Source::default()
+        })
+        .unwrap();
         assert_eq!(
             repository.keyring,
             include_bytes!("../keys/ubuntu-archive.gpg")
         );
+        // The message names the pinned key and the one found.
         let error = format!("{:#}", check_keyring(&repository).unwrap_err());
         assert!(
-            error.contains("2DC1 389C") || error.contains("2DC1389C"),
+            error.contains("pinned: FFD65A0DA2BEBDEB73D44C8BB4D2D216F1FD7806")
+                && error.contains("found:  F6ECB3762474EDA9D21B7022871920D1991BC93C"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_mirror_keeps_the_pin_unless_it_brings_its_own_key() {
+        let mirror = Repository::jitsi(&Source {
+            url: Some("http://mirror.lan/jitsi/".into()),
+            ..Source::default()
+        })
+        .unwrap();
+        assert_eq!(mirror.url, "http://mirror.lan/jitsi");
+        assert_eq!(mirror.fingerprint, FINGERPRINT);
+        assert_eq!(
+            mirror.source_line(),
+            "deb [signed-by=/usr/share/keyrings/meetbox-jitsi.gpg] http://mirror.lan/jitsi stable/"
+        );
+        let error = Repository::jitsi(&Source {
+            fingerprint: Some("AAAA".into()),
+            ..Source::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("--jitsi-keyring"), "{error}");
     }
 
     #[test]

@@ -51,6 +51,9 @@ fn archive_keys(base: Base) -> ArchiveKeys {
 /// Packages every Meetbox image needs: boot chain, init, network, growing root.
 fn base_packages(base: Base) -> Vec<&'static str> {
     let mut packages = vec![
+        // Ubuntu's minbase leaves apt out (its priority there is "important", not "required"):
+        // without it nothing installs Jitsi, and no security update ever runs.
+        "apt",
         "initramfs-tools",
         "systemd-sysv",
         "udev",

@@ -239,7 +239,11 @@ fn disable_until_setup(tree: &Path) -> Result<()> {
         .iter()
         .copied()
         .filter(|unit| {
-            [
+            // jicofo has only an init script: `systemctl disable` runs update-rc.d for it.
+            let sysv = unit
+                .strip_suffix(".service")
+                .is_some_and(|name| tree.join("etc/init.d").join(name).exists());
+            sysv || [
                 "usr/lib/systemd/system",
                 "lib/systemd/system",
                 "etc/systemd/system",

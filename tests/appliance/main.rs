@@ -18,6 +18,7 @@
 mod audit;
 mod console;
 mod guest_disk;
+mod jitsi;
 mod pebble;
 #[path = "../support/mod.rs"]
 mod support;
@@ -79,7 +80,14 @@ const TOOLS: [(&str, &str); 19] = [
 ];
 
 fn can_run(test: &str) -> bool {
-    let missing = support::root_and_tools_missing("building images (mmdebstrap)", &TOOLS)
+    let tools = [
+        &TOOLS[..],
+        support::apt_repo::TOOLS,
+        support::jitsi_packages::TOOLS,
+    ]
+    .concat();
+    let missing = support::root_and_tools_missing("building images (mmdebstrap)", &tools)
+        .or_else(support::jitsi_packages::missing)
         .or_else(|| qemu::check_host().err().map(|err| format!("{err:#}")));
     support::can_run(test, missing)
 }
@@ -99,10 +107,13 @@ fn exclusive() -> MutexGuard<'static, ()> {
 struct Built {
     image: PathBuf,
     manifest: Value,
+    /// Where the image's Jitsi came from; the unattended box upgrades from it.
+    jitsi: jitsi::JitsiRepository,
 }
 
-/// One build of the `test` profile for every boot; the root file system cache is the one of
-/// tests/image.rs, so a suite run makes it once.
+/// One build for every boot: the `test` profile with Jitsi on, its packages from the local
+/// repository of package-shaped Jitsi debs (jitsi.rs). The root file system cache is the one of
+/// tests/image.rs.
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -120,14 +131,24 @@ fn built() -> &'static Built {
         let _ = fs::remove_dir_all(&out);
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-tests/cache");
         let started = Instant::now();
-        let args = support::test_build_args("ubuntu-24.04", &out, &key, &cache);
+        let jitsi = jitsi::JitsiRepository::create(&work.join("jitsi-repo"));
+        let server = jitsi.serve();
+        let mut args = support::test_build_args("ubuntu-24.04", &out, &key, &cache);
+        let profile = args.iter().position(|a| a == "--profile").unwrap() + 1;
+        args[profile] = jitsi::profile_with_jitsi(&work)
+            .to_str()
+            .unwrap()
+            .to_string();
+        args.extend(jitsi.build_args(&server));
         meetbox_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        drop(server);
         eprintln!("build: {:.0} s", started.elapsed().as_secs_f64());
-        let name = "meetbox-test-ubuntu-24.04";
+        let name = "meetbox-test-jitsi-ubuntu-24.04";
         let manifest = fs::read(out.join(format!("{name}.manifest.json"))).unwrap();
         Built {
             image: out.join(format!("{name}.img.zst")),
             manifest: serde_json::from_slice(&manifest).unwrap(),
+            jitsi,
         }
     })
 }
@@ -418,9 +439,21 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     ));
 
     scan_link.connect(PROMPT);
+    let shell = |command: &str| guest_shell(&scan_link, &owner_key, command);
+    jitsi::check_components(&https);
+    jitsi::check_prosody_log(&shell);
+    jitsi::check_services_fenced_then_started(&shell);
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
+
+    // Jitsi's next release, installed with apt inside the box: the agent's files stay its own, and
+    // the same logins still work (the service accounts' after the reboot below).
+    jitsi::upgrade(&shell, &built().jitsi, domain);
+    jitsi::check_prosody_log(&shell);
+    jitsi::check_components(&https);
+    login(&https, XMPP_MAIN_HOST, "admin", password).expect("admin login after the upgrade");
+    assert!(turn_allocates(user, secret, ports.turn_tcp, true));
     guest.power_off();
     drop(scan_link);
 

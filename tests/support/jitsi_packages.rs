@@ -92,6 +92,7 @@ pub fn missing() -> Option<String> {
 /// Builds every binary package of `release` into `out`; returns the `.deb` files.
 pub fn build_release(release: &str, scratch: &Path, out: &Path) -> Vec<PathBuf> {
     fs::create_dir_all(out).unwrap();
+    fs::create_dir_all(scratch).unwrap();
     for source in &SOURCES {
         let tree = scratch.join(format!("{release}-{}", source.folder));
         let _ = fs::remove_dir_all(&tree);

@@ -5,6 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
+#[allow(dead_code)] // the Jitsi repository and appliance tests serve packages; the others do not
+pub mod apt_repo;
+#[allow(dead_code)]
+pub mod jitsi_packages;
+
 /// The arguments of `meetbox build` for the `test` profile on `base` into `out`,
 /// signed with `key`, with the root file system cache in `cache`.
 #[allow(dead_code)] // the image and appliance tests build; the others do not

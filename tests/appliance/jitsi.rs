@@ -1,0 +1,233 @@
+//! Jitsi's real packaging in the booted appliance: the image installs the package-shaped 10590
+//! release (support::jitsi_packages) from a signed repository on 127.0.0.1, through the same
+//! options a user with a mirror passes to `meetbox build`. In the booted box, after setup:
+//! prosody has loaded Jitsi's plugins and components, jicofo (an init script) and the videobridge
+//! (a unit) stayed off until setup and were started by it, and an upgrade to 10655 with apt inside
+//! the box leaves every file the agent owns as it was.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::support::apt_repo::{LocalRepository, Server};
+use crate::support::jitsi_packages::{self, RELEASES};
+use crate::xmpp::{Https, Session};
+
+/// The packages the image installs, as `meetbox::jitsi::PACKAGES`.
+const INSTALLED: [&str; 6] = meetbox::jitsi::PACKAGES;
+
+/// The local repository with both releases built, the older one published.
+pub struct JitsiRepository {
+    local: LocalRepository,
+    newer: Vec<PathBuf>,
+}
+
+impl JitsiRepository {
+    pub fn create(work: &Path) -> JitsiRepository {
+        let _ = fs::remove_dir_all(work);
+        fs::create_dir_all(work).unwrap();
+        let scratch = work.join("scratch");
+        let [older, newer] = RELEASES
+            .map(|release| jitsi_packages::build_release(release, &scratch, &work.join(release)));
+        let local = LocalRepository::create(work);
+        local.publish(&older);
+        eprintln!(
+            "Jitsi {}: {} package-shaped debs published; {} built for the upgrade",
+            RELEASES[0],
+            older.len(),
+            RELEASES[1]
+        );
+        JitsiRepository { local, newer }
+    }
+
+    /// Serves the repository on 127.0.0.1 until the server is dropped.
+    pub fn serve(&self) -> Server {
+        Server::start(&self.local.root)
+    }
+
+    /// The options of `meetbox build` that take Jitsi from this repository: a mirror with its own
+    /// key, as a user with a re-signed mirror would pass them.
+    pub fn build_args(&self, server: &Server) -> Vec<String> {
+        vec![
+            "--jitsi-repository".into(),
+            server.url.clone(),
+            "--jitsi-keyring".into(),
+            self.local.keyring_file().to_str().unwrap().into(),
+            "--jitsi-fingerprint".into(),
+            self.local.fingerprint.clone(),
+        ]
+    }
+
+    /// Publishes the newer release, as Jitsi's repository does on a release day.
+    pub fn publish_newer(&self) {
+        self.local.publish(&self.newer);
+    }
+}
+
+/// The `test` profile with Jitsi on, written into `dir`; returns its path.
+pub fn profile_with_jitsi(dir: &Path) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/test.toml");
+    let text = fs::read_to_string(shipped).unwrap();
+    let with_jitsi = text
+        .replace("jitsi = false", "jitsi = true")
+        .replace("name = \"meetbox-test\"", "name = \"meetbox-test-jitsi\"");
+    assert!(
+        with_jitsi.contains("jitsi = true") && with_jitsi.contains("meetbox-test-jitsi"),
+        "profiles/test.toml changed shape:\n{text}"
+    );
+    let path = dir.join("test-jitsi.toml");
+    fs::write(&path, with_jitsi).unwrap();
+    path
+}
+
+/// Every component of the release's template answers service discovery: prosody loaded its
+/// plugin. (A component whose module failed to load does not answer.)
+pub fn check_components(https: &Https) {
+    let mut session = Session::open(https, "guest.meet.jitsi").unwrap();
+    session
+        .authenticate(crate::xmpp::Credentials::Anonymous)
+        .unwrap();
+    session.bind().unwrap();
+    for component in [
+        "focus.meet.jitsi",
+        "polls.meet.jitsi",
+        "metadata.meet.jitsi",
+        "speakerstats.meet.jitsi",
+        "endconference.meet.jitsi",
+        "avmoderation.meet.jitsi",
+        "filesharing.meet.jitsi",
+        "lobby.meet.jitsi",
+        "breakout.meet.jitsi",
+        "conference.meet.jitsi",
+    ] {
+        let id = format!("disco-{}", component.split('.').next().unwrap());
+        let answer = session
+            .iq(
+                &format!(
+                    "<iq type='get' id='{id}' to='{component}' xmlns='jabber:client'>\
+                     <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+                ),
+                &id,
+            )
+            .unwrap();
+        let reply = &answer[answer.rfind(&format!("id='{id}'")).unwrap_or(0)..];
+        assert!(
+            !answer.contains("type='error'") && !answer.contains("type=\"error\""),
+            "{component} does not answer disco#info: {reply}"
+        );
+    }
+    eprintln!("prosody: every component of Jitsi's template answers");
+}
+
+/// Prosody's log (warnings and errors only) names no module that failed to load.
+pub fn check_prosody_log(shell: &dyn Fn(&str) -> String) {
+    let log = shell("journalctl -b -u prosody.service --no-pager -o cat");
+    for failure in [
+        "Failed to load",
+        "Error loading",
+        "module not found",
+        "not found in plugin paths",
+    ] {
+        assert!(
+            !log.contains(failure),
+            "prosody reports {failure:?}:\n{log}"
+        );
+    }
+}
+
+/// jicofo (an init script, through systemd's SysV generator) and the videobridge (a unit) are
+/// enabled, and started only once setup had begun: never with the image's placeholders.
+pub fn check_services_fenced_then_started(shell: &dyn Fn(&str) -> String) {
+    let enabled = shell(
+        "systemctl is-enabled jicofo.service jitsi-videobridge2.service prosody.service coturn.service nginx.service",
+    );
+    assert_eq!(
+        enabled.split_whitespace().collect::<Vec<_>>(),
+        ["enabled"; 5],
+        "not every Jitsi service is enabled after setup"
+    );
+    let setup_began: f64 = shell("stat -c %Y /var/lib/meetbox/secrets.json")
+        .trim()
+        .parse()
+        .unwrap();
+    for unit in ["jicofo.service", "jitsi-videobridge2.service"] {
+        let journal = shell(&format!(
+            "journalctl -b -u {unit} --no-pager -o short-unix | grep -E 'Start(ing|ed) ' || true"
+        ));
+        let first: f64 = journal
+            .lines()
+            .next()
+            .and_then(|line| line.split_whitespace().next())
+            .and_then(|stamp| stamp.parse().ok())
+            .unwrap_or_else(|| panic!("{unit} was never started:\n{journal}"));
+        assert!(
+            first >= setup_began,
+            "{unit} started at {first}, before setup began at {setup_began}:\n{journal}"
+        );
+    }
+    eprintln!("jicofo and the videobridge: off until setup, enabled and started by it");
+}
+
+/// Files the first-boot agent owns, and what the packages could add beside them, as one text.
+fn agent_files(shell: &dyn Fn(&str) -> String, domain: &str) -> String {
+    shell(&format!(
+        "cd / && sha256sum etc/turnserver.conf etc/jitsi/jicofo/config etc/jitsi/jicofo/jicofo.conf \
+         etc/jitsi/videobridge/config etc/jitsi/videobridge/jvb.conf etc/prosody/prosody.cfg.lua \
+         etc/prosody/conf.avail/meet.jitsi.cfg.lua etc/nginx/sites-available/meetbox.conf \
+         etc/jitsi/meet/{domain}-config.js etc/meetbox/tls/fullchain.pem etc/meetbox/tls/privkey.pem \
+         etc/coturn/meetbox/fullchain.pem var/lib/prosody/meet.jitsi.crt var/lib/prosody/meet.jitsi.key \
+         var/lib/prosody/auth.meet.jitsi.crt var/lib/prosody/auth.meet.jitsi.key \
+         var/lib/prosody/auth%2emeet%2ejitsi/accounts/focus.dat var/lib/prosody/auth%2emeet%2ejitsi/accounts/jvb.dat \
+         && echo sites-enabled: $(ls etc/nginx/sites-enabled) \
+         && echo prosody-sites: $(ls etc/prosody/conf.d) \
+         && echo local-ca: $(ls usr/local/share/ca-certificates) \
+         && echo turnserver-backup: $(ls etc/turnserver.conf.bak 2>/dev/null)"
+    ))
+}
+
+/// The upgrade from the older to the newer release with apt inside the box, from the host's
+/// repository (QEMU's user network shows the host's 127.0.0.1 to the guest as 10.0.2.2). Every
+/// file the agent owns is byte for byte what it was.
+pub fn upgrade(shell: &dyn Fn(&str) -> String, repository: &JitsiRepository, domain: &str) {
+    let before = agent_files(shell, domain);
+    assert!(
+        before.contains("sites-enabled: meetbox.conf\n") && before.contains("local-ca: \n"),
+        "after setup, nginx or the CA store carry the packages' leftovers:\n{before}"
+    );
+    repository.publish_newer();
+    let server = repository.serve();
+    let sources = meetbox::jitsi::SOURCES_IN_IMAGE;
+    shell(&format!(
+        "sed -i 's#http://127.0.0.1:[0-9]*#http://10.0.2.2:{}#' {sources}",
+        server.port
+    ));
+    let apt = format!(
+        "env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dir::Etc::SourceList={sources} \
+         -o Dir::Etc::SourceParts=- -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+    );
+    shell(&format!("{apt} update --error-on=any"));
+    let log = shell(&format!(
+        "{apt} install -y --only-upgrade {} 2>&1",
+        INSTALLED.join(" ")
+    ));
+    let versions = shell(&format!(
+        "dpkg-query -W -f '${{Package}} ${{Version}} ${{Status}}\\n' {}",
+        INSTALLED.join(" ")
+    ));
+    for line in versions.lines() {
+        assert!(
+            line.contains(RELEASES[1]) && line.ends_with("install ok installed"),
+            "not upgraded to {}: {line}\n{log}",
+            RELEASES[1]
+        );
+    }
+    drop(server);
+    let after = agent_files(shell, domain);
+    assert_eq!(
+        before, after,
+        "the upgrade changed files the agent owns:\n{log}"
+    );
+    eprintln!(
+        "upgrade {} -> {}: every file the agent owns unchanged",
+        RELEASES[0], RELEASES[1]
+    );
+}
