@@ -214,3 +214,44 @@ fn pinned_keyring_installs_and_bad_key_or_tampered_index_install_nothing() {
     );
     drop(server);
 }
+
+/// `meetbox build` with a keyring that is not Jitsi's stops before it builds anything, and names
+/// the pinned and the found key. (The default profile installs Jitsi; nothing needs root here.)
+#[test]
+fn meetbox_build_refuses_another_key_before_building_anything() {
+    let work = tempfile::tempdir().unwrap();
+    let wrong = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/ubuntu-archive.gpg");
+    let out = work.path().join("out");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_meetbox"))
+        .args(["build", "--jitsi-keyring"])
+        .arg(&wrong)
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache-dir")
+        .arg(work.path().join("cache"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if stderr.contains("host tools are missing") || stderr.contains("missing host tools") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the build's host tools are missing: {stderr}"
+        );
+        eprintln!("SKIPPED: the build's host tools are missing");
+        return;
+    }
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not match the pinned fingerprint")
+            && stderr.contains(&keyring::normalize(jitsi::FINGERPRINT))
+            && stderr.contains("F6ECB3762474EDA9D21B7022871920D1991BC93C"),
+        "the refusal does not name both keys:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("cargo build") && !out.join("meetbox-ubuntu-24.04.img.zst").exists(),
+        "something was built:\n{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
