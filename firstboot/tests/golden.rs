@@ -42,23 +42,15 @@ fn check(name: &str, rendered: &str) {
 
 #[test]
 fn rendered_files_match_their_golden_files() {
-    let secrets = common::sample_secrets();
-    let caps = common::sample_caps();
-    let network = common::sample_network();
-    let site = Site {
-        domain: "meet.example.org",
-        secrets: &secrets,
-        network: &network,
-        jitsi_prosody_plugins: true,
-        caps: &caps,
-    };
-    check("prosody.cfg.lua", &render::prosody_cfg(&site));
-    check("meet.jitsi.cfg.lua", &render::prosody_site(&site));
-    check("jicofo.conf", &render::jicofo_conf(&site));
-    check("jvb.conf", &render::jvb_conf(&site));
-    check("meet.example.org-config.js", &render::config_js(&site));
-    check("nginx-meetbox.conf", &render::nginx_site(&site));
-    check("turnserver.conf", &render::turnserver_conf(&site));
+    common::with_site(true, |site| {
+        check("prosody.cfg.lua", &render::prosody_cfg(site));
+        check("meet.jitsi.cfg.lua", &render::prosody_site(site));
+        check("jicofo.conf", &render::jicofo_conf(site));
+        check("jvb.conf", &render::jvb_conf(site));
+        check("meet.example.org-config.js", &render::config_js(site));
+        check("nginx-meetbox.conf", &render::nginx_site(site));
+        check("turnserver.conf", &render::turnserver_conf(site));
+    });
 }
 
 #[test]

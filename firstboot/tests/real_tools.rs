@@ -9,23 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meetbox_firstboot::layout;
-use meetbox_firstboot::render::{self, Site};
+use meetbox_firstboot::render;
 use meetbox_firstboot::scram;
 use meetbox_firstboot::tls;
-
-fn with_site<T>(jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
-    let secrets = common::sample_secrets();
-    let caps = common::sample_caps();
-    let network = common::sample_network();
-    let site = Site {
-        domain: "meet.example.org",
-        secrets: &secrets,
-        network: &network,
-        jitsi_prosody_plugins: jitsi,
-        caps: &caps,
-    };
-    f(&site)
-}
 
 /// Writes a self-signed certificate and key into `dir`; returns their paths.
 fn certificate_in(dir: &Path) -> (String, String) {
@@ -64,7 +50,7 @@ fn nginx_setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
     std::fs::write(acme.join(".well-known/acme-challenge/tok-1"), "tok-1.thumb").unwrap();
     let config_js = dir.join("config.js");
     std::fs::write(&config_js, "var config = {};\n").unwrap();
-    let mut site = with_site(true, render::nginx_site)
+    let mut site = common::with_site(true, render::nginx_site)
         .replace(layout::TLS_CERT, &cert)
         .replace(layout::TLS_KEY, &key)
         .replace(
@@ -231,10 +217,10 @@ fn prosody_accepts_the_configuration() {
         std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
         std::fs::create_dir_all(dir.path().join("certs")).unwrap();
         let cfg = dir.path().join("prosody.cfg.lua");
-        std::fs::write(&cfg, with_site(jitsi, render::prosody_cfg)).unwrap();
+        std::fs::write(&cfg, common::with_site(jitsi, render::prosody_cfg)).unwrap();
         std::fs::write(
             dir.path().join("conf.d/meet.jitsi.cfg.lua"),
-            with_site(jitsi, render::prosody_site),
+            common::with_site(jitsi, render::prosody_site),
         )
         .unwrap();
         let out = common::run(
@@ -320,7 +306,7 @@ fn coturn_runs_with_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = certificate_in(dir.path());
     let (plain, tls_port) = (common::free_port(), common::free_port());
-    let conf = with_site(true, render::turnserver_conf)
+    let conf = common::with_site(true, render::turnserver_conf)
         .replace(layout::TURN_TLS_CERT, &cert)
         .replace(layout::TURN_TLS_KEY, &key)
         .replace(
@@ -385,8 +371,8 @@ fn jicofo_and_jvb_conf_are_valid_hocon() {
     let dir = tempfile::tempdir().unwrap();
     let jicofo = dir.path().join("jicofo.conf");
     let jvb = dir.path().join("jvb.conf");
-    std::fs::write(&jicofo, with_site(true, render::jicofo_conf)).unwrap();
-    std::fs::write(&jvb, with_site(true, render::jvb_conf)).unwrap();
+    std::fs::write(&jicofo, common::with_site(true, render::jicofo_conf)).unwrap();
+    std::fs::write(&jvb, common::with_site(true, render::jvb_conf)).unwrap();
     let get = |file: &Path, path: &str| {
         let script = "require 'hocon'; require 'hocon/config_factory'; c = Hocon::ConfigFactory.parse_file(ARGV[0]).resolve; v = c.get_value(ARGV[1]).unwrapped; puts(v.is_a?(String) ? v : v.inspect)";
         let out = common::run(
@@ -436,7 +422,7 @@ fn node_parses_config_js() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.js");
-    std::fs::write(&file, with_site(true, render::config_js)).unwrap();
+    std::fs::write(&file, common::with_site(true, render::config_js)).unwrap();
     let out = common::run(Command::new("node").arg("--check").arg(&file));
     assert!(
         out.status.success(),

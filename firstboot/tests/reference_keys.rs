@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use meetbox_firstboot::render::{self, Site};
+use meetbox_firstboot::render;
 
 /// Keys defined in code that the reference files point to instead of listing them.
 const DEFINED_ELSEWHERE: &[(&str, &str)] = &[
@@ -218,16 +218,9 @@ fn every_key_the_agent_writes_is_defined_by_jitsi() {
         eprintln!("SKIPPED: {reason}");
         return;
     }
-    let secrets = common::sample_secrets();
-    let caps = common::sample_caps();
-    let network = common::sample_network();
-    let site = Site {
-        domain: "meet.example.org",
-        secrets: &secrets,
-        network: &network,
-        jitsi_prosody_plugins: true,
-        caps: &caps,
-    };
+    let (jicofo_conf, jvb_conf) = common::with_site(true, |site| {
+        (render::jicofo_conf(site), render::jvb_conf(site))
+    });
     for release in ["10590", "10655"] {
         let tree = packaging.join(release);
         let jicofo = [tree.join("jicofo/jicofo-selector/src/main/resources/reference.conf")];
@@ -237,10 +230,10 @@ fn every_key_the_agent_writes_is_defined_by_jitsi() {
             packaging.join("ice4j/src/main/resources/reference.conf"),
         ];
         for (file, rendered, references) in [
-            ("jicofo.conf", render::jicofo_conf(&site), &jicofo[..]),
-            ("jvb.conf", render::jvb_conf(&site), &jvb[..]),
+            ("jicofo.conf", &jicofo_conf, &jicofo[..]),
+            ("jvb.conf", &jvb_conf, &jvb[..]),
         ] {
-            let unknown = unknown_keys(&rendered, references);
+            let unknown = unknown_keys(rendered, references);
             assert!(
                 unknown.is_empty(),
                 "{file} sets keys Jitsi {release} does not define: {unknown:?}"

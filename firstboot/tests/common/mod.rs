@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::process::Command;
 
-use meetbox_firstboot::render::NetworkFacts;
+use meetbox_firstboot::render::{NetworkFacts, Site};
 use meetbox_firstboot::secrets::Secrets;
 use meetbox_firstboot::tuning::ConfigJsCaps;
 
@@ -92,4 +92,19 @@ pub fn run(command: &mut Command) -> std::process::Output {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     output
+}
+
+/// Calls `f` with the sample site for meet.example.org (Jitsi's prosody plugins present or not).
+pub fn with_site<T>(jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
+    let secrets = sample_secrets();
+    let caps = sample_caps();
+    let network = sample_network();
+    let site = Site {
+        domain: "meet.example.org",
+        secrets: &secrets,
+        network: &network,
+        jitsi_prosody_plugins: jitsi,
+        caps: &caps,
+    };
+    f(&site)
 }
