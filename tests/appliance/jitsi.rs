@@ -189,7 +189,7 @@ fn agent_files(shell: &dyn Fn(&str) -> String, domain: &str) -> String {
 pub fn upgrade(shell: &dyn Fn(&str) -> String, repository: &JitsiRepository, domain: &str) {
     let before = agent_files(shell, domain);
     assert!(
-        before.contains("sites-enabled: meetbox.conf\n") && before.contains("local-ca: \n"),
+        before.contains("sites-enabled: meetbox.conf\n") && before.contains("local-ca:\n"),
         "after setup, nginx or the CA store carry the packages' leftovers:\n{before}"
     );
     repository.publish_newer();
