@@ -186,6 +186,44 @@ fn check_artifacts_with_reference_tools(built: &Built) {
     );
 }
 
+/// Security updates can run: apt and unattended-upgrades are installed, apt's timers are enabled,
+/// and the manifest names the security pocket as the origin updates come from.
+fn check_updates(built: &Built, security_origin: &str) {
+    let manifest = built.manifest();
+    let packages: Vec<&str> = manifest["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for package in ["apt", "unattended-upgrades"] {
+        assert!(packages.contains(&package), "{package} is not installed");
+    }
+    let updates = &manifest["updates"];
+    let timers: Vec<&str> = updates["timers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for timer in ["apt-daily.timer", "apt-daily-upgrade.timer"] {
+        assert!(
+            timers.contains(&timer),
+            "{timer} is not enabled: {timers:?}"
+        );
+    }
+    assert!(
+        !timers.contains(&"motd-news.timer"),
+        "motd-news calls a third party: {timers:?}"
+    );
+    let origins = updates["origins"].to_string();
+    assert!(origins.contains(security_origin), "{updates}");
+    assert!(
+        !updates["sources"].as_array().unwrap().is_empty(),
+        "{updates}"
+    );
+}
+
 fn sha256_file(path: &Path) -> String {
     let out = run_ok("sha256sum", &[path.to_str().unwrap()], Path::new("."));
     out.split_whitespace().next().unwrap().to_string()
@@ -386,6 +424,7 @@ fn ubuntu_image_builds_verifies_reproduces_and_boots() {
     let _one_at_a_time = exclusive();
     let built = build("ubuntu-24.04", "ubuntu");
     check_artifacts_with_reference_tools(&built);
+    check_updates(&built, "origin=Ubuntu,archive=noble-security");
     check_verify(&built);
 
     // Determinism: a second assembly from the cached root file system.
@@ -410,5 +449,6 @@ fn debian_image_builds_flashes_and_boots() {
     let _one_at_a_time = exclusive();
     let built = build("debian-12", "debian");
     check_artifacts_with_reference_tools(&built);
+    check_updates(&built, "codename=bookworm-security,label=Debian-Security");
     boot_and_check_growth(&built, DiskFrom::Flash);
 }

@@ -16,7 +16,8 @@ use crate::layout::DiskLayout;
 use crate::manifest::{self, ImageFiles, Manifest, MANIFEST_FORMAT};
 use crate::profile::{default_profiles_dir, Base, Profile};
 use crate::{
-    compress, disk, esp, ext4, hosttools, jitsi, layout, progress, rootfs, signing, sizing, tree,
+    compress, disk, esp, ext4, hardening, hosttools, jitsi, layout, progress, rootfs, signing,
+    sizing, tree,
 };
 
 /// Build a signed, compressed, bootable disk image from a profile.
@@ -85,7 +86,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     hosttools::ensure(hosttools::BUILD_TOOLS, args.install_host_tools)?;
     // Jitsi's key and repository are checked before anything is built: a wrong key or an
     // unreachable repository stops the build within a minute.
-    let jitsi_hooks = jitsi_hooks(&profile, &args.jitsi)?;
+    let jitsi = jitsi_inputs(&profile, &args.jitsi)?;
     let agent = match &args.agent {
         Some(path) => path.clone(),
         None => build_agent()?,
@@ -103,13 +104,13 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .unwrap_or_else(rootfs::default_cache_dir);
     fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache {}", cache_dir.display()))?;
-    assemble(&profile, &agent, &overlay, &cache_dir, jitsi_hooks, args)
+    assemble(&profile, &agent, &overlay, &cache_dir, jitsi, args)
 }
 
-/// The hooks that install Jitsi Meet, after its checks; none for a profile without Jitsi.
-fn jitsi_hooks(profile: &Profile, source: &jitsi::Source) -> Result<Vec<String>> {
+/// What installs Jitsi Meet, after its checks; nothing for a profile without Jitsi.
+fn jitsi_inputs(profile: &Profile, source: &jitsi::Source) -> Result<Option<jitsi::RootfsInputs>> {
     if !profile.services.jitsi {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     progress::step("Jitsi Meet: pinned archive key and repository reachability");
     let repository = jitsi::Repository::jitsi(source)?;
@@ -118,8 +119,12 @@ fn jitsi_hooks(profile: &Profile, source: &jitsi::Source) -> Result<Vec<String>>
         jitsi::INTERNAL_DOMAIN,
         jitsi::REACHABILITY_TIMEOUT,
     )?;
-    progress::detail(format!("from {}", repository.source_line()));
-    Ok(inputs.customize_hooks)
+    progress::detail(format!(
+        "from {}; unattended upgrades select \"{}\"",
+        repository.source_line(),
+        inputs.upgrade_origin
+    ));
+    Ok(Some(inputs))
 }
 
 fn load_profile(args: &BuildArgs, profiles_dir: &Path) -> Result<Profile> {
@@ -142,7 +147,7 @@ fn assemble(
     agent: &Path,
     overlay: &Path,
     cache_dir: &Path,
-    jitsi_hooks: Vec<String>,
+    jitsi: Option<jitsi::RootfsInputs>,
     args: &BuildArgs,
 ) -> Result<()> {
     let started = Instant::now();
@@ -153,7 +158,10 @@ fn assemble(
 
     let mut recipe = rootfs::Recipe::for_profile(profile);
     // Before the clean-up hook, which removes apt's package lists.
-    recipe.customize_hooks.splice(0..0, jitsi_hooks);
+    let jitsi_upgrade_origin = jitsi.as_ref().map(|inputs| inputs.upgrade_origin.clone());
+    if let Some(inputs) = jitsi {
+        recipe.customize_hooks.splice(0..0, inputs.customize_hooks);
+    }
     let cached = rootfs::ensure_cached(&recipe, cache_dir)?;
 
     // Identifiers derive from what shapes the image, so a rebuild reuses them.
@@ -187,10 +195,27 @@ fn assemble(
             agent,
             root_fs_uuid: layout.root_fs_uuid.to_string(),
             esp_volume_id: esp_volume_id.clone(),
+            jitsi_upgrade_origin: jitsi_upgrade_origin.clone(),
             extra_files: vec![("etc/meetbox/tuning.toml".into(), tuning.to_toml())],
             epoch: cached.epoch,
         },
     )?;
+    let updates = manifest::Updates {
+        origins: hardening::update_origins(profile.base, jitsi_upgrade_origin.as_deref()),
+        sources: tree::apt_sources(&root),
+        reboot_time: profile.maintenance.as_ref().map(|m| m.reboot_time.clone()),
+        timers: tree::enabled_timers(&root),
+    };
+    for timer in ["apt-daily.timer", "apt-daily-upgrade.timer"] {
+        if !updates.timers.iter().any(|t| t == timer) {
+            bail!("{timer} is not enabled in the image: security updates would never run");
+        }
+    }
+    progress::detail(format!(
+        "updates: {} from {}",
+        updates.origins.join("; "),
+        updates.sources.join("; ")
+    ));
     let status = fs::read_to_string(root.join("var/lib/dpkg/status"))
         .context("the root file system has no dpkg status file")?;
     let packages = rootfs::installed_packages(&status);
@@ -246,6 +271,7 @@ fn assemble(
             bmap_file: files.bmap_name(),
         },
         source_date_epoch: cached.epoch,
+        updates,
     };
     manifest.write(&files.manifest())?;
     signing::sign_build(&args.out, &name, &key)?;

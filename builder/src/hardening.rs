@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use crate::jitsi;
 use crate::profile::{Base, Profile};
 
 /// Ports open to everyone: HTTP (ACME and redirect), HTTPS, the videobridge's media
@@ -39,8 +38,9 @@ pub struct RenderedFile {
     pub mode: u32,
 }
 
-/// Every file rendered for `profile`.
-pub fn rendered_files(profile: &Profile) -> Vec<RenderedFile> {
+/// Every file rendered for `profile`; `jitsi_origin` selects the Jitsi repository's packages for
+/// unattended upgrades (see `jitsi::upgrade_origin`).
+pub fn rendered_files(profile: &Profile, jitsi_origin: Option<&str>) -> Vec<RenderedFile> {
     let file = |path: &str, text: String, mode: u32| RenderedFile {
         path: PathBuf::from(path),
         text,
@@ -60,10 +60,19 @@ pub fn rendered_files(profile: &Profile) -> Vec<RenderedFile> {
         ),
         file(
             "etc/apt/apt.conf.d/52meetbox-unattended-upgrades",
-            render_unattended_upgrades(profile.base, profile.services.jitsi, reboot_time),
+            render_unattended_upgrades(profile.base, jitsi_origin, reboot_time),
             0o644,
         ),
     ];
+    if let Some(time) = reboot_time {
+        for timer in ["apt-daily.timer", "apt-daily-upgrade.timer"] {
+            files.push(file(
+                &format!("etc/systemd/system/{timer}.d/60-meetbox-maintenance.conf"),
+                render_apt_timer(timer, time),
+                0o644,
+            ));
+        }
+    }
     if profile.services.ssh {
         files.push(file("etc/ssh/sshd_config", render_sshd_config(), 0o600));
     }
@@ -185,7 +194,9 @@ pub fn render_auto_upgrades() -> String {
 /// The unattended-upgrades policy: the distribution's security pocket, Jitsi's
 /// repository when Jitsi is on, and reboots at `reboot_time` (none without one).
 /// Conffiles changed by the image are kept (no prompt can stop an upgrade).
-pub fn render_unattended_upgrades(base: Base, jitsi: bool, reboot_time: Option<&str>) -> String {
+/// The unattended-upgrades origin patterns of an image: the distribution's security pocket, and
+/// Jitsi's repository when the image installed from it.
+pub fn update_origins(base: Base, jitsi_origin: Option<&str>) -> Vec<String> {
     let suite = base.suite();
     let mut origins = match base {
         Base::Ubuntu2404 => vec![format!("origin=Ubuntu,archive={suite}-security")],
@@ -194,14 +205,62 @@ pub fn render_unattended_upgrades(base: Base, jitsi: bool, reboot_time: Option<&
             format!("origin=Debian,codename={suite}-security,label=Debian-Security"),
         ],
     };
-    if jitsi {
-        let host = jitsi::REPOSITORY_URL
-            .split("://")
-            .nth(1)
-            .unwrap_or(jitsi::REPOSITORY_URL)
-            .trim_end_matches('/');
-        origins.push(format!("site={host}"));
-    }
+    origins.extend(jitsi_origin.map(str::to_string));
+    origins
+}
+
+/// Units that contact someone other than the update mirrors, Jitsi's repository or the ACME CA
+/// (news, Ubuntu Pro and ESM checks, crash reporters, popularity contests, firmware metadata).
+/// Masked whether the image has them or not, so a package that brings one later stays silent.
+pub const SILENCED_UNITS: &[&str] = &[
+    "motd-news.timer",
+    "motd-news.service",
+    "apt-news.service",
+    "esm-cache.service",
+    "ua-timer.timer",
+    "ua-reboot-cmds.service",
+    "ubuntu-advantage.service",
+    "apport.service",
+    "apport-autoreport.timer",
+    "whoopsie.service",
+    "popularity-contest.timer",
+    "fwupd-refresh.timer",
+    "update-notifier-download.timer",
+    "update-notifier-motd.timer",
+];
+
+/// The time `minutes` before `time` ("HH:MM"), on a 24-hour clock.
+fn minutes_before(time: &str, minutes: u32) -> String {
+    let (hours, mins) = time.split_once(':').unwrap_or(("0", "0"));
+    let total = hours.parse::<u32>().unwrap_or(0) * 60 + mins.parse::<u32>().unwrap_or(0);
+    let at = (total + 24 * 60 - minutes % (24 * 60)) % (24 * 60);
+    format!("{:02}:{:02}", at / 60, at % 60)
+}
+
+/// Drop-ins that move apt's timers before the maintenance window: package lists two hours
+/// before, the upgrade one hour before, so a reboot an update needs comes that same night.
+pub fn render_apt_timer(timer: &str, reboot_time: &str) -> String {
+    let (before, spread, what) = match timer {
+        "apt-daily.timer" => (120, "30m", "package lists"),
+        _ => (60, "15m", "upgrades"),
+    };
+    format!(
+        "# Written by meetbox build: {what} before the maintenance window ({reboot_time}).\n\
+         [Timer]\n\
+         OnCalendar=\n\
+         OnCalendar=*-*-* {}:00\n\
+         RandomizedDelaySec={spread}\n\
+         Persistent=true\n",
+        minutes_before(reboot_time, before)
+    )
+}
+
+pub fn render_unattended_upgrades(
+    base: Base,
+    jitsi_origin: Option<&str>,
+    reboot_time: Option<&str>,
+) -> String {
+    let origins = update_origins(base, jitsi_origin);
     let origins: String = origins
         .iter()
         .map(|origin| format!("    \"{origin}\";\n"))
@@ -326,11 +385,15 @@ mod tests {
 
     #[test]
     fn unattended_upgrades_follow_the_security_pocket_and_jitsi() {
-        let ubuntu = render_unattended_upgrades(Base::Ubuntu2404, false, None);
+        let ubuntu = render_unattended_upgrades(Base::Ubuntu2404, None, None);
         assert!(ubuntu.contains("\"origin=Ubuntu,archive=noble-security\";"));
         assert!(!ubuntu.contains("site="));
         assert!(ubuntu.contains("Automatic-Reboot \"false\""));
-        let debian = render_unattended_upgrades(Base::Debian12, true, Some("03:30"));
+        let debian = render_unattended_upgrades(
+            Base::Debian12,
+            Some("site=download.jitsi.org"),
+            Some("03:30"),
+        );
         assert!(debian.contains("codename=bookworm-security,label=Debian-Security"));
         assert!(debian.contains("\"site=download.jitsi.org\";"));
         assert!(debian.contains("Automatic-Reboot \"true\""));
@@ -339,10 +402,24 @@ mod tests {
     }
 
     #[test]
+    fn apt_s_timers_come_before_the_maintenance_window() {
+        assert_eq!(minutes_before("03:30", 60), "02:30");
+        assert_eq!(minutes_before("00:30", 120), "22:30");
+        let lists = render_apt_timer("apt-daily.timer", "03:30");
+        assert!(
+            lists.contains("OnCalendar=\nOnCalendar=*-*-* 01:30:00\n"),
+            "{lists}"
+        );
+        let upgrade = render_apt_timer("apt-daily-upgrade.timer", "00:15");
+        assert!(upgrade.contains("OnCalendar=*-*-* 23:15:00\n"), "{upgrade}");
+        assert!(upgrade.contains("Persistent=true"));
+    }
+
+    #[test]
     fn files_follow_the_profile() {
         let mut p = profile("default");
         let names = |p: &Profile| -> Vec<String> {
-            rendered_files(p)
+            rendered_files(p, None)
                 .into_iter()
                 .map(|f| f.path.display().to_string())
                 .collect()
@@ -352,7 +429,7 @@ mod tests {
         p.maintenance = Some(Maintenance {
             reboot_time: "04:15".into(),
         });
-        let files = rendered_files(&p);
+        let files = rendered_files(&p, None);
         let sshd = files
             .iter()
             .find(|f| f.path.ends_with("etc/ssh/sshd_config"))

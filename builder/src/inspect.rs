@@ -55,6 +55,7 @@ pub fn run(args: &InspectArgs) -> Result<bool> {
             "partitions": manifest.disk.partitions,
             "packages": manifest.packages,
             "profile": manifest.profile,
+            "updates": manifest.updates,
             "public_key": report.public_key_path,
             "signatures": checks.iter().map(|(check, passed, detail)| json!({
                 "check": check, "passed": passed, "detail": detail
@@ -107,6 +108,22 @@ pub fn run(args: &InspectArgs) -> Result<bool> {
         "Packages    {} installed; boot chain: {}",
         manifest.packages.len(),
         kernel.join(", ")
+    );
+    let updates = &manifest.updates;
+    println!(
+        "Updates     unattended, from: {}",
+        updates.origins.join("; ")
+    );
+    for source in &updates.sources {
+        println!("              {source}");
+    }
+    println!(
+        "            reboot when an update needs one: {}; timers: {}",
+        updates.reboot_time.as_deref().map_or(
+            "never by itself (no maintenance window)".to_string(),
+            |t| format!("at {t} local time")
+        ),
+        updates.timers.join(", ")
     );
     println!("Signatures  (key {})", report.public_key_path.display());
     for (check, passed, detail) in &checks {

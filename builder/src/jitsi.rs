@@ -168,6 +168,8 @@ pub struct RootfsInputs {
     /// `--customize-hook` scripts (run with the root as `$1`), in order; they must
     /// run before any hook that removes apt's package lists.
     pub customize_hooks: Vec<String>,
+    /// The unattended-upgrades origin pattern that selects this repository's packages.
+    pub upgrade_origin: String,
 }
 
 impl RootfsInputs {
@@ -187,7 +189,9 @@ pub fn prepare(repository: &Repository, domain: &str, timeout: Duration) -> Resu
     repository.validate()?;
     check_keyring(repository)?;
     check_reachable(&repository.release_url(), timeout)?;
+    let release = fetch_text(&repository.release_url(), timeout)?;
     Ok(RootfsInputs {
+        upgrade_origin: upgrade_origin(&release, &repository.url),
         customize_hooks: vec![
             source_hook(repository),
             preseed_hook(domain)?,
@@ -234,6 +238,53 @@ pub fn check_reachable(url: &str, timeout: Duration) -> Result<()> {
             timeout.as_secs()
         ),
     }
+}
+
+/// The unattended-upgrades pattern for a repository: its signed `Release` file's `Origin` and
+/// `Label`, which a mirror keeps as they are (so the box upgrades from Jitsi's repository and from
+/// any mirror of it alike), or the repository's host when the file names no origin.
+pub fn upgrade_origin(release: &str, url: &str) -> String {
+    let field = |name: &str| {
+        release
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .filter(|value| {
+                !value.is_empty()
+                    && value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || " ._-+".contains(c))
+            })
+    };
+    match (field("Origin"), field("Label")) {
+        (Some(origin), Some(label)) => format!("origin={origin},label={label}"),
+        (Some(origin), None) => format!("origin={origin}"),
+        _ => {
+            let host = url.split("://").nth(1).unwrap_or(url);
+            let host = host.split('/').next().unwrap_or(host);
+            format!("site={}", host.split(':').next().unwrap_or(host))
+        }
+    }
+}
+
+/// A small text file over HTTP within `timeout`.
+fn fetch_text(url: &str, timeout: Duration) -> Result<String> {
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("cannot fetch {url}"))?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(4 << 20)
+        .read_to_vec()
+        .with_context(|| format!("cannot read {url}"))?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Fetches the archive key within `timeout`, saying plainly when it cannot.
@@ -509,6 +560,28 @@ mod tests {
             error.contains("pinned: FFD65A0DA2BEBDEB73D44C8BB4D2D216F1FD7806")
                 && error.contains("found:  F6ECB3762474EDA9D21B7022871920D1991BC93C"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn upgrades_follow_the_repository_s_own_origin_or_its_host() {
+        let release = "Origin: Jitsi\nLabel: Jitsi Meet\nSuite: stable\n\nMD5Sum:\n Origin: x\n";
+        assert_eq!(
+            upgrade_origin(release, "http://mirror.lan/jitsi"),
+            "origin=Jitsi,label=Jitsi Meet"
+        );
+        assert_eq!(
+            upgrade_origin("Origin: Jitsi\nDate: x\n", "http://a"),
+            "origin=Jitsi"
+        );
+        // No origin, or one that would break the pattern: the host.
+        assert_eq!(
+            upgrade_origin("Date: x\n", "https://download.jitsi.org"),
+            "site=download.jitsi.org"
+        );
+        assert_eq!(
+            upgrade_origin("Origin: a,b\n", "http://127.0.0.1:8080/x"),
+            "site=127.0.0.1"
         );
     }
 

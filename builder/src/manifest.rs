@@ -30,6 +30,22 @@ pub struct Manifest {
     pub image: ImageFiles,
     /// Timestamp used for every file time and derived value in the image.
     pub source_date_epoch: u64,
+    /// How the box keeps itself updated (absent in manifests of older builds).
+    #[serde(default)]
+    pub updates: Updates,
+}
+
+/// What the box installs by itself, from where, and when it may reboot for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updates {
+    /// unattended-upgrades origin patterns: the only packages it installs.
+    pub origins: Vec<String>,
+    /// The apt sources the box reads (distribution mirrors and Jitsi's repository).
+    pub sources: Vec<String>,
+    /// Local time of day a reboot that an update needs happens at; none: never by itself.
+    pub reboot_time: Option<String>,
+    /// The timers the image starts, apt's among them.
+    pub timers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +186,7 @@ pub(crate) mod tests {
                 frames: Vec::new(),
             },
             source_date_epoch: 1_700_000_000,
+            updates: Default::default(),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct TreeInputs<'a> {
     pub root_fs_uuid: String,
     /// FAT volume id as `/etc/fstab` writes it, e.g. `1A2B-3C4D`.
     pub esp_volume_id: String,
+    /// The unattended-upgrades origin of the Jitsi repository the image installed from.
+    pub jitsi_upgrade_origin: Option<String>,
     /// Extra files to place, e.g. `/etc/meetbox/tuning.toml`.
     pub extra_files: Vec<(PathBuf, String)>,
     pub epoch: u64,
@@ -107,7 +109,7 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
-    for file in hardening::rendered_files(profile) {
+    for file in hardening::rendered_files(profile, inputs.jitsi_upgrade_origin.as_deref()) {
         install_file(file.text.as_bytes(), &tree.join(&file.path), file.mode)?;
     }
     install_text(
@@ -215,9 +217,64 @@ fn enable_units(tree: &Path, overlay: &Path) -> Result<()> {
         .collect();
     overlay_units.sort();
     units.extend(overlay_units);
+    // Security updates: apt's own timers run unattended-upgrades (hardening.rs sets when).
+    units.extend([
+        "apt-daily.timer".to_string(),
+        "apt-daily-upgrade.timer".to_string(),
+    ]);
     systemctl(tree, "enable", &units)?;
     progress::detail(format!("enabled: {}", units.join(", ")));
+    let present: Vec<&str> = hardening::SILENCED_UNITS
+        .iter()
+        .copied()
+        .filter(|unit| unit_file_exists(tree, unit))
+        .collect();
+    if !present.is_empty() {
+        systemctl(tree, "disable", &present)?;
+    }
+    systemctl(tree, "mask", hardening::SILENCED_UNITS)?;
+    progress::detail(format!(
+        "masked (they call third parties): {}",
+        hardening::SILENCED_UNITS.join(", ")
+    ));
     disable_until_setup(tree)
+}
+
+/// The apt sources of the tree (one-line and deb822 files), for the manifest.
+pub fn apt_sources(tree: &Path) -> Vec<String> {
+    let etc = tree.join("etc/apt");
+    let mut files = vec![etc.join("sources.list")];
+    if let Ok(entries) = fs::read_dir(etc.join("sources.list.d")) {
+        let mut listed: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
+        listed.sort();
+        files.extend(listed);
+    }
+    files
+        .iter()
+        .filter_map(|file| fs::read_to_string(file).ok())
+        .flat_map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| line.starts_with("deb ") || line.starts_with("URIs:"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The timers the image starts (their `timers.target.wants` links), for the manifest.
+pub fn enabled_timers(tree: &Path) -> Vec<String> {
+    let mut timers: Vec<String> = ["etc/systemd/system", "usr/lib/systemd/system"]
+        .iter()
+        .flat_map(|dir| fs::read_dir(tree.join(dir).join("timers.target.wants")).into_iter())
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+        .filter(|name| name.ends_with(".timer"))
+        .collect();
+    timers.sort();
+    timers.dedup();
+    timers
 }
 
 /// Services that stay off until the first-boot agent has configured them: nothing
@@ -243,13 +300,7 @@ fn disable_until_setup(tree: &Path) -> Result<()> {
             let sysv = unit
                 .strip_suffix(".service")
                 .is_some_and(|name| tree.join("etc/init.d").join(name).exists());
-            sysv || [
-                "usr/lib/systemd/system",
-                "lib/systemd/system",
-                "etc/systemd/system",
-            ]
-            .iter()
-            .any(|dir| tree.join(dir).join(unit).exists())
+            sysv || unit_file_exists(tree, unit)
         })
         .collect();
     if present.is_empty() {
@@ -261,6 +312,13 @@ fn disable_until_setup(tree: &Path) -> Result<()> {
         present.join(", ")
     ));
     Ok(())
+}
+
+/// True when the tree has a unit file for `unit` (a package installed it).
+fn unit_file_exists(tree: &Path, unit: &str) -> bool {
+    ["usr/lib/systemd/system", "lib/systemd/system"]
+        .iter()
+        .any(|dir| tree.join(dir).join(unit).exists())
 }
 
 /// `systemctl --root=TREE VERB UNITS...`: systemd's own tool edits the image's links.

@@ -18,6 +18,10 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("python3", "python3"),
 ];
 
+/// The `Origin` and `Label` of the repository's `Release` file.
+pub const ORIGIN: &str = "Meetbox tests";
+pub const LABEL: &str = "Local mirror";
+
 /// Runs a command that must succeed; its output on failure names the cause.
 pub fn run(command: &mut Command) -> Output {
     let output = command
@@ -98,8 +102,17 @@ impl LocalRepository {
             .current_dir(&self.root));
         fs::write(stable.join("Packages"), packages.stdout).unwrap();
         let _ = fs::remove_file(stable.join("Release"));
+        // Origin and Label, as Jitsi's repository names itself: unattended-upgrades selects the
+        // repository by them, wherever it is served from.
         let release = run(Command::new("apt-ftparchive")
-            .args(["release", "."])
+            .args([
+                "-o",
+                &format!("APT::FTPArchive::Release::Origin={ORIGIN}"),
+                "-o",
+                &format!("APT::FTPArchive::Release::Label={LABEL}"),
+                "release",
+                ".",
+            ])
             .current_dir(&stable));
         fs::write(stable.join("Release"), release.stdout).unwrap();
         let in_release = stable.join("InRelease");

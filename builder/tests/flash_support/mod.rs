@@ -212,6 +212,7 @@ fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8], frames: Vec<ImageFr
             frames,
         },
         source_date_epoch: 1_700_000_000,
+        updates: Default::default(),
     }
 }
 

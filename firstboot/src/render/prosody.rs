@@ -73,7 +73,11 @@ pub fn prosody_site(site: &Site) -> String {
     let main_modules = modules(
         " \"smacks\"; \"features_identity\"; \"conference_duration\"; \"muc_lobby_rooms\"; \"muc_breakout_rooms\";",
     );
-    let auth_modules = modules(" \"limits_exception\"; \"smacks\";");
+    // Not Jitsi's `limits_exception`: its authentication hook indexes `session.stream`, which BOSH
+    // sessions lack, so a BOSH login of jicofo's or the bridge's account never completes; and with
+    // no `limits` module loaded it has no limit to lift. `unlimited_jids` stays, as the postinst
+    // looks for it.
+    let auth_modules = modules(" \"smacks\";");
     let muc_modules = modules(
         " \"muc_hide_all\"; \"muc_meeting_id\"; \"muc_domain_mapper\"; \"muc_rate_limit\"; \"muc_password_whitelist\";",
     );

@@ -43,7 +43,7 @@ VirtualHost "auth.meet.jitsi"
 		key = "/etc/prosody/certs/auth.meet.jitsi.key";
 		certificate = "/etc/prosody/certs/auth.meet.jitsi.crt";
 	}
-	modules_enabled = { "limits_exception"; "smacks"; }
+	modules_enabled = { "smacks"; }
 	admins = { "focus@auth.meet.jitsi", "jvb@auth.meet.jitsi" }
 
 Component "conference.meet.jitsi" "muc"
