@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::apply::Root;
-use crate::console::{self, QuietKernel};
+use crate::console::{self, QuietConsole};
 use crate::layout;
 use crate::network;
 use crate::prompts;
@@ -86,12 +86,16 @@ pub fn main() -> ExitCode {
 }
 
 fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) -> Result<()> {
+    // On a console: quiet the kernel and systemd first, then start on a clean screen.
+    let _quiet = console_name.map(|_| QuietConsole::start());
+    if console_name.is_some() {
+        console::clear_screen();
+    }
     println!("{}", console::BANNER);
     if setup::finished(root) {
         println!("Setup has already finished on this box. See: meetbox-firstboot status");
         return Ok(());
     }
-    let _quiet = console_name.map(|_| QuietKernel::start());
     let unattended =
         answers.is_some() || root.exists(layout::ESP_ANSWERS) || has_recorded_answers(root);
     let Some(_lock) = acquire(root, console_name.is_some() && !unattended)? else {
@@ -103,6 +107,10 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
     let source = answers.map_or(AnswerSource::EspOrQuestions, AnswerSource::File);
     match setup::run(root, source) {
         Ok(outcome) => {
+            if console_name.is_some() {
+                console::clear_screen();
+                println!("{}", console::BANNER);
+            }
             println!(
                 "{}",
                 console::final_screen(
@@ -182,6 +190,8 @@ fn print_result_of_other_console(root: &Root) {
             Ok(Some(info)) if !info.self_signed => "from the ACME server",
             _ => "self-signed",
         };
+        console::clear_screen();
+        println!("{}", console::BANNER);
         println!("{}", console::final_screen(&settings, lan, note));
     }
 }

@@ -290,8 +290,14 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     console.expect("Press Enter to start the setup", PROMPT);
     eprintln!("agent on the serial console after {}", guest.elapsed());
     let console = &mut guest.console;
+    // Shown as a terminal shows it: the banner on a clean screen, then the prompt, nothing of the
+    // boot between or over them, also a while later (systemd's status lines come late).
+    console.assert_clean_screen("Meetbox first-boot setup", "Press Enter to start the setup");
+    std::thread::sleep(Duration::from_secs(20));
+    console.assert_clean_screen("Meetbox first-boot setup", "Press Enter to start the setup");
     console.type_line("");
     console.expect("Domain name of the server", PROMPT);
+    console.assert_clean_screen("Meetbox first-boot setup", "Domain name of the server");
     console.type_line("https://box.meetbox.test");
     console.expect("without \"https://\"", PROMPT);
     console.expect("Domain name of the server", PROMPT);
@@ -300,6 +306,7 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     console.expect("Domain name of the server", PROMPT);
     console.type_line("Box.MeetBox.Test");
     console.expect("Admin user", PROMPT);
+    console.assert_clean_screen("Meetbox first-boot setup", "Admin user");
     console.type_line("");
     console.expect("Password for admin", PROMPT);
     console.type_line(password);
@@ -319,7 +326,12 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     console.type_line("yes");
     console.expect("Setup is complete", SETUP);
     console.expect("https://box.meetbox.test/", PROMPT);
+    console.expect("meetbox-firstboot reconfigure", PROMPT);
     eprintln!("setup done after {}", guest.elapsed());
+    // The final screen, on a clean screen of its own.
+    guest
+        .console
+        .assert_clean_screen_at_match("Meetbox first-boot setup", "To change the name");
     let transcript = guest.console.transcript();
     assert!(
         !transcript.contains("staple"),
