@@ -40,6 +40,17 @@ impl QuietConsole {
     }
 }
 
+impl QuietConsole {
+    /// Keeps systemd's status output off while a screen stays up after setup (the other console may
+    /// already have restored it); the configured default comes back on drop.
+    pub fn hold() -> QuietConsole {
+        set_systemd_status("no");
+        QuietConsole {
+            previous: fs::read_to_string(PRINTK).ok(),
+        }
+    }
+}
+
 impl Drop for QuietConsole {
     fn drop(&mut self) {
         if let Some(level) = self
