@@ -318,6 +318,26 @@ impl Vm {
 
     /// Asks the guest to power off (ACPI power button over QMP) and waits; kills it
     /// after `timeout`. Returns whether it shut down by itself.
+    /// Saves what the guest's screen shows (its VGA console: tty1 on a real box) as a PNG; needs the
+    /// QMP socket.
+    pub fn screendump(&self, png: &Path) -> Result<()> {
+        let socket = self
+            .spec
+            .qmp_socket
+            .as_ref()
+            .context("a screen dump needs the VM's QMP socket (VmSpec::qmp_socket)")?;
+        let path = png
+            .to_str()
+            .filter(|p| !p.contains(['"', '\\']))
+            .context("the screen dump's path must be plain UTF-8")?;
+        qmp_execute(
+            socket,
+            &format!(
+                "{{\"execute\":\"screendump\",\"arguments\":{{\"filename\":\"{path}\",\"format\":\"png\"}}}}"
+            ),
+        )
+    }
+
     pub fn power_off(&mut self, timeout: Duration) -> Result<bool> {
         if let Some(socket) = &self.spec.qmp_socket {
             if let Err(err) = qmp_command(socket, "system_powerdown") {
@@ -374,8 +394,13 @@ fn missing(expected: &[String], seen: &[bool]) -> String {
         .join(", ")
 }
 
-/// Sends one QMP command (after the capabilities handshake).
+/// Sends one QMP command without arguments (after the capabilities handshake).
 fn qmp_command(socket: &Path, command: &str) -> Result<()> {
+    qmp_execute(socket, &format!("{{\"execute\":\"{command}\"}}"))
+}
+
+/// Sends one QMP request, given as its JSON object (after the capabilities handshake).
+fn qmp_execute(socket: &Path, request: &str) -> Result<()> {
     let stream = UnixStream::connect(socket)
         .with_context(|| format!("cannot connect to QMP socket {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -386,11 +411,11 @@ fn qmp_command(socket: &Path, command: &str) -> Result<()> {
     writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
     line.clear();
     reader.read_line(&mut line)?;
-    writer.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+    writer.write_all(format!("{request}\n").as_bytes())?;
     line.clear();
     reader.read_line(&mut line)?;
     if line.contains("\"error\"") {
-        bail!("QMP {command} failed: {}", line.trim());
+        bail!("QMP {request} failed: {}", line.trim());
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 use crate::apply::Root;
-use crate::console::{self, QuietKernel};
+use crate::console::{self, QuietConsole};
 use crate::layout;
 use crate::network;
 use crate::prompts;
@@ -86,15 +86,21 @@ pub fn main() -> ExitCode {
 }
 
 fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) -> Result<()> {
+    // On a console: quiet the kernel and systemd first, then start on a clean screen.
+    let _quiet = console_name.map(|_| QuietConsole::start());
+    if console_name.is_some() {
+        console::clear_screen();
+    }
     println!("{}", console::BANNER);
     if setup::finished(root) {
         println!("Setup has already finished on this box. See: meetbox-firstboot status");
         return Ok(());
     }
-    let _quiet = console_name.map(|_| QuietKernel::start());
     let unattended =
         answers.is_some() || root.exists(layout::ESP_ANSWERS) || has_recorded_answers(root);
-    let Some(_lock) = acquire(root, console_name.is_some() && !unattended)? else {
+    let (lock, pending_enter) = acquire(root, console_name.is_some() && !unattended)?;
+    let Some(_lock) = lock else {
+        keep_on_screen(console_name, pending_enter);
         return Ok(());
     };
     if setup::finished(root) {
@@ -103,6 +109,10 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
     let source = answers.map_or(AnswerSource::EspOrQuestions, AnswerSource::File);
     match setup::run(root, source) {
         Ok(outcome) => {
+            if console_name.is_some() {
+                console::clear_screen();
+                println!("{}", console::BANNER);
+            }
             println!(
                 "{}",
                 console::final_screen(
@@ -111,6 +121,7 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
                     &outcome.certificate_note
                 )
             );
+            keep_on_screen(console_name, None);
             Ok(())
         }
         Err(error) => {
@@ -139,8 +150,12 @@ fn next_step_name(root: &Root) -> String {
 }
 
 /// Takes the setup lock. On a console with questions to ask, first waits for Enter so that the console
-/// the user sits at runs setup; meanwhile, if another console finishes, shows its result and returns None.
-fn acquire(root: &Root, wait_for_enter: bool) -> Result<Option<console::SetupLock>> {
+/// the user sits at runs setup; meanwhile, if another console finishes, shows its result and returns no
+/// lock, with the reader still waiting for that Enter (so the next screen can use it).
+fn acquire(
+    root: &Root,
+    wait_for_enter: bool,
+) -> Result<(Option<console::SetupLock>, Option<mpsc::Receiver<()>>)> {
     let enter = if wait_for_enter {
         println!("Press Enter to start the setup on this screen.");
         Some(spawn_line_reader())
@@ -153,7 +168,7 @@ fn acquire(root: &Root, wait_for_enter: bool) -> Result<Option<console::SetupLoc
         if pressed || told_busy {
             if let Some(lock) = console::try_lock(root)? {
                 if !setup::finished(root) {
-                    return Ok(Some(lock));
+                    return Ok((Some(lock), None));
                 }
             }
             if !told_busy && !setup::finished(root) {
@@ -165,7 +180,7 @@ fn acquire(root: &Root, wait_for_enter: bool) -> Result<Option<console::SetupLoc
             if told_busy || enter.is_some() {
                 print_result_of_other_console(root);
             }
-            return Ok(None);
+            return Ok((None, enter));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -182,6 +197,8 @@ fn print_result_of_other_console(root: &Root) {
             Ok(Some(info)) if !info.self_signed => "from the ACME server",
             _ => "self-signed",
         };
+        console::clear_screen();
+        println!("{}", console::BANNER);
         println!("{}", console::final_screen(&settings, lan, note));
     }
 }
@@ -198,6 +215,25 @@ fn spawn_line_reader() -> mpsc::Receiver<()> {
 }
 
 /// Keeps a failure on screen until read (the login prompt would otherwise replace it).
+/// On a screen (tty1 and the other virtual consoles), keeps the final screen until Enter: the
+/// getty that follows clears the screen, and on a real box this screen, with the meeting address
+/// and the ports to forward, is all the owner has. A serial console moves on to its login prompt.
+fn keep_on_screen(console_name: Option<&str>, pending_enter: Option<mpsc::Receiver<()>>) {
+    let Some(name) = console_name else {
+        return;
+    };
+    let virtual_console = name
+        .strip_prefix("tty")
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if !virtual_console {
+        return;
+    }
+    println!("This screen stays until Enter is pressed; the box works without it.");
+    console::drain_output();
+    let _quiet = console::QuietConsole::hold();
+    let _ = pending_enter.unwrap_or_else(spawn_line_reader).recv();
+}
+
 fn wait_for_enter_before_login(limit: Duration) {
     println!("Press Enter for a login prompt.");
     let rx = spawn_line_reader();

@@ -1,4 +1,4 @@
-//! The console side: the banner, keeping kernel messages off the screen, the lock that lets only one
+//! The console side: the banner, keeping kernel and systemd messages off the screen, clearing it, the lock that lets only one
 //! console run setup, and the texts of the last screen and of a failure.
 
 use std::fs::{self, File, OpenOptions};
@@ -14,30 +14,44 @@ use crate::validation::TlsChoice;
 /// The first line on every console.
 pub const BANNER: &str = "Meetbox first-boot setup";
 
-/// Lowers the kernel's console log level while it lives, so boot messages do not overwrite prompts;
-/// the previous level comes back on drop. Both consoles start at once: the one that finds the level
-/// already lowered leaves restoring to the other, or the quiet level would outlive setup.
-pub struct QuietKernel {
+/// Keeps everything else off the console while the agent owns it: the kernel's messages (its
+/// console log level drops to emergencies only) and systemd's status lines (PID 1's show-status
+/// goes off, so no "A start job is running..." line lands between the questions). Both come back on
+/// drop. Both consoles start at once: the one that finds the level already lowered leaves restoring
+/// to the other, or the quiet console would outlive setup.
+pub struct QuietConsole {
     previous: Option<String>,
 }
 
 const PRINTK: &str = "/proc/sys/kernel/printk";
 const QUIET_LEVEL: &str = "1";
 
-impl QuietKernel {
-    pub fn start() -> QuietKernel {
+impl QuietConsole {
+    pub fn start() -> QuietConsole {
+        set_systemd_status("no");
         let previous = fs::read_to_string(PRINTK)
             .ok()
             .filter(|levels| levels.split_whitespace().next() != Some(QUIET_LEVEL));
         // Level 1: only emergencies reach the console.
         if previous.is_some() && fs::write(PRINTK, QUIET_LEVEL).is_err() {
-            return QuietKernel { previous: None };
+            return QuietConsole { previous: None };
         }
-        QuietKernel { previous }
+        QuietConsole { previous }
     }
 }
 
-impl Drop for QuietKernel {
+impl QuietConsole {
+    /// Keeps systemd's status output off while a screen stays up after setup (the other console may
+    /// already have restored it); the configured default comes back on drop.
+    pub fn hold() -> QuietConsole {
+        set_systemd_status("no");
+        QuietConsole {
+            previous: fs::read_to_string(PRINTK).ok(),
+        }
+    }
+}
+
+impl Drop for QuietConsole {
     fn drop(&mut self) {
         if let Some(level) = self
             .previous
@@ -45,7 +59,44 @@ impl Drop for QuietKernel {
             .and_then(|p| p.split_whitespace().next())
         {
             let _ = fs::write(PRINTK, level);
+            // The empty mode is systemd's own default (the kernel command line, system.conf).
+            set_systemd_status("");
         }
+    }
+}
+
+/// Sets PID 1's status output (`SetShowStatus` of systemd's manager); does nothing where systemd
+/// does not run (tests, `--root`).
+fn set_systemd_status(mode: &str) {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return;
+    }
+    let _ = std::process::Command::new("busctl")
+        .args([
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "SetShowStatus",
+            "s",
+            mode,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The sequence that homes the cursor, clears the screen and its scroll-back: what the owner
+/// sees starts on a blank screen, not over the boot's last lines.
+pub const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J\x1b[3J";
+
+/// Clears the console before a new screen (only on a terminal: logs and pipes get no escapes).
+pub fn clear_screen() {
+    use std::io::{IsTerminal, Write};
+    let mut out = std::io::stdout();
+    if out.is_terminal() {
+        let _ = out.write_all(CLEAR_SCREEN.as_bytes());
+        let _ = out.flush();
     }
 }
 

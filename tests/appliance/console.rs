@@ -95,6 +95,77 @@ impl SerialConsole {
     }
 }
 
+/// Lines of systemd's and the kernel's boot output: none may be on screen while the agent shows it.
+const BOOT_NOISE: &[&str] = &[
+    "[  OK  ]",
+    "[FAILED]",
+    "A start job is running",
+    "Reached target",
+    "Started ",
+    "Stopped ",
+    "Finished ",
+    "Mounting ",
+    "Mounted ",
+    "Listening on",
+    "systemd[",
+];
+
+impl SerialConsole {
+    /// The console as a terminal of `rows` x `cols` shows it now: every byte received, through a
+    /// terminal emulator (the vt100 crate), so overwritten text and cleared screens count as a
+    /// person sees them, not as the byte stream has them.
+    pub fn screen(&self, rows: u16, cols: u16, upto: usize) -> Vec<String> {
+        let mut parser = vt100::Parser::new(rows, cols, 0);
+        let received = self.received.lock().unwrap();
+        parser.process(&received[..upto.min(received.len())]);
+        parser
+            .screen()
+            .rows(0, cols)
+            .map(|row| row.trim_end().to_string())
+            .collect()
+    }
+
+    /// Checks the visible 24x80 screen now: `first` is its first line of text, `last` starts its
+    /// last line of text, and no boot output (systemd's status lines, kernel messages) is on it.
+    pub fn assert_clean_screen(&self, first: &str, last: &str) {
+        self.assert_clean(first, last, usize::MAX);
+    }
+
+    /// The same check of the screen as it was when the last awaited text arrived (what comes
+    /// next, such as the login prompt after setup, is not part of it).
+    pub fn assert_clean_screen_at_match(&self, first: &str, last: &str) {
+        self.assert_clean(first, last, self.cursor);
+    }
+
+    fn assert_clean(&self, first: &str, last: &str, upto: usize) {
+        let screen = self.screen(24, 80, upto);
+        let text: Vec<&String> = screen.iter().filter(|row| !row.trim().is_empty()).collect();
+        let shown = screen.join("\n");
+        assert_eq!(
+            text.first().map(|row| row.trim()),
+            Some(first),
+            "the screen does not start with {first:?}:\n{shown}"
+        );
+        assert!(
+            text.last()
+                .is_some_and(|row| row.trim_start().starts_with(last)),
+            "the screen does not end with {last:?}:\n{shown}"
+        );
+        for row in &text {
+            let kernel_line = row.trim_start().starts_with('[')
+                && row.trim_start()[1..]
+                    .trim_start()
+                    .split(']')
+                    .next()
+                    .is_some_and(|stamp| stamp.contains('.') && stamp.parse::<f64>().is_ok());
+            assert!(
+                !kernel_line && !BOOT_NOISE.iter().any(|noise| row.contains(noise)),
+                "boot output on the agent's screen: {row:?}\n{shown}"
+            );
+        }
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
