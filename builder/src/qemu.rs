@@ -50,6 +50,9 @@ pub struct VmSpec {
     /// neighbour on a local link, reachable on all its ports the way a LAN sees
     /// it (user networking only carries the forwarded ports, and answers them itself).
     pub tap: Option<String>,
+    /// Every frame the guest sends or receives on its user network, written to this pcap file
+    /// (QEMU's filter-dump): what the box contacts, read with tcpdump or Wireshark.
+    pub capture: Option<PathBuf>,
 }
 
 /// MAC address of the second card (`tap`), in QEMU's locally administered range.
@@ -109,6 +112,13 @@ impl VmSpec {
                 args.push("-serial".into());
                 args.push("mon:stdio".into());
             }
+        }
+        if let Some(pcap) = &self.capture {
+            args.push("-object".into());
+            args.push(format!(
+                "filter-dump,id=capture0,netdev=n0,file={}",
+                pcap.display()
+            ));
         }
         if let Some(tap) = &self.tap {
             args.push("-netdev".into());
@@ -437,7 +447,26 @@ mod tests {
             serial_socket: None,
             qmp_socket: None,
             tap: None,
+            capture: None,
         }
+    }
+
+    #[test]
+    fn capture_dumps_the_user_network_to_a_pcap_file() {
+        let mut spec = spec();
+        spec.capture = Some("traffic.pcap".into());
+        let args = spec.args().join(" ");
+        assert!(
+            args.contains("-object filter-dump,id=capture0,netdev=n0,file=traffic.pcap"),
+            "{args}"
+        );
+        assert!(!super::VmSpec {
+            capture: None,
+            ..spec
+        }
+        .args()
+        .join(" ")
+        .contains("filter-dump"));
     }
 
     #[test]

@@ -20,7 +20,9 @@ use crate::qemu::{self, Accel, Vm, VmSpec};
     --expect 'Secure boot enabled' --expect 'Meetbox first-boot setup' --timeout 600\n      \
     unattended smoke test: exit 0 once both texts appeared, then power off\n  \
     ip tuntap add dev mbtap0 mode tap && meetbox run out/x.img.zst --tap mbtap0\n      \
-    a second card on a host tap device: scan the box as the LAN would")]
+    a second card on a host tap device: scan the box as the LAN would\n  \
+    meetbox run out/x.img.zst --capture traffic.pcap\n      \
+    record what the box sends and receives (open with tcpdump -r or Wireshark)")]
 pub struct RunArgs {
     /// The compressed image (NAME.img.zst) or a raw disk image (NAME.img).
     pub image: PathBuf,
@@ -65,6 +67,10 @@ pub struct RunArgs {
     /// `ip tuntap add dev NAME mode tap`), to reach the guest as a LAN neighbour would.
     #[arg(long, value_name = "IFNAME")]
     pub tap: Option<String>,
+    /// Record every frame of the guest's user network (the forwards, DNS, updates, ACME) in this
+    /// pcap file, to see whom the box contacts.
+    #[arg(long, value_name = "PCAP")]
+    pub capture: Option<PathBuf>,
 }
 
 fn parse_size(text: &str) -> std::result::Result<ByteSize, String> {
@@ -120,6 +126,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         serial_socket: args.serial_socket.clone(),
         qmp_socket: Some(work.path().join("qmp.sock")),
         tap: args.tap.clone(),
+        capture: args.capture.clone(),
     };
     progress::step(format!(
         "Booting with Secure Boot ({}), forwarding {}",

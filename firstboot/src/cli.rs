@@ -23,13 +23,18 @@ use crate::settings::LETS_ENCRYPT_DIRECTORY;
 use crate::setup::{self, AnswerSource};
 use crate::state::{State, Step};
 use crate::tls;
+use crate::updates::{self, UpdateRecord};
 use crate::validation::{self, TlsChoice};
 
 #[derive(Parser)]
 #[command(
     name = "meetbox-firstboot",
     version,
-    about = "Meetbox first-boot setup: questions, secrets, configuration, certificate"
+    about = "Meetbox first-boot setup: questions, secrets, configuration, certificate",
+    after_help = "Examples:\n  \
+        meetbox-firstboot                                   ask the questions and set the box up\n  \
+        meetbox-firstboot --answers /root/meetbox-setup.toml  set up from an answers file\n  \
+        meetbox-firstboot status                            what is set up, the certificate, the last updates"
 )]
 struct Cli {
     /// Root directory of the system to set up.
@@ -48,16 +53,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show what is set up.
+    /// Show what is set up, the certificate, and the last update runs.
+    #[command(after_help = "Example:\n  meetbox-firstboot status")]
     Status,
     /// Change the domain, the e-mail or the certificate choice.
+    #[command(after_help = "Examples:\n  \
+        meetbox-firstboot reconfigure                          ask again\n  \
+        meetbox-firstboot reconfigure --answers new-name.toml  from an answers file")]
     Reconfigure,
     /// Renew the certificate when two thirds of its lifetime have passed (run by meetbox-acme.timer),
     /// or retry a failed first attempt once its back-off has passed.
+    #[command(after_help = "Example:\n  meetbox-firstboot renew --force")]
     Renew {
         /// Ignore the schedule and the back-off.
         #[arg(long)]
         force: bool,
+    },
+    /// One stage of the security updates, as apt's timers run it (apt-daily.service: refresh,
+    /// apt-daily-upgrade.service: install); the outcome is kept for `status`.
+    #[command(after_help = "Examples:\n  \
+        meetbox-firstboot update refresh   fetch and verify the package lists now\n  \
+        meetbox-firstboot update install   install what unattended-upgrades allows now")]
+    Update {
+        #[arg(value_enum)]
+        stage: updates::Stage,
     },
 }
 
@@ -75,6 +94,7 @@ pub fn main() -> ExitCode {
         Some(Command::Status) => status(&root),
         Some(Command::Reconfigure) => reconfigure(&root, cli.answers),
         Some(Command::Renew { force }) => renew(&root, force),
+        Some(Command::Update { stage }) => updates::run(&root, stage),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -244,7 +264,7 @@ fn status(root: &Root) -> Result<()> {
     let state = State::load(root)?;
     let Some(settings) = &state.settings else {
         println!("Setup has not started yet. Run: meetbox-firstboot");
-        return Ok(());
+        return print_updates(root);
     };
     println!("Domain:       {}", settings.domain);
     println!("Admin user:   {}", settings.admin_user);
@@ -290,6 +310,51 @@ fn status(root: &Root) -> Result<()> {
             "not finished: run meetbox-firstboot to resume"
         }
     );
+    print_updates(root)
+}
+
+/// The last run of each update stage, and a reboot an update is waiting for.
+fn print_updates(root: &Root) -> Result<()> {
+    let record = UpdateRecord::load(root)?;
+    println!("Updates:");
+    for (what, run, last_ok) in [
+        ("package lists", &record.refresh, record.refreshed_ok),
+        ("installing", &record.install, record.installed_ok),
+    ] {
+        let Some(run) = run else {
+            println!("  {what}: not run yet (apt's timers run it before the maintenance window)");
+            continue;
+        };
+        println!(
+            "  {what}: {} at {}: {}",
+            if run.ok { "ok" } else { "FAILED" },
+            format_time(run.finished),
+            run.summary
+        );
+        for problem in &run.problems {
+            println!("    {problem}");
+        }
+        if !run.ok {
+            match last_ok {
+                Some(at) => println!("    last success: {}", format_time(at)),
+                None => println!("    no success yet"),
+            }
+        }
+    }
+    if let Some(reboot) = updates::pending_reboot(root) {
+        let when = reboot.scheduled.map_or_else(
+            || "not scheduled yet".to_string(),
+            |at| format!("scheduled for {}", format_time(at)),
+        );
+        println!(
+            "  reboot: needed by {} ({when})",
+            if reboot.packages.is_empty() {
+                "an update".to_string()
+            } else {
+                reboot.packages.join(", ")
+            }
+        );
+    }
     Ok(())
 }
 

@@ -26,4 +26,5 @@ pub mod state;
 pub mod swap;
 pub mod tls;
 pub mod tuning;
+pub mod updates;
 pub mod validation;

@@ -2,8 +2,8 @@
 //! release (support::jitsi_packages) from a signed repository on 127.0.0.1, through the same
 //! options a user with a mirror passes to `meetbox build`. In the booted box, after setup:
 //! prosody has loaded Jitsi's plugins and components, jicofo (an init script) and the videobridge
-//! (a unit) stayed off until setup and were started by it, and an upgrade to 10655 with apt inside
-//! the box leaves every file the agent owns as it was.
+//! (a unit) stayed off until setup and were started by it. The upgrade to 10655 through the box's
+//! own timers is in updates.rs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,6 @@ use std::path::{Path, PathBuf};
 use crate::support::apt_repo::{LocalRepository, Server};
 use crate::support::jitsi_packages::{self, RELEASES};
 use crate::xmpp::{Https, Session};
-
-/// The packages the image installs, as `meetbox::jitsi::PACKAGES`.
-const INSTALLED: [&str; 6] = meetbox::jitsi::PACKAGES;
 
 /// The local repository with both releases built, the older one published.
 pub struct JitsiRepository {
@@ -60,6 +57,25 @@ impl JitsiRepository {
     /// Publishes the newer release, as Jitsi's repository does on a release day.
     pub fn publish_newer(&self) {
         self.local.publish(&self.newer);
+    }
+
+    /// Adds `debs` to the repository and signs its new index.
+    pub fn publish(&self, debs: &[PathBuf]) {
+        self.local.publish(debs);
+    }
+
+    /// The newer release's deb of `package`.
+    pub fn newer_deb(&self, package: &str) -> PathBuf {
+        let prefix = format!("{package}_");
+        self.newer
+            .iter()
+            .find(|deb| {
+                deb.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with(&prefix))
+            })
+            .unwrap_or_else(|| panic!("the newer release has no {package}: {:?}", self.newer))
+            .clone()
     }
 }
 
@@ -167,7 +183,7 @@ pub fn check_services_fenced_then_started(shell: &dyn Fn(&str) -> String) {
 }
 
 /// Files the first-boot agent owns, and what the packages could add beside them, as one text.
-fn agent_files(shell: &dyn Fn(&str) -> String, domain: &str) -> String {
+pub fn agent_files(shell: &dyn Fn(&str) -> String, domain: &str) -> String {
     shell(&format!(
         "cd / && sha256sum etc/turnserver.conf etc/jitsi/jicofo/config etc/jitsi/jicofo/jicofo.conf \
          etc/jitsi/videobridge/config etc/jitsi/videobridge/jvb.conf etc/prosody/prosody.cfg.lua \
@@ -181,52 +197,4 @@ fn agent_files(shell: &dyn Fn(&str) -> String, domain: &str) -> String {
          && echo local-ca: $(ls usr/local/share/ca-certificates) \
          && echo turnserver-backup: $(ls etc/turnserver.conf.bak 2>/dev/null)"
     ))
-}
-
-/// The upgrade from the older to the newer release with apt inside the box, from the host's
-/// repository (QEMU's user network shows the host's 127.0.0.1 to the guest as 10.0.2.2). Every
-/// file the agent owns is byte for byte what it was.
-pub fn upgrade(shell: &dyn Fn(&str) -> String, repository: &JitsiRepository, domain: &str) {
-    let before = agent_files(shell, domain);
-    assert!(
-        before.contains("sites-enabled: meetbox.conf\n") && before.contains("local-ca:\n"),
-        "after setup, nginx or the CA store carry the packages' leftovers:\n{before}"
-    );
-    repository.publish_newer();
-    let server = repository.serve();
-    let sources = meetbox::jitsi::SOURCES_IN_IMAGE;
-    shell(&format!(
-        "sed -i 's#http://127.0.0.1:[0-9]*#http://10.0.2.2:{}#' {sources}",
-        server.port
-    ));
-    let apt = format!(
-        "env DEBIAN_FRONTEND=noninteractive apt-get -q -o Dir::Etc::SourceList={sources} \
-         -o Dir::Etc::SourceParts=- -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
-    );
-    shell(&format!("{apt} update --error-on=any"));
-    let log = shell(&format!(
-        "{apt} install -y --only-upgrade {} 2>&1",
-        INSTALLED.join(" ")
-    ));
-    let versions = shell(&format!(
-        "dpkg-query -W -f '${{Package}} ${{Version}} ${{Status}}\\n' {}",
-        INSTALLED.join(" ")
-    ));
-    for line in versions.lines() {
-        assert!(
-            line.contains(RELEASES[1]) && line.ends_with("install ok installed"),
-            "not upgraded to {}: {line}\n{log}",
-            RELEASES[1]
-        );
-    }
-    drop(server);
-    let after = agent_files(shell, domain);
-    assert_eq!(
-        before, after,
-        "the upgrade changed files the agent owns:\n{log}"
-    );
-    eprintln!(
-        "upgrade {} -> {}: every file the agent owns unchanged",
-        RELEASES[0], RELEASES[1]
-    );
 }

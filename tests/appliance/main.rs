@@ -17,11 +17,13 @@
 
 mod audit;
 mod console;
+mod contacts;
 mod guest_disk;
 mod jitsi;
 mod pebble;
 #[path = "../support/mod.rs"]
 mod support;
+mod updates;
 mod xmpp;
 
 use std::fs;
@@ -204,8 +206,15 @@ struct Guest {
 }
 
 impl Guest {
-    /// Boots `disk`; with `tap`, the guest also gets a card on that tap device (audit.rs).
-    fn boot(disk: &Path, name: &str, ports: Ports, tap: Option<&str>) -> Guest {
+    /// Boots `disk`; with `tap`, the guest also gets a card on that tap device (audit.rs); with
+    /// `capture`, its user network is recorded in that pcap file (contacts.rs).
+    fn boot(
+        disk: &Path,
+        name: &str,
+        ports: Ports,
+        tap: Option<&str>,
+        capture: Option<PathBuf>,
+    ) -> Guest {
         // Unix socket paths are short (108 bytes): keep them out of the target directory.
         let sockets = tempfile::tempdir().unwrap();
         let vars = work_dir().join(format!("{name}-vars.fd"));
@@ -227,6 +236,7 @@ impl Guest {
             serial_socket: Some(sockets.path().join("serial.sock")),
             qmp_socket: Some(sockets.path().join("qmp.sock")),
             tap: tap.map(str::to_string),
+            capture,
         };
         eprintln!("boot {name}: {}", spec.args().join(" "));
         let socket = spec.serial_socket.clone().unwrap();
@@ -312,7 +322,7 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     let password = "horse staple cart moon";
     let disk = fresh_disk("console", 0);
     let ports = Ports::new();
-    let mut guest = Guest::boot(&disk, "console", ports, None);
+    let mut guest = Guest::boot(&disk, "console", ports, None, None);
     let console = &mut guest.console;
 
     console.expect("Meetbox first-boot setup", BOOT);
@@ -431,7 +441,14 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     assert!(disk.esp_has("meetbox-setup.toml"));
 
     let mut scan_link = audit::ScanLink::create();
-    let mut guest = Guest::boot(&disk_path, "unattended", ports, Some(&scan_link.tap));
+    let capture = work_dir().join("unattended-traffic.pcap");
+    let mut guest = Guest::boot(
+        &disk_path,
+        "unattended",
+        ports,
+        Some(&scan_link.tap),
+        Some(capture.clone()),
+    );
     guest.console.expect("Meetbox first-boot setup", BOOT);
     guest.console.expect("Setup is complete", SETUP);
     guest.console.expect("from the ACME server", PROMPT);
@@ -502,15 +519,40 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
 
-    // Jitsi's next release, installed with apt inside the box: the agent's files stay its own, and
-    // the same logins still work (the service accounts' after the reboot below).
-    jitsi::upgrade(&shell, &built().jitsi, domain);
-    jitsi::check_prosody_log(&shell);
-    jitsi::check_components(&https);
-    login(&https, XMPP_MAIN_HOST, "admin", password).expect("admin login after the upgrade");
-    assert!(turn_allocates(user, secret, ports.turn_tcp, true));
+    // Updates through the box's own timers: Jitsi's next release, one that asks for a reboot, a
+    // broken one, a repository that stops answering. After each the box still serves: the
+    // agent's files stay its own, and the same logins work (the service accounts' after the
+    // reboot below).
+    let box_works = |when: &str| {
+        jitsi::check_prosody_log(&shell);
+        jitsi::check_components(&https);
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+            .unwrap_or_else(|err| panic!("admin login {when}: {err}"));
+        assert!(
+            turn_allocates(user, secret, ports.turn_tcp, true),
+            "TURN {when}"
+        );
+    };
+    let repository_ports =
+        updates::check_updates_through_timers(&shell, &built().jitsi, domain, &box_works);
+    contacts::run_every_timer(&shell);
+    let allowed = contacts::Allowed::of_the_box(&shell, &built().manifest, domain)
+        .with_host_ports(&repository_ports)
+        .with_host_url(&pebble.directory_for_guest);
     guest.power_off();
     drop(scan_link);
+    // Whom the box contacted, from boot to power-off: the resolver, the update mirrors, Jitsi's
+    // repository, the ACME CA and the time servers, no one else.
+    let contacts = contacts::Contacts::read(&capture);
+    let strangers = allowed.strangers(&contacts);
+    assert!(
+        strangers.is_empty(),
+        "the box contacted others than its update mirrors, Jitsi's repository, the ACME CA and \
+         its time servers (capture: {}):\n{}",
+        capture.display(),
+        strangers.join("\n")
+    );
+    eprintln!("{}", allowed.summary(&contacts));
 
     // Nothing of the visit reached the disk: not in any file, not in a free block.
     let hits = disk.search_everywhere(&[audit::CLIENT_ADDRESS, PRIVACY_ROOM]);
@@ -536,7 +578,7 @@ fn unattended_setup_with_pebble_then_services_from_the_host() {
 
     // After a reboot: services start by themselves, the agent does not run again, the service
     // accounts log in with the secrets written for jicofo and the videobridge.
-    let mut guest = Guest::boot(&disk_path, "reboot", ports, None);
+    let mut guest = Guest::boot(&disk_path, "reboot", ports, None, None);
     guest.console.expect("login:", BOOT);
     eprintln!("login prompt after {}", guest.elapsed());
     let transcript = guest.console.transcript();
