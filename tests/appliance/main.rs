@@ -11,6 +11,9 @@
 //!   (page, XMPP login, room) from a distinctive address on a second card. After power-off the
 //!   whole disk holds neither that address nor the room's name, and the jicofo and videobridge
 //!   secrets are read from it; after a reboot those accounts log in and the agent stays quiet.
+//!   Before the power-off, updates through the box's own timers (updates.rs); from power-on to
+//!   power-off, every frame of its user network is recorded, and it contacted no one but its
+//!   update mirrors, the Jitsi repository, the ACME CA and its time servers (contacts.rs).
 //!
 //! Needs root and the host packages of tests/run. Outside CI a missing prerequisite skips with the
 //! reason; with CI=true it fails.
@@ -1029,7 +1032,7 @@ fn every_boot_reaches_a_clean_banner_under_meetbox_run() {
     if !can_run("repeated boots") || !support_tmux() {
         return;
     }
-    const BOOTS: usize = 3;
+    const BOOTS: usize = 5;
     let _one_at_a_time = exclusive();
     let image = &built().image;
     for boot in 1..=BOOTS {
