@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use meetbox::jitsi::{self, Repository, RootfsInputs};
-use meetbox::keyring;
+use meetbox::rootfs::jitsi::{self, Repository, RootfsInputs};
+use meetbox::rootfs::keyring;
 use support::apt_repo::{run, LocalRepository, Server};
 
 const FIXTURE: &str = concat!(

@@ -1,7 +1,7 @@
 //! The write pipeline: decompress, check, write, flush, read back.
 //!
 //! Images built by meetbox are independent zstd frames with a seek table (see
-//! [`crate::compress`] and [`crate::seek_table`]): worker threads, one per core,
+//! [`crate::artifact::compress`] and [`crate::artifact::seek_table`]): worker threads, one per core,
 //! read the frames that hold mapped data, check each against its SHA-256 in the
 //! signed manifest ([`VerifiedFrames`]), decompress it into a large aligned
 //! buffer, and skip the other frames. So no byte is written that did not come
@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::blockmap::BlockMap;
-use crate::pool::Pool;
-use crate::progress::{self, Progress};
-use crate::seek_table::Frame;
+use crate::artifact::blockmap::BlockMap;
+use crate::artifact::seek_table::Frame;
+use crate::host::pool::Pool;
+use crate::host::progress::{self, Progress};
 use crate::verify::VerifiedFrames;
 
 /// Size of one buffer of the single-stream path.
@@ -1076,7 +1076,7 @@ fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seek_table::SeekTable;
+    use crate::artifact::seek_table::SeekTable;
 
     const MIB: u64 = 1 << 20;
 
@@ -1132,7 +1132,7 @@ mod tests {
         file.sync_all().unwrap();
         let map = BlockMap::from_image(&raw).unwrap();
         let zst = dir.path().join("x.img.zst");
-        crate::compress::compress_in_frames(&raw, &zst, 1, 2, 8 * MIB).unwrap();
+        crate::artifact::compress::compress_in_frames(&raw, &zst, 1, 2, 8 * MIB).unwrap();
 
         let path = dir.path().join("target.raw");
         let mut target = TargetFile::open_file(&path, image_size).unwrap();
@@ -1178,7 +1178,7 @@ mod tests {
             .map(|&(first, last)| {
                 let start = (first * 4096) as usize;
                 let end = (((last + 1) * 4096) as usize).min(image_size as usize);
-                crate::blockmap::MappedRange {
+                crate::artifact::blockmap::MappedRange {
                     first,
                     last,
                     sha256: Sha256::digest(&data[start..end]).into(),
