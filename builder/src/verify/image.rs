@@ -3,7 +3,10 @@
 
 use super::*;
 
-pub(super) fn check_frame_digests(files: &BuildFiles, frames: &Result<VerifiedFrames, String>) -> CheckResult {
+pub(super) fn check_frame_digests(
+    files: &BuildFiles,
+    frames: &Result<VerifiedFrames, String>,
+) -> CheckResult {
     CheckResult {
         check: format!("frames of {}", files.image_zst_name()),
         outcome: match frames {
@@ -65,7 +68,10 @@ pub(super) enum ImageBytes {
 impl ImageRead {
     /// The SHA-256 the image file is known to have: hashed whole, or, when every
     /// frame matched the manifest that lists them, the one that manifest names.
-    pub(super) fn compressed_sha256(&self, manifest: Option<&Manifest>) -> Result<Sha256Digest, String> {
+    pub(super) fn compressed_sha256(
+        &self,
+        manifest: Option<&Manifest>,
+    ) -> Result<Sha256Digest, String> {
         match (&self.bytes, manifest) {
             (ImageBytes::Whole(digest), _) => Ok(*digest),
             (ImageBytes::Frames(Ok(_)), Some(manifest)) => Ok(manifest.image.compressed_sha256),
@@ -244,7 +250,10 @@ pub(super) fn stream_image(
 /// Reads the file in blocks and sends each to every consumer still listening (the
 /// signature check and the decompressor stop listening when the data is bad; the
 /// digest listens to the end).
-pub(super) fn feed_blocks(image: &mut File, mut consumers: Vec<SyncSender<Arc<Vec<u8>>>>) -> io::Result<()> {
+pub(super) fn feed_blocks(
+    image: &mut File,
+    mut consumers: Vec<SyncSender<Arc<Vec<u8>>>>,
+) -> io::Result<()> {
     loop {
         let mut block = vec![0u8; CHUNK_BYTES];
         let filled = read_full(image, &mut block)?;

@@ -50,7 +50,11 @@ pub(super) fn signature_usable(signature: &SignatureBox, key: &PublicKey) -> Res
 }
 
 /// Verifies a signature of a small in-memory file.
-pub(super) fn verify_small(key: &PublicKey, signature: &SignatureBox, data: &[u8]) -> Result<(), String> {
+pub(super) fn verify_small(
+    key: &PublicKey,
+    signature: &SignatureBox,
+    data: &[u8],
+) -> Result<(), String> {
     signature_usable(signature, key)?;
     minisign::verify(key, signature, Cursor::new(data), true, false, false)
         .map_err(|e| e.to_string())
@@ -59,7 +63,10 @@ pub(super) fn verify_small(key: &PublicKey, signature: &SignatureBox, data: &[u8
 /// Verifies a signature's global Ed25519 signature, which covers the file
 /// signature and the trusted comment, with `key` (the check minisign makes after
 /// the one over the file's BLAKE2b-512). The trusted comment is then authentic.
-pub(super) fn verify_comment_signature(key: &PublicKey, signature: &SignatureBox) -> Result<(), String> {
+pub(super) fn verify_comment_signature(
+    key: &PublicKey,
+    signature: &SignatureBox,
+) -> Result<(), String> {
     signature_usable(signature, key)?;
     let malformed = || "the signature file is malformed".to_string();
     // The text form: untrusted comment, base64 of algorithm (2 bytes), key ID (8)
