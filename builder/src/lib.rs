@@ -1,7 +1,7 @@
 //! Meetbox image builder: profile in, signed bootable disk image out.
 //!
 //! The folders follow the pipeline (docs/architecture.md):
-//! [`profile`] → [`rootfs`] → [`tree`] → [`disk`] → [`artifact`] → [`sign`], run in order by
+//! [`profile`] (on a [`distro`]) → [`rootfs`] → [`tree`] → [`disk`] → [`artifact`] → [`sign`], run in order by
 //! [`pipeline`]; then [`verify`], [`flash`] and [`vm`] for what a user does with an image, and
 //! [`sizing`] for what a box can hold. [`host`] is the edge to the machine: its tools, one
 //! command runner, files written atomically, progress, one worker pool. Pure functions plan and
@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod cli;
 pub mod disk;
+pub mod distro;
 pub mod flash;
 pub mod host;
 pub mod pipeline;

@@ -3,7 +3,6 @@
 //! Parsing is strict (unknown keys are errors) so a typo never silently builds the
 //! wrong image; every error names the file, the key and what is allowed.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -14,70 +13,7 @@ pub mod sections;
 
 pub use sections::{Bandwidth, Firmware, Hardware};
 
-/// The distribution release an image is based on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Base {
-    #[serde(rename = "ubuntu-24.04")]
-    Ubuntu2404,
-    #[serde(rename = "debian-12")]
-    Debian12,
-}
-
-impl Base {
-    pub const ALL: [Base; 2] = [Base::Ubuntu2404, Base::Debian12];
-
-    /// The name used in profiles, on the command line and in artifact names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Base::Ubuntu2404 => "ubuntu-24.04",
-            Base::Debian12 => "debian-12",
-        }
-    }
-
-    /// The apt suite (code name).
-    pub fn suite(self) -> &'static str {
-        match self {
-            Base::Ubuntu2404 => "noble",
-            Base::Debian12 => "bookworm",
-        }
-    }
-
-    /// The directory under `EFI/` whose `grub.cfg` the signed GRUB reads.
-    pub fn efi_vendor(self) -> &'static str {
-        match self {
-            Base::Ubuntu2404 => "ubuntu",
-            Base::Debian12 => "debian",
-        }
-    }
-}
-
-impl Base {
-    /// Where the kernel packages keep the `vmlinuz`/`initrd.img` symlinks to the
-    /// newest kernel: Ubuntu in /boot, Debian in the root directory.
-    pub fn kernel_link_dir(self) -> &'static str {
-        match self {
-            Base::Ubuntu2404 => "/boot",
-            Base::Debian12 => "",
-        }
-    }
-}
-
-impl fmt::Display for Base {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Base {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Base::ALL
-            .into_iter()
-            .find(|base| base.name() == s)
-            .with_context(|| format!("unknown base `{s}`: use `ubuntu-24.04` or `debian-12`"))
-    }
-}
+pub use crate::distro::Base;
 
 /// A size in bytes, written in profiles as "4GiB", "512MiB" or a plain byte count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -23,33 +23,6 @@ use crate::profile::{Base, Profile};
 /// Bumped whenever the recipe below changes in a way the cache key cannot see.
 const RECIPE_VERSION: u32 = 1;
 
-/// The archive keys of each base, kept in the repository and pinned here.
-struct ArchiveKeys {
-    keyring: &'static [u8],
-    fingerprints: &'static [&'static str],
-}
-
-fn archive_keys(base: Base) -> ArchiveKeys {
-    match base {
-        Base::Ubuntu2404 => ArchiveKeys {
-            keyring: include_bytes!("../../keys/ubuntu-archive.gpg"),
-            // Ubuntu Archive Automatic Signing Key (2018) <ftpmaster@ubuntu.com>
-            fingerprints: &["F6EC B376 2474 EDA9 D21B  7022 8719 20D1 991B C93C"],
-        },
-        Base::Debian12 => ArchiveKeys {
-            keyring: include_bytes!("../../keys/debian-12-archive.gpg"),
-            fingerprints: &[
-                // Debian Archive Automatic Signing Key (12/bookworm)
-                "B8B8 0B5B 623E AB6A D877  5C45 B7C5 D7D6 3509 47F8",
-                // Debian Security Archive Automatic Signing Key (12/bookworm)
-                "05AB 9034 0C0C 5E79 7F44  A8C8 254C F3B5 AEC0 A8F0",
-                // Debian Stable Release Key (12/bookworm)
-                "4D64 FEC1 19C2 0290 67D6  E791 F8D2 585B 8783 D481",
-            ],
-        },
-    }
-}
-
 /// Packages every Meetbox image needs: boot chain, init, network, growing root.
 fn base_packages(base: Base) -> Vec<&'static str> {
     let mut packages = vec![
@@ -75,11 +48,7 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         // TLS, ACME and TURN credentials need the right time.
         "systemd-timesyncd",
     ];
-    match base {
-        // Ubuntu ships systemd-repart in its own package; Debian 12 has it in systemd.
-        Base::Ubuntu2404 => packages.extend(["linux-image-generic", "systemd-repart"]),
-        Base::Debian12 => packages.push("linux-image-amd64"),
-    }
+    packages.extend(base.distro().packages);
     packages
 }
 
@@ -110,10 +79,12 @@ printf '127.0.0.1 localhost\n127.0.1.1 meetbox\n::1 localhost ip6-localhost ip6-
 
 impl Recipe {
     pub fn for_profile(profile: &Profile) -> Recipe {
-        let firmware = match profile.base {
-            Base::Ubuntu2404 => &profile.hardware.firmware.ubuntu,
-            Base::Debian12 => &profile.hardware.firmware.debian,
-        };
+        let distro = profile.base.distro();
+        let firmware = profile
+            .hardware
+            .firmware
+            .for_distribution(distro.efi_vendor)
+            .expect("every base's vendor names a firmware list (distro tests)");
         let mut packages: Vec<String> = base_packages(profile.base)
             .into_iter()
             .map(str::to_string)
@@ -125,14 +96,11 @@ impl Recipe {
         }
         packages.sort();
         packages.dedup();
-        let components = match profile.base {
-            Base::Ubuntu2404 => vec!["main", "universe"],
-            Base::Debian12 => vec!["main", "non-free-firmware"],
-        };
+        let components = distro.components;
         Recipe {
             base: profile.base,
             mirror: profile.mirror.clone(),
-            components: components.into_iter().map(str::to_string).collect(),
+            components: components.iter().map(|c| c.to_string()).collect(),
             packages,
             customize_hooks: vec![
                 crate::tree::hardening::BUILD_HOOK.to_string(),
@@ -151,11 +119,7 @@ impl Recipe {
         let mirror = mirror.trim_end_matches('/');
         let suite = self.base.suite();
         let components = self.components.join(" ");
-        let security = match self.base {
-            Base::Ubuntu2404 => mirror.to_string(),
-            // Debian mirrors publish security updates beside the archive.
-            Base::Debian12 => format!("{mirror}-security"),
-        };
+        let security = (self.base.distro().security_mirror)(mirror);
         vec![
             format!("deb {mirror} {suite} {components}"),
             format!("deb {mirror} {suite}-updates {components}"),
@@ -168,7 +132,7 @@ impl Recipe {
         let mut hasher = Sha256::new();
         hasher.update(format!("recipe-version {RECIPE_VERSION}\n"));
         hasher.update(serde_json::to_vec(self).expect("recipe serializes"));
-        hasher.update(archive_keys(self.base).keyring);
+        hasher.update(self.base.distro().keyring);
         hasher.update(mmdebstrap_version.as_bytes());
         hex::encode(hasher.finalize())
     }
@@ -255,7 +219,7 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
         &key[..16]
     ));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let keys = archive_keys(recipe.base);
+    let keys = recipe.base.distro();
     // apt checks signatures as its unprivileged `_apt` user: the keyring must be
     // readable by it even when the cache directory is private.
     let keyring_dir = tempfile::Builder::new()
@@ -427,7 +391,7 @@ mod tests {
     #[test]
     fn shipped_keyrings_match_their_pins() {
         for base in Base::ALL {
-            let keys = archive_keys(base);
+            let keys = base.distro();
             let mut found = keyring::fingerprints(keys.keyring).unwrap();
             let mut pinned: Vec<String> = keys
                 .fingerprints

@@ -198,13 +198,7 @@ pub fn render_auto_upgrades() -> String {
 /// Jitsi's repository when the image installed from it.
 pub fn update_origins(base: Base, jitsi_origin: Option<&str>) -> Vec<String> {
     let suite = base.suite();
-    let mut origins = match base {
-        Base::Ubuntu2404 => vec![format!("origin=Ubuntu,archive={suite}-security")],
-        Base::Debian12 => vec![
-            format!("origin=Debian,codename={suite},label=Debian-Security"),
-            format!("origin=Debian,codename={suite}-security,label=Debian-Security"),
-        ],
-    };
+    let mut origins = (base.distro().security_origins)(suite);
     origins.extend(jitsi_origin.map(str::to_string));
     origins
 }
