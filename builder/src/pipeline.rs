@@ -13,6 +13,7 @@ use crate::artifact::blockmap::BlockMap;
 use crate::artifact::files::BuildFiles;
 use crate::artifact::manifest::{self, ImageFiles, Manifest, MANIFEST_FORMAT};
 use crate::disk::layout::DiskLayout;
+use crate::host::command::CommandRunExt;
 use crate::profile::{default_profiles_dir, Base, Profile};
 use crate::sign::keys::{self, SigningKeyArgs};
 use crate::{
@@ -345,17 +346,14 @@ fn build_agent() -> Result<PathBuf> {
     }
     progress::step("First-boot agent: cargo build (static, release)");
     let target = "x86_64-unknown-linux-gnu";
-    let status = Command::new("cargo")
+    Command::new("cargo")
         .args(["build", "--release", "--quiet", "-p", "meetbox-firstboot"])
         .args(["--target", target, "--manifest-path"])
         .arg(&manifest)
         // With an explicit --target these flags reach only the agent, not build scripts.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .status()
-        .context("cannot run cargo to build the first-boot agent: pass --agent PATH")?;
-    if !status.success() {
-        bail!("building the first-boot agent failed ({status})");
-    }
+        .run_inherited()
+        .context("building the first-boot agent failed (or pass a built one with --agent PATH)")?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| source_tree().join("target"));
@@ -396,9 +394,7 @@ fn reexec_with_sudo(args: &BuildArgs, agent: &Path) -> Result<()> {
         .arg(std::env::current_exe()?)
         .args(std::env::args_os().skip(1))
         .args(extra);
-    let status = command.status().context("cannot run sudo")?;
-    if !status.success() {
-        bail!("the build under sudo failed ({status})");
-    }
-    Ok(())
+    command
+        .run_inherited()
+        .context("the build under sudo failed")
 }

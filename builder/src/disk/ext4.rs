@@ -12,11 +12,12 @@
 use std::io::Write;
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
 use crate::disk::layout::DiskLayout;
+use crate::host::command::{self, CommandRunExt};
 use crate::host::progress;
 
 /// ext4 block size.
@@ -116,7 +117,7 @@ pub fn make_root_fs(
     for variable in MKE2FS_ENV_OVERRIDES {
         mke2fs.env_remove(variable);
     }
-    let output = run(&mut mke2fs, "mke2fs")?;
+    let output = mke2fs.run_unchecked()?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("Could not allocate block") || stderr.contains("No space left") {
@@ -131,28 +132,22 @@ pub fn make_root_fs(
 
     // The file system inside the image, as e2fsprogs' unix I/O manager addresses it.
     let device = format!("{}?offset={}", image.display(), layout.root.offset_bytes());
-    let output = run(
-        e2fs_command("dumpe2fs", source_date_epoch).arg(&device),
-        "dumpe2fs",
-    )?;
-    if !output.status.success() {
-        bail!(
-            "dumpe2fs failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+    let output = e2fs_command("dumpe2fs", source_date_epoch)
+        .arg(&device)
+        .run_captured()?;
     let used = used_inodes(&String::from_utf8_lossy(&output.stdout))?;
     let script = inode_time_script(&used, source_date_epoch);
 
-    let mut debugfs = e2fs_command("debugfs", source_date_epoch)
+    let mut debugfs_command = e2fs_command("debugfs", source_date_epoch);
+    debugfs_command
         .args(["-w", "-f", "-"])
         .arg(&device)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut debugfs = debugfs_command
         .spawn()
-        .map_err(|err| missing_tool(err, "debugfs"))?;
+        .map_err(|err| command::not_started(&debugfs_command, err))?;
     debugfs
         .stdin
         .take()
@@ -273,18 +268,6 @@ fn e2fs_command(tool: &str, source_date_epoch: u64) -> Command {
         .env("LC_ALL", "C")
         .stdin(Stdio::null());
     command
-}
-
-fn run(command: &mut Command, tool: &str) -> Result<Output> {
-    command.output().map_err(|err| missing_tool(err, tool))
-}
-
-fn missing_tool(err: std::io::Error, tool: &str) -> anyhow::Error {
-    if err.kind() == std::io::ErrorKind::NotFound {
-        anyhow::anyhow!("`{tool}` was not found: install e2fsprogs (1.47 or later)")
-    } else {
-        anyhow::Error::new(err).context(format!("cannot run {tool}"))
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::host::command::CommandRunExt;
 use crate::host::progress;
 
 /// A program (or data file) on the build host and the Debian/Ubuntu package providing it.
@@ -43,6 +44,30 @@ pub const BUILD_TOOLS: &[HostTool] = &[
         package: "distro-info-data",
     },
 ];
+
+/// Every program the builder and `meetbox run` start, with its package (for error messages).
+const KNOWN_PACKAGES: &[(&str, &str)] = &[
+    ("mmdebstrap", "mmdebstrap"),
+    ("mke2fs", "e2fsprogs"),
+    ("debugfs", "e2fsprogs"),
+    ("dumpe2fs", "e2fsprogs"),
+    ("systemctl", "systemd"),
+    ("gpgv", "gpgv"),
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("zstd", "zstd"),
+    ("sudo", "sudo"),
+    ("apt-get", "apt"),
+];
+
+/// The package that provides `program`, where the builder knows it.
+pub fn package_of(program: &str) -> Option<&'static str> {
+    BUILD_TOOLS
+        .iter()
+        .map(|tool| (tool.needs, tool.package))
+        .chain(KNOWN_PACKAGES.iter().copied())
+        .find(|(needs, _)| *needs == program)
+        .map(|(_, package)| package)
+}
 
 /// The tools in `tools` that are not on this host.
 pub fn missing(tools: &[HostTool]) -> Vec<HostTool> {
@@ -100,15 +125,12 @@ pub fn ensure(tools: &[HostTool], install: bool) -> Result<()> {
         sudo.arg("apt-get");
         sudo
     };
-    let status = command
+    command
         .args(["install", "-y", "--no-install-recommends"])
         .args(&packages)
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("cannot run apt-get")?;
-    if !status.success() {
-        bail!("apt-get install {} failed ({status})", packages.join(" "));
-    }
+        .run_inherited()
+        .with_context(|| format!("installing the host tools ({}) failed", packages.join(" ")))?;
     let still = self::missing(tools);
     if !still.is_empty() {
         bail!(

@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::artifact::manifest::Package;
+use crate::host::command::CommandRunExt;
 use crate::host::progress;
 use crate::profile::{Base, Profile};
 
@@ -245,19 +246,18 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
     let partial = dir.join("rootfs.tar.partial");
     let args = recipe.mmdebstrap_args(&keyring_path, &partial);
     let started = std::time::Instant::now();
-    let status = Command::new("mmdebstrap")
+    let built = Command::new("mmdebstrap")
         .args(&args)
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .stdin(std::process::Stdio::null())
-        .status()
-        .context("cannot run mmdebstrap: install it with `apt-get install mmdebstrap`")?;
-    if !status.success() {
+        .run_inherited();
+    if let Err(err) = built {
         let _ = fs::remove_file(&partial);
-        bail!(
-            "mmdebstrap failed ({status}); its messages above name the cause \
+        return Err(err.context(format!(
+            "mmdebstrap did not build the root file system; its messages above name the cause \
              (an unreachable mirror, a package name that does not exist in {}, or a signature error)",
             recipe.base.suite()
-        );
+        )));
     }
     fs::rename(&partial, &tarball)?;
     let meta = CacheMeta {
@@ -293,10 +293,7 @@ fn source_date_epoch() -> Result<u64> {
 }
 
 fn mmdebstrap_version() -> Result<String> {
-    let output = Command::new("mmdebstrap")
-        .arg("--version")
-        .output()
-        .context("cannot run mmdebstrap: install it with `apt-get install mmdebstrap`")?;
+    let output = Command::new("mmdebstrap").arg("--version").run_captured()?;
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 

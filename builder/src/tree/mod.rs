@@ -13,6 +13,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::host::command::CommandRunExt;
 use crate::host::progress;
 use crate::profile::{Base, Profile};
 
@@ -324,18 +325,12 @@ fn unit_file_exists(tree: &Path, unit: &str) -> bool {
 
 /// `systemctl --root=TREE VERB UNITS...`: systemd's own tool edits the image's links.
 fn systemctl(tree: &Path, verb: &str, units: &[impl AsRef<std::ffi::OsStr>]) -> Result<()> {
-    let output = Command::new("systemctl")
+    Command::new("systemctl")
         .arg(format!("--root={}", tree.display()))
         .arg(verb)
         .args(units)
-        .output()
-        .with_context(|| format!("cannot run systemctl {verb} (from systemd) on the image"))?;
-    if !output.status.success() {
-        bail!(
-            "systemctl --root {verb} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
+        .run_captured()
+        .with_context(|| format!("cannot {verb} units in the image"))?;
     Ok(())
 }
 
