@@ -49,7 +49,10 @@ fn build(repository: &Repository, target: &Path) -> anyhow::Result<Output> {
             "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
             &format!("--setup-hook=sync-in {DEB_CACHE} /var/cache/apt/archives/"),
         ])
-        .args(inputs.mmdebstrap_args())
+        // The hooks exactly as the build passes them (`Recipe::mmdebstrap_args`).
+        .args(meetbox::rootfs::customize_hook_args(
+            &inputs.customize_hooks,
+        ))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {DEB_CACHE}"
         ))

@@ -172,16 +172,6 @@ pub struct RootfsInputs {
     pub upgrade_origin: String,
 }
 
-impl RootfsInputs {
-    /// The hooks as mmdebstrap options.
-    pub fn mmdebstrap_args(&self) -> Vec<String> {
-        self.customize_hooks
-            .iter()
-            .map(|hook| format!("--customize-hook={hook}"))
-            .collect()
-    }
-}
-
 /// Checks the keyring against its pin and the repository's reachability, then
 /// returns the hooks that install the packages. Fails before anything is built
 /// or installed when either check fails.

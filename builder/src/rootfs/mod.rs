@@ -155,14 +155,20 @@ impl Recipe {
             "--dpkgopt=path-include=/usr/share/doc/*/copyright".to_string(),
             "--dpkgopt=path-exclude=/usr/share/info/*".to_string(),
         ];
-        for hook in &self.customize_hooks {
-            args.push(format!("--customize-hook={hook}"));
-        }
+        args.extend(customize_hook_args(&self.customize_hooks));
         args.push(self.base.suite().to_string());
         args.push(output.display().to_string());
         args.extend(self.sources());
         args
     }
+}
+
+/// `hooks` as mmdebstrap options, in order (each runs with the root as `$1`).
+pub fn customize_hook_args(hooks: &[String]) -> Vec<String> {
+    hooks
+        .iter()
+        .map(|hook| format!("--customize-hook={hook}"))
+        .collect()
 }
 
 /// A root file system tarball in the cache.
