@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use meetbox::jitsi::{self, Repository, RootfsInputs};
-use meetbox::keyring;
+use meetbox::rootfs::jitsi::{self, Repository, RootfsInputs};
+use meetbox::rootfs::keyring;
 use support::apt_repo::{run, LocalRepository, Server};
 
 const FIXTURE: &str = concat!(
@@ -49,7 +49,10 @@ fn build(repository: &Repository, target: &Path) -> anyhow::Result<Output> {
             "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
             &format!("--setup-hook=sync-in {DEB_CACHE} /var/cache/apt/archives/"),
         ])
-        .args(inputs.mmdebstrap_args())
+        // The hooks exactly as the build passes them (`Recipe::mmdebstrap_args`).
+        .args(meetbox::rootfs::customize_hook_args(
+            &inputs.customize_hooks,
+        ))
         .arg(format!(
             "--customize-hook=sync-out /var/cache/apt/archives {DEB_CACHE}"
         ))

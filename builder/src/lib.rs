@@ -1,37 +1,23 @@
 //! Meetbox image builder: profile in, signed bootable disk image out.
 //!
-//! One module per concept; pure functions for layout and rendering, side effects
-//! (processes, files, devices) at the edges. See docs/architecture.md.
+//! The folders follow the pipeline (docs/architecture.md):
+//! [`profile`] (on a [`distro`]) → [`rootfs`] → [`tree`] → [`disk`] → [`artifact`] → [`sign`], run in order by
+//! [`pipeline`]; then [`verify`], [`flash`] and [`vm`] for what a user does with an image, and
+//! [`sizing`] for what a box can hold. [`host`] is the edge to the machine: its tools, one
+//! command runner, files written atomically, progress, one worker pool. Pure functions plan and
+//! render; side effects sit in the few modules that name them.
 
-pub mod artifacts;
-pub mod atomic_file;
-pub mod blockmap;
-pub mod build;
-pub mod checksums;
-pub mod compress;
+pub mod artifact;
+pub mod cli;
 pub mod disk;
-pub mod esp;
-pub mod ext4;
+pub mod distro;
 pub mod flash;
-pub mod hardening;
-pub mod hosttools;
-pub mod inspect;
-pub mod jitsi;
-pub mod keygen;
-pub mod keyring;
-pub mod keys;
-pub mod layout;
-pub mod manifest;
-pub mod pool;
+pub mod host;
+pub mod pipeline;
 pub mod profile;
-pub mod progress;
-pub mod qemu;
 pub mod rootfs;
-pub mod run;
-pub mod seek_table;
-pub mod signing;
+pub mod sign;
 pub mod sizing;
-#[cfg(test)]
-mod test_tools;
 pub mod tree;
 pub mod verify;
+pub mod vm;

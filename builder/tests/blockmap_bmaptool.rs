@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use meetbox::blockmap::BlockMap;
+use meetbox::artifact::blockmap::BlockMap;
 
 /// Whether `tool` can run here; under CI a missing tool fails the test.
 fn have_tool(tool: &str) -> bool {
@@ -42,7 +42,7 @@ fn sparse_image(path: &Path) {
 /// there are several) and a seek table in a skippable frame, which bmaptool's
 /// zstd must read as one stream.
 fn compress(raw: &Path, zst: &Path) {
-    meetbox::compress::compress_in_frames(raw, zst, 3, 2, 4 << 20).unwrap();
+    meetbox::artifact::compress::compress_in_frames(raw, zst, 3, 2, 4 << 20).unwrap();
 }
 
 #[test]

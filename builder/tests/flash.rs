@@ -10,9 +10,9 @@ use flash_support::{
     assert_no_partition_table, have_tool, pattern, signed_build, signed_build_as, Format,
     LoopDevice, FRAME_SIZE, IMAGE_SIZE, MIB,
 };
-use meetbox::blockmap::BlockMap;
+use meetbox::artifact::blockmap::BlockMap;
+use meetbox::artifact::seek_table::SeekTable;
 use meetbox::flash::{device, run, writer, FlashArgs};
-use meetbox::seek_table::SeekTable;
 use meetbox::verify::{check_signatures, VerifiedBuild};
 
 fn error_of(args: &FlashArgs) -> String {

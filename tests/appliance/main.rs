@@ -37,7 +37,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use meetbox::qemu::{self, Accel, Vm, VmSpec};
+use meetbox::vm::qemu::{self, Accel, Vm, VmSpec};
 use serde_json::Value;
 
 use console::SerialConsole;

@@ -41,7 +41,7 @@ pub fn check_updates_through_timers(
          for f in sources.list sources.list.d/*; do \
            [ -f \"$f\" ] && [ \"/etc/apt/$f\" != {jitsi} ] && mv \"$f\" /root/apt-sources-off/ || true; \
          done; ls /root/apt-sources-off",
-        jitsi = meetbox::jitsi::SOURCES_IN_IMAGE
+        jitsi = meetbox::rootfs::jitsi::SOURCES_IN_IMAGE
     ));
     make_timers_fire_on_restart(shell);
 
@@ -191,14 +191,14 @@ fn point_jitsi_source_at(shell: &dyn Fn(&str) -> String, server: &Server) {
     shell(&format!(
         "sed -i 's#http://[0-9.]*:[0-9]*#http://10.0.2.2:{}#' {}",
         server.port,
-        meetbox::jitsi::SOURCES_IN_IMAGE
+        meetbox::rootfs::jitsi::SOURCES_IN_IMAGE
     ));
 }
 
 fn installed_versions(shell: &dyn Fn(&str) -> String) -> String {
     shell(&format!(
         "dpkg-query -W -f '${{Package}} ${{Version}} ${{Status}}\\n' {}",
-        meetbox::jitsi::PACKAGES.join(" ")
+        meetbox::rootfs::jitsi::PACKAGES.join(" ")
     ))
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::progress::human_bytes;
+use crate::host::progress::human_bytes;
 
 /// Mount points whose disk runs this system: overwriting it would wreck the host.
 const SYSTEM_MOUNT_POINTS: [&str; 6] = ["/", "/usr", "/boot", "/boot/efi", "/efi", "/var"];

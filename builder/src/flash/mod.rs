@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
 
-use crate::blockmap::BlockMap;
-use crate::progress::{self, human_bytes};
+use crate::artifact::blockmap::BlockMap;
+use crate::host::progress::{self, human_bytes};
 use crate::verify::VerifiedFrames;
 use device::{refusals, DiskFacts, Target};
 use writer::{FlashJob, FlashReport, TargetFile};

@@ -8,14 +8,16 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use meetbox::artifacts::BuildFiles;
-use meetbox::blockmap::BlockMap;
-use meetbox::checksums::Sha256Digest;
-use meetbox::compress::{compress_in_frames, compress_single_frame};
+use meetbox::artifact::blockmap::BlockMap;
+use meetbox::artifact::checksums::Sha256Digest;
+use meetbox::artifact::compress::{compress_in_frames, compress_single_frame};
+use meetbox::artifact::files::BuildFiles;
+use meetbox::artifact::manifest::{
+    Disk, ImageFiles, ImageFrame, Manifest, Partition, MANIFEST_FORMAT,
+};
 use meetbox::flash::FlashArgs;
-use meetbox::keys::{load_signing_key, write_key_pair};
-use meetbox::manifest::{Disk, ImageFiles, ImageFrame, Manifest, Partition, MANIFEST_FORMAT};
-use meetbox::signing::sign_build;
+use meetbox::sign::keys::{load_signing_key, write_key_pair};
+use meetbox::sign::sign_build;
 
 pub const MIB: u64 = 1 << 20;
 /// Size of the test image.

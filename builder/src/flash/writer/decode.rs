@@ -1,0 +1,361 @@
+//! Where the bytes to write come from: signed frames decompressed on every core, or one stream
+//! checked range by range against the block map; either way in image order.
+
+use super::*;
+
+/// Raw image bytes on their way to the target: `buf[..len]` holds the image from
+/// byte `offset`. Sources number their blocks in image order (`seq`) and may
+/// finish them out of order; blocks never overlap.
+pub(super) struct Block {
+    pub(super) seq: usize,
+    pub(super) offset: u64,
+    pub(super) len: usize,
+    pub(super) buf: AlignedBuf,
+}
+
+impl Block {
+    /// The image bytes `[offset, offset + len)`, which must lie in this block.
+    pub(super) fn slice(&self, offset: u64, len: u64) -> &[u8] {
+        let at = (offset - self.offset) as usize;
+        &self.buf.as_slice()[at..at + len as usize]
+    }
+}
+
+/// A block whose mapped pieces were checked, with those pieces as `(offset, len)`.
+pub(super) struct Checked {
+    pub(super) block: Block,
+    pub(super) pieces: Vec<(u64, u64)>,
+}
+
+/// Where the raw image comes from.
+pub(super) enum Source {
+    /// Independent frames listed by a seek table: the frames holding mapped data
+    /// are checked and decompressed in parallel, the others skipped.
+    Frames {
+        file: File,
+        /// The frames holding mapped data, each with its signed SHA-256.
+        needed: Vec<(Frame, [u8; 32])>,
+        /// The next frame a worker takes (an index into `needed`).
+        next: AtomicUsize,
+        workers: usize,
+        buffers: usize,
+        frame_len: usize,
+    },
+    /// One zstd stream (images built before the frames, or without a usable
+    /// index): decompressed on one thread, keeping the mapped ranges.
+    Stream,
+}
+
+impl Source {
+    /// Picks the verified frames to decompress; falls back to one stream, saying
+    /// why, when the image has no usable frame index.
+    pub(super) fn plan(job: &FlashJob) -> Result<Source> {
+        let Some(verified) = job.frames else {
+            progress::detail(
+                "the image has no frame index (built before meetbox wrote frames): \
+                 decompressing on one thread",
+            );
+            return Ok(Source::Stream);
+        };
+        let table = &verified.table;
+        let file = File::open(job.image_zst)
+            .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
+        let frame_len = table.max_raw_frame();
+        if table.raw_size() != job.map.image_size || frame_len > MAX_FRAME {
+            progress::detail(format!(
+                "the image's frame index lists {} bytes in frames of up to {}: \
+                 decompressing on one thread",
+                table.raw_size(),
+                progress::human_bytes(frame_len)
+            ));
+            return Ok(Source::Stream);
+        }
+        let needed: Vec<(Frame, [u8; 32])> = frames_with_data(job.map, &table.frames)
+            .into_iter()
+            .map(|i| (table.frames[i], verified.sha256[i]))
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let frame_len = (frame_len as usize).div_ceil(ALIGN) * ALIGN;
+        // Workers plus room for the hasher, the writer and one frame in between,
+        // within the memory budget.
+        let buffers = (FRAME_MEMORY / frame_len.max(1)).clamp(3, cores.min(MAX_WORKERS) + 3);
+        let workers = (buffers - 2).min(cores).min(needed.len()).max(1);
+        progress::detail(format!(
+            "decompressing {} of {} frames on {workers} thread{}",
+            needed.len(),
+            table.frames.len(),
+            if workers == 1 { "" } else { "s" }
+        ));
+        Ok(Source::Frames {
+            file,
+            needed,
+            next: AtomicUsize::new(0),
+            workers,
+            buffers,
+            frame_len,
+        })
+    }
+
+    /// Number of buffers in the pool.
+    pub(super) fn buffers(&self) -> usize {
+        match self {
+            Source::Frames { buffers, .. } => *buffers,
+            Source::Stream => POOL,
+        }
+    }
+
+    /// Size of each buffer.
+    pub(super) fn buffer_len(&self) -> usize {
+        match self {
+            Source::Frames { frame_len, .. } => *frame_len,
+            Source::Stream => CHUNK,
+        }
+    }
+
+    /// Starts the decompression threads; each returns its own failure.
+    pub(super) fn spawn<'scope, 'env: 'scope>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        job: &'env FlashJob,
+        pool: &'env Pool<AlignedBuf>,
+        out: SyncSender<Block>,
+    ) -> Vec<std::thread::ScopedJoinHandle<'scope, Result<()>>> {
+        match self {
+            Source::Stream => vec![scope.spawn(move || decompress_stream(job, pool, out))],
+            Source::Frames {
+                file,
+                needed,
+                next,
+                workers,
+                ..
+            } => (0..*workers)
+                .map(|_| {
+                    let out = out.clone();
+                    scope.spawn(move || {
+                        let result = decompress_frames(job, file, needed, next, pool, out);
+                        if result.is_err() {
+                            pool.close(); // releases the other workers
+                        }
+                        result
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The indices of the frames holding at least one mapped byte.
+pub(super) fn frames_with_data(map: &BlockMap, frames: &[Frame]) -> Vec<usize> {
+    let mut needed = Vec::new();
+    let mut ranges = map.ranges.iter().map(|r| map.byte_span(r)).peekable();
+    for (index, frame) in frames.iter().enumerate().filter(|(_, f)| f.raw_size > 0) {
+        let end = frame.raw_offset + frame.raw_size;
+        // Ranges ending before this frame are of no use to it or any later frame.
+        while ranges.next_if(|&(_, e)| e <= frame.raw_offset).is_some() {}
+        if ranges.peek().is_some_and(|&(start, _)| start < end) {
+            needed.push(index);
+        }
+    }
+    needed
+}
+
+/// A decompression worker: takes a buffer, then the next frame, checks its bytes
+/// against their verified SHA-256, decompresses it whole and hands it on, until
+/// the frames run out or the pipeline stops.
+pub(super) fn decompress_frames(
+    job: &FlashJob,
+    file: &File,
+    frames: &[(Frame, [u8; 32])],
+    next: &AtomicUsize,
+    pool: &Pool<AlignedBuf>,
+    out: SyncSender<Block>,
+) -> Result<()> {
+    let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
+    let mut decompressor =
+        zstd::bulk::Decompressor::new().context("cannot start zstd decompression")?;
+    let mut compressed = Vec::new();
+    loop {
+        if job.stop.load(Ordering::Relaxed) {
+            return Ok(()); // the writer reports the interruption
+        }
+        let Some(mut buf) = pool.take() else {
+            return Ok(()); // the pipeline stopped and says why
+        };
+        let seq = next.fetch_add(1, Ordering::SeqCst);
+        let Some((frame, sha256)) = frames.get(seq) else {
+            pool.put(buf);
+            return Ok(());
+        };
+        compressed.resize(frame.compressed_size as usize, 0);
+        file.read_exact_at(&mut compressed, frame.compressed_offset)
+            .with_context(corrupt)?;
+        ensure!(
+            Sha256::digest(&compressed)[..] == sha256[..],
+            "bytes {}-{} of {} changed after its signature was checked: the file is corrupt \
+             or was replaced; check it with meetbox verify",
+            frame.compressed_offset,
+            frame.compressed_offset + frame.compressed_size,
+            job.image_zst.display()
+        );
+        let len = frame.raw_size as usize;
+        let n = decompressor
+            .decompress_to_buffer(&compressed[..], &mut buf.as_mut_slice()[..len])
+            .with_context(corrupt)?;
+        ensure!(n == len, "{}", corrupt());
+        let block = Block {
+            seq,
+            offset: frame.raw_offset,
+            len,
+            buf,
+        };
+        if out.send(block).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Decompresses a single-stream image, keeps the mapped ranges, cuts them into blocks.
+pub(super) fn decompress_stream(
+    job: &FlashJob,
+    pool: &Pool<AlignedBuf>,
+    out: SyncSender<Block>,
+) -> Result<()> {
+    let file = File::open(job.image_zst)
+        .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
+    let mut decoder =
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, file))
+            .context("cannot start zstd decompression")?;
+    decoder
+        .window_log_max(31)
+        .context("cannot configure zstd decompression")?;
+    let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
+    let mut scratch = vec![0u8; CHUNK];
+    let mut position = 0u64;
+    let mut seq = 0;
+    for range in &job.map.ranges {
+        let (start, end) = job.map.byte_span(range);
+        while position < start {
+            let skip = (start - position).min(CHUNK as u64) as usize;
+            decoder
+                .read_exact(&mut scratch[..skip])
+                .with_context(corrupt)?;
+            position += skip as u64;
+        }
+        while position < end {
+            if job.stop.load(Ordering::Relaxed) {
+                return Ok(()); // the writer reports the interruption
+            }
+            let Some(mut buf) = pool.take() else {
+                return Ok(()); // the writer stopped and says why
+            };
+            let len = (end - position).min(CHUNK as u64) as usize;
+            decoder
+                .read_exact(&mut buf.as_mut_slice()[..len])
+                .with_context(corrupt)?;
+            let block = Block {
+                seq,
+                offset: position,
+                len,
+                buf,
+            };
+            if out.send(block).is_err() {
+                return Ok(());
+            }
+            seq += 1;
+            position += len as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Puts the blocks back in image order and finds their mapped pieces. With
+/// `check_ranges` it also hashes every mapped range and lets a block pass only
+/// once every range ending in it matches the block map.
+pub(super) fn check_blocks(
+    map: &BlockMap,
+    check_ranges: bool,
+    input: Receiver<Block>,
+    out: SyncSender<Checked>,
+) -> Result<()> {
+    let mut cursor = RangeCursor::new(map, check_ranges);
+    let mut waiting = BTreeMap::new();
+    let mut next = 0;
+    for block in input {
+        waiting.insert(block.seq, block);
+        while let Some(block) = waiting.remove(&next) {
+            next += 1;
+            let pieces = cursor.hash(&block)?;
+            if out.send(Checked { block, pieces }).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Walks the block map's ranges in order as blocks bring their bytes, hashing
+/// each range's bytes if asked to.
+pub(super) struct RangeCursor<'a> {
+    pub(super) map: &'a BlockMap,
+    /// The range being walked.
+    pub(super) range: usize,
+    /// Its next byte expected.
+    pub(super) position: u64,
+    /// Hashes the ranges to check them against the map; `None` to only walk.
+    pub(super) hasher: Option<Sha256>,
+}
+
+impl<'a> RangeCursor<'a> {
+    pub(super) fn new(map: &'a BlockMap, check_ranges: bool) -> Self {
+        RangeCursor {
+            map,
+            range: 0,
+            position: map.ranges.first().map_or(0, |r| map.byte_span(r).0),
+            hasher: check_ranges.then(Sha256::new),
+        }
+    }
+
+    /// Walks the mapped bytes of `block` (which must follow the bytes walked so
+    /// far without a gap), checking every range that ends in it if asked to;
+    /// returns the block's mapped pieces.
+    pub(super) fn hash(&mut self, block: &Block) -> Result<Vec<(u64, u64)>> {
+        let end = block.offset + block.len as u64;
+        let mut pieces = Vec::new();
+        while let Some(range) = self.map.ranges.get(self.range) {
+            let (start, range_end) = self.map.byte_span(range);
+            if start >= end {
+                break;
+            }
+            let from = start.max(block.offset);
+            let to = range_end.min(end);
+            ensure!(
+                from == self.position && from < to,
+                "the decompressed image has no data for bytes {}-{range_end}",
+                self.position
+            );
+            if let Some(hasher) = &mut self.hasher {
+                hasher.update(block.slice(from, to - from));
+            }
+            pieces.push((from, to - from));
+            self.position = to;
+            if to < range_end {
+                break;
+            }
+            if let Some(hasher) = &mut self.hasher {
+                let digest: [u8; 32] = hasher.finalize_reset().into();
+                ensure!(
+                    digest == range.sha256,
+                    "blocks {}-{} of the image do not match their checksum in the block map: \
+                     the image or its map is damaged",
+                    range.first,
+                    range.last
+                );
+            }
+            self.range += 1;
+            if let Some(next) = self.map.ranges.get(self.range) {
+                self.position = self.map.byte_span(next).0;
+            }
+        }
+        Ok(pieces)
+    }
+}

@@ -1,0 +1,523 @@
+//! The root file system: built once by mmdebstrap from a recipe, cached as a
+//! tarball under a key derived from everything that shapes it, and unpacked
+//! fresh for every image assembly.
+
+pub mod jitsi;
+pub mod keyring;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::artifact::manifest::Package;
+use crate::host::command::CommandRunExt;
+use crate::host::progress;
+use crate::profile::{Base, Profile};
+
+/// Bumped whenever the recipe below changes in a way the cache key cannot see.
+const RECIPE_VERSION: u32 = 1;
+
+/// Packages every Meetbox image needs: boot chain, init, network, growing root.
+fn base_packages(base: Base) -> Vec<&'static str> {
+    let mut packages = vec![
+        // Ubuntu's minbase leaves apt out (its priority there is "important", not "required"):
+        // without it nothing installs Jitsi, and no security update ever runs.
+        "apt",
+        "initramfs-tools",
+        "systemd-sysv",
+        "udev",
+        "shim-signed",
+        "grub-efi-amd64-signed",
+        "e2fsprogs",
+        "dosfstools",
+        "ca-certificates",
+        "iproute2",
+        "kmod",
+        "systemd-resolved",
+        "nftables",
+        // Hardening (docs/hardening.md): mandatory access control and security updates.
+        "apparmor",
+        "apparmor-utils",
+        "unattended-upgrades",
+        // TLS, ACME and TURN credentials need the right time.
+        "systemd-timesyncd",
+    ];
+    packages.extend(base.distro().packages);
+    packages
+}
+
+/// Everything that shapes the cached root file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recipe {
+    pub base: Base,
+    pub mirror: Option<String>,
+    pub components: Vec<String>,
+    /// Sorted, without duplicates.
+    pub packages: Vec<String>,
+    /// Shell run by mmdebstrap after installation with the root as `$1`.
+    pub customize_hooks: Vec<String>,
+}
+
+/// Strips what must differ on every device, and what must not be in an image.
+const CLEANUP_HOOK: &str = r#"set -e
+root="$1"
+rm -f "$root"/etc/ssh/ssh_host_*
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed"
+rm -f "$root"/var/log/*.log "$root"/var/log/apt/* "$root"/var/cache/debconf/*-old
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+chroot "$root" passwd --lock root >/dev/null
+echo meetbox > "$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 meetbox\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+"#;
+
+impl Recipe {
+    pub fn for_profile(profile: &Profile) -> Recipe {
+        let distro = profile.base.distro();
+        let firmware = profile
+            .hardware
+            .firmware
+            .for_distribution(distro.efi_vendor)
+            .expect("every base's vendor names a firmware list (distro tests)");
+        let mut packages: Vec<String> = base_packages(profile.base)
+            .into_iter()
+            .map(str::to_string)
+            .chain(profile.packages.iter().cloned())
+            .chain(firmware.iter().cloned())
+            .collect();
+        if profile.services.ssh {
+            packages.push("openssh-server".to_string());
+        }
+        packages.sort();
+        packages.dedup();
+        let components = distro.components;
+        Recipe {
+            base: profile.base,
+            mirror: profile.mirror.clone(),
+            components: components.iter().map(|c| c.to_string()).collect(),
+            packages,
+            customize_hooks: vec![
+                crate::tree::hardening::BUILD_HOOK.to_string(),
+                CLEANUP_HOOK.to_string(),
+            ],
+        }
+    }
+
+    /// Apt sources for a profile's own mirror: release, -updates and -security
+    /// pockets. Without a mirror, mmdebstrap's defaults for the suite already
+    /// include all three.
+    pub fn sources(&self) -> Vec<String> {
+        let Some(mirror) = &self.mirror else {
+            return Vec::new();
+        };
+        let mirror = mirror.trim_end_matches('/');
+        let suite = self.base.suite();
+        let components = self.components.join(" ");
+        let security = (self.base.distro().security_mirror)(mirror);
+        vec![
+            format!("deb {mirror} {suite} {components}"),
+            format!("deb {mirror} {suite}-updates {components}"),
+            format!("deb {security} {suite}-security {components}"),
+        ]
+    }
+
+    /// The cache key: SHA-256 over the recipe, the pinned keyring and the mmdebstrap version.
+    pub fn cache_key(&self, mmdebstrap_version: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(format!("recipe-version {RECIPE_VERSION}\n"));
+        hasher.update(serde_json::to_vec(self).expect("recipe serializes"));
+        hasher.update(self.base.distro().keyring);
+        hasher.update(mmdebstrap_version.as_bytes());
+        hex::encode(hasher.finalize())
+    }
+
+    /// The mmdebstrap command line (without the program name).
+    pub fn mmdebstrap_args(&self, keyring: &Path, output: &Path) -> Vec<String> {
+        let mut args = vec![
+            "--mode=root".to_string(),
+            "--variant=minbase".to_string(),
+            "--format=tar".to_string(),
+            format!("--components={}", self.components.join(",")),
+            format!("--keyring={}", keyring.display()),
+            format!("--include={}", self.packages.join(",")),
+            "--aptopt=Acquire::Retries \"3\"".to_string(),
+            // Documentation and manuals are dead weight on an appliance;
+            // copyright files stay for the licences.
+            "--dpkgopt=path-exclude=/usr/share/man/*".to_string(),
+            "--dpkgopt=path-exclude=/usr/share/doc/*".to_string(),
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright".to_string(),
+            "--dpkgopt=path-exclude=/usr/share/info/*".to_string(),
+        ];
+        args.extend(customize_hook_args(&self.customize_hooks));
+        args.push(self.base.suite().to_string());
+        args.push(output.display().to_string());
+        args.extend(self.sources());
+        args
+    }
+}
+
+/// `hooks` as mmdebstrap options, in order (each runs with the root as `$1`).
+pub fn customize_hook_args(hooks: &[String]) -> Vec<String> {
+    hooks
+        .iter()
+        .map(|hook| format!("--customize-hook={hook}"))
+        .collect()
+}
+
+/// A root file system tarball in the cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedRootfs {
+    pub tarball: PathBuf,
+    pub key: String,
+    /// SOURCE_DATE_EPOCH of the build: every timestamp in the image is clamped to it.
+    pub epoch: u64,
+}
+
+/// The metadata stored beside a cached tarball.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheMeta {
+    key: String,
+    epoch: u64,
+    recipe: serde_json::Value,
+}
+
+/// Where root file systems are cached when no `--cache-dir` is given.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("MEETBOX_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/meetbox"))
+}
+
+/// Returns the cached root file system for `recipe`, running mmdebstrap only
+/// when no tarball exists for its key.
+pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> {
+    let version = mmdebstrap_version()?;
+    let key = recipe.cache_key(&version);
+    let dir = cache_dir.join("rootfs").join(&key);
+    let tarball = dir.join("rootfs.tar");
+    let meta_path = dir.join("meta.json");
+    if let Ok(text) = fs::read_to_string(&meta_path) {
+        let meta: CacheMeta = serde_json::from_str(&text)
+            .with_context(|| format!("corrupt cache metadata {}", meta_path.display()))?;
+        if tarball.is_file() && meta.key == key {
+            progress::step(format!(
+                "Root file system: cached ({}), mmdebstrap not needed",
+                &key[..16]
+            ));
+            return Ok(CachedRootfs {
+                tarball,
+                key,
+                epoch: meta.epoch,
+            });
+        }
+    }
+
+    progress::step(format!(
+        "Root file system: mmdebstrap {} ({} packages, cache key {})",
+        recipe.base.suite(),
+        recipe.packages.len(),
+        &key[..16]
+    ));
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let keys = recipe.base.distro();
+    // apt checks signatures as its unprivileged `_apt` user: the keyring must be
+    // readable by it even when the cache directory is private.
+    let keyring_dir = tempfile::Builder::new()
+        .prefix("meetbox-keyring-")
+        .tempdir()
+        .context("cannot create a temporary directory for the archive keyring")?;
+    fs::set_permissions(keyring_dir.path(), fs::Permissions::from_mode(0o755))?;
+    let keyring_path = keyring_dir.path().join("archive-keyring.gpg");
+    fs::write(&keyring_path, keys.keyring)
+        .with_context(|| format!("cannot write {}", keyring_path.display()))?;
+    fs::set_permissions(&keyring_path, fs::Permissions::from_mode(0o644))?;
+    keyring::check_pinned(&keyring_path, keys.fingerprints)?;
+    progress::detail(format!(
+        "archive key pinned: {}",
+        keys.fingerprints
+            .iter()
+            .map(|f| keyring::normalize(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    let epoch = source_date_epoch()?;
+    let partial = dir.join("rootfs.tar.partial");
+    let args = recipe.mmdebstrap_args(&keyring_path, &partial);
+    let started = std::time::Instant::now();
+    let built = Command::new("mmdebstrap")
+        .args(&args)
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .stdin(std::process::Stdio::null())
+        .run_inherited();
+    if let Err(err) = built {
+        let _ = fs::remove_file(&partial);
+        return Err(err.context(format!(
+            "mmdebstrap did not build the root file system; its messages above name the cause \
+             (an unreachable mirror, a package name that does not exist in {}, or a signature error)",
+            recipe.base.suite()
+        )));
+    }
+    fs::rename(&partial, &tarball)?;
+    let meta = CacheMeta {
+        key: key.clone(),
+        epoch,
+        recipe: serde_json::to_value(recipe)?,
+    };
+    crate::host::atomic_file::write(
+        &meta_path,
+        &serde_json::to_vec_pretty(&meta)?,
+        crate::host::atomic_file::PUBLIC_MODE,
+    )?;
+    progress::detail(format!(
+        "mmdebstrap took {:.0} s; tarball {}",
+        started.elapsed().as_secs_f64(),
+        progress::human_bytes(fs::metadata(&tarball)?.len())
+    ));
+    Ok(CachedRootfs {
+        tarball,
+        key,
+        epoch,
+    })
+}
+
+/// SOURCE_DATE_EPOCH from the environment, else now.
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => value
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH=`{value}` is not a number of seconds")),
+        Err(_) => Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs()),
+    }
+}
+
+fn mmdebstrap_version() -> Result<String> {
+    let output = Command::new("mmdebstrap").arg("--version").run_captured()?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Unpacks a root file system tarball into `dest` with owners, modes, extended
+/// attributes (file capabilities) and modification times. Device nodes are left
+/// out: the booted system mounts devtmpfs on /dev.
+pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
+    let file =
+        fs::File::open(tarball).with_context(|| format!("cannot open {}", tarball.display()))?;
+    let total = file.metadata()?.len();
+    let mut progress = progress::Progress::bytes("unpack", total);
+    let reader = CountingReader {
+        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        progress: &mut progress,
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    for entry in archive
+        .entries()
+        .context("cannot read the rootfs tarball")?
+    {
+        let mut entry = entry.context("corrupt rootfs tarball")?;
+        let kind = entry.header().entry_type();
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            continue;
+        }
+        entry
+            .unpack_in(dest)
+            .with_context(|| format!("cannot unpack {}", entry.path_lossy()))?;
+    }
+    progress.finish();
+    Ok(())
+}
+
+trait PathLossy {
+    fn path_lossy(&self) -> String;
+}
+
+impl<R: Read> PathLossy for tar::Entry<'_, R> {
+    fn path_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.path_bytes()).into_owned()
+    }
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a mut progress::Progress,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.inc(n as u64);
+        Ok(n)
+    }
+}
+
+/// Installed packages from the text of `/var/lib/dpkg/status`, sorted by name.
+pub fn installed_packages(status: &str) -> Vec<Package> {
+    let mut packages: Vec<Package> = status
+        .split("\n\n")
+        .filter_map(|stanza| {
+            let field = |name: &str| {
+                stanza.lines().find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .map(|value| value.trim().to_string())
+                })
+            };
+            let installed = field("Status")?.ends_with(" installed");
+            installed.then(|| Package {
+                name: field("Package").unwrap_or_default(),
+                version: field("Version").unwrap_or_default(),
+                architecture: field("Architecture").unwrap_or_default(),
+            })
+        })
+        .filter(|package| !package.name.is_empty())
+        .collect();
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    packages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::shipped as profile;
+
+    #[test]
+    fn shipped_keyrings_match_their_pins() {
+        for base in Base::ALL {
+            let keys = base.distro();
+            let mut found = keyring::fingerprints(keys.keyring).unwrap();
+            let mut pinned: Vec<String> = keys
+                .fingerprints
+                .iter()
+                .map(|f| keyring::normalize(f))
+                .collect();
+            found.sort();
+            pinned.sort();
+            assert_eq!(found, pinned, "{base}");
+        }
+    }
+
+    #[test]
+    fn recipe_has_boot_chain_and_profile_packages() {
+        let recipe = Recipe::for_profile(&profile("test"));
+        for package in [
+            "linux-image-generic",
+            "initramfs-tools",
+            "shim-signed",
+            "grub-efi-amd64-signed",
+            "systemd-repart",
+            "nginx",
+            "prosody",
+            "coturn",
+        ] {
+            assert!(recipe.packages.iter().any(|p| p == package), "{package}");
+        }
+        // The test profile turns SSH on so the suite can audit it; the default leaves it out.
+        assert!(recipe.packages.iter().any(|p| p == "openssh-server"));
+        let default = Recipe::for_profile(&profile("default"));
+        assert!(!default.packages.iter().any(|p| p == "openssh-server"));
+        assert_eq!(recipe.components, ["main", "universe"]);
+        let mut sorted = recipe.packages.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, recipe.packages);
+    }
+
+    #[test]
+    fn debian_recipe_uses_debian_kernel() {
+        let mut p = profile("test");
+        p.base = Base::Debian12;
+        let recipe = Recipe::for_profile(&p);
+        assert!(recipe.packages.iter().any(|p| p == "linux-image-amd64"));
+        assert!(!recipe.packages.iter().any(|p| p == "systemd-repart"));
+    }
+
+    #[test]
+    fn cache_key_follows_every_input() {
+        let recipe = Recipe::for_profile(&profile("test"));
+        let key = recipe.cache_key("mmdebstrap 1.3.5");
+        assert_eq!(key, recipe.cache_key("mmdebstrap 1.3.5"));
+        assert_ne!(key, recipe.cache_key("mmdebstrap 1.4.0"));
+        let mut more = recipe.clone();
+        more.packages.push("vim".into());
+        assert_ne!(key, more.cache_key("mmdebstrap 1.3.5"));
+        let mut mirrored = recipe.clone();
+        mirrored.mirror = Some("http://mirror.example/ubuntu".into());
+        assert_ne!(key, mirrored.cache_key("mmdebstrap 1.3.5"));
+        let mut debian = recipe;
+        debian.base = Base::Debian12;
+        assert_ne!(key, debian.cache_key("mmdebstrap 1.3.5"));
+    }
+
+    #[test]
+    fn own_mirror_gets_all_three_pockets() {
+        let mut p = profile("test");
+        p.mirror = Some("http://mirror.example/ubuntu/".into());
+        let sources = Recipe::for_profile(&p).sources();
+        assert_eq!(
+            sources,
+            [
+                "deb http://mirror.example/ubuntu noble main universe",
+                "deb http://mirror.example/ubuntu noble-updates main universe",
+                "deb http://mirror.example/ubuntu noble-security main universe",
+            ]
+        );
+        p.base = Base::Debian12;
+        p.mirror = Some("http://mirror.example/debian".into());
+        let sources = Recipe::for_profile(&p).sources();
+        assert_eq!(
+            sources[2],
+            "deb http://mirror.example/debian-security bookworm-security main non-free-firmware"
+        );
+        p.mirror = None;
+        assert!(Recipe::for_profile(&p).sources().is_empty());
+    }
+
+    #[test]
+    fn mmdebstrap_args_end_with_suite_output_and_sources() {
+        let mut p = profile("test");
+        p.mirror = Some("http://mirror.example/ubuntu".into());
+        let recipe = Recipe::for_profile(&p);
+        let args = recipe.mmdebstrap_args(Path::new("k.gpg"), Path::new("out.tar"));
+        let suite_at = args.iter().position(|a| a == "noble").unwrap();
+        assert_eq!(args[suite_at + 1], "out.tar");
+        assert_eq!(args.len(), suite_at + 5);
+        assert!(args.contains(&"--keyring=k.gpg".to_string()));
+        assert!(args
+            .iter()
+            .any(|a| a.starts_with("--customize-hook=") && a.contains("passwd --lock root")));
+    }
+
+    #[test]
+    fn installed_packages_come_from_dpkg_status() {
+        let status = "Package: zlib1g\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:1.3\n\n\
+                      Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
+                      Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2-1\nDescription: x\n";
+        let packages = installed_packages(status);
+        assert_eq!(
+            packages,
+            vec![
+                Package {
+                    name: "bash".into(),
+                    version: "5.2-1".into(),
+                    architecture: "amd64".into()
+                },
+                Package {
+                    name: "zlib1g".into(),
+                    version: "1:1.3".into(),
+                    architecture: "amd64".into()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! Hardening rendered from the profile: the nftables firewall, the SSH server's
+//! algorithms (only when SSH is on), and unattended security upgrades with
+//! reboots in the profile's maintenance window. Static hardening (sysctl, module
+//! blacklists, banners, core dumps, journald) lives in `overlay/`; docs/hardening.md
+//! maps both to the CIS items.
+
+use std::path::PathBuf;
+
+use crate::profile::{Base, Profile};
+
+/// Ports open to everyone: HTTP (ACME and redirect), HTTPS, the videobridge's media
+/// port, and TURN (plain and over TLS).
+pub const PUBLIC_TCP_PORTS: [u16; 4] = [80, 443, 3478, 5349];
+pub const PUBLIC_UDP_PORTS: [u16; 2] = [3478, 10000];
+
+/// Private address ranges SSH answers from when a profile turns it on: RFC 1918,
+/// IPv6 unique local and link-local addresses. The internet never reaches port 22.
+pub const LAN_IPV4: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+pub const LAN_IPV6: [&str; 2] = ["fc00::/7", "fe80::/10"];
+
+/// Run by mmdebstrap inside the new root (as `$1`) before the clean-up hook: edits
+/// of files the packages own that no drop-in directory covers.
+pub const BUILD_HOOK: &str = r#"set -e
+root="$1"
+# New files are private to their owner's group (CIS 5.4.2): login.defs sets it for logins.
+sed -i 's/^UMASK[[:space:]].*/UMASK\t\t027/' "$root/etc/login.defs"
+# No syslog daemon: the journal, in memory only, is the only log (docs/hardening.md).
+if chroot "$root" dpkg-query -W rsyslog >/dev/null 2>&1; then
+    chroot "$root" apt-get purge -y -q rsyslog >/dev/null
+fi
+"#;
+
+/// A file this module renders into the root tree: path relative to the root, text, mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub mode: u32,
+}
+
+/// Every file rendered for `profile`; `jitsi_origin` selects the Jitsi repository's packages for
+/// unattended upgrades (see `jitsi::upgrade_origin`).
+pub fn rendered_files(profile: &Profile, jitsi_origin: Option<&str>) -> Vec<RenderedFile> {
+    let file = |path: &str, text: String, mode: u32| RenderedFile {
+        path: PathBuf::from(path),
+        text,
+        mode,
+    };
+    let reboot_time = profile.maintenance.as_ref().map(|m| m.reboot_time.as_str());
+    let mut files = vec![
+        file(
+            "etc/nftables.conf",
+            render_nftables(profile.services.ssh),
+            0o700,
+        ),
+        file(
+            "etc/apt/apt.conf.d/20auto-upgrades",
+            render_auto_upgrades(),
+            0o644,
+        ),
+        file(
+            "etc/apt/apt.conf.d/52meetbox-unattended-upgrades",
+            render_unattended_upgrades(profile.base, jitsi_origin, reboot_time),
+            0o644,
+        ),
+    ];
+    if let Some(time) = reboot_time {
+        for timer in ["apt-daily.timer", "apt-daily-upgrade.timer"] {
+            files.push(file(
+                &format!("etc/systemd/system/{timer}.d/60-meetbox-maintenance.conf"),
+                render_apt_timer(timer, time),
+                0o644,
+            ));
+        }
+    }
+    if profile.services.ssh {
+        files.push(file("etc/ssh/sshd_config", render_sshd_config(), 0o600));
+    }
+    files
+}
+
+/// `/etc/nftables.conf`: inbound and forwarded traffic dropped unless listed;
+/// outbound open (updates, ACME, DNS, NTP).
+pub fn render_nftables(ssh: bool) -> String {
+    let ports = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ssh_rules = if ssh {
+        format!(
+            "        # SSH (profile: services.ssh), from the local network only.\n\
+             \x20       ip saddr {{ {} }} tcp dport 22 ct state new accept\n\
+             \x20       ip6 saddr {{ {} }} tcp dport 22 ct state new accept\n",
+            LAN_IPV4.join(", "),
+            LAN_IPV6.join(", ")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "#!/usr/sbin/nft -f\n\
+         # Written by meetbox build: inbound dropped unless listed here.\n\
+         flush ruleset\n\
+         \n\
+         table inet meetbox {{\n\
+         \x20   chain input {{\n\
+         \x20       type filter hook input priority filter; policy drop;\n\
+         \x20       iif \"lo\" accept\n\
+         \x20       # Loopback addresses arriving on another interface are spoofed.\n\
+         \x20       iif != \"lo\" ip daddr 127.0.0.0/8 drop\n\
+         \x20       iif != \"lo\" ip6 daddr ::1 drop\n\
+         \x20       ct state established,related accept\n\
+         \x20       ct state invalid drop\n\
+         \x20       # ICMP needed for path MTU discovery, errors and reachability checks.\n\
+         \x20       ip protocol icmp icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept\n\
+         \x20       # ICMPv6 needed for neighbour discovery, router advertisements and path MTU discovery.\n\
+         \x20       ip6 nexthdr icmpv6 icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
+         \x20       # DHCPv4 and DHCPv6 replies for the wired interface.\n\
+         \x20       udp sport 67 udp dport 68 accept\n\
+         \x20       ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept\n\
+         \x20       # Web (ACME, redirect, Jitsi Meet), TURN, and the videobridge's media.\n\
+         \x20       tcp dport {{ {tcp} }} ct state new accept\n\
+         \x20       udp dport {{ {udp} }} accept\n\
+         {ssh_rules}\
+         \x20   }}\n\
+         \n\
+         \x20   chain forward {{\n\
+         \x20       type filter hook forward priority filter; policy drop;\n\
+         \x20   }}\n\
+         \n\
+         \x20   chain output {{\n\
+         \x20       type filter hook output priority filter; policy accept;\n\
+         \x20   }}\n\
+         }}\n",
+        tcp = ports(&PUBLIC_TCP_PORTS),
+        udp = ports(&PUBLIC_UDP_PORTS),
+    )
+}
+
+/// `/etc/ssh/sshd_config` itself (not a drop-in: CIS scanners read only the main
+/// file): keys only, no root password, and only algorithms that both ssh-audit and
+/// the CIS lists accept (no NIST curves, no SHA-1, no CBC, encrypt-then-MAC only).
+/// sshd keeps the first value it reads, so drop-ins included at the end can add
+/// settings but not weaken these.
+pub fn render_sshd_config() -> String {
+    "# Written by meetbox build: keys only, modern algorithms only.\n\
+     UsePAM yes\n\
+     PrintMotd no\n\
+     HostKey /etc/ssh/ssh_host_ed25519_key\n\
+     HostKey /etc/ssh/ssh_host_rsa_key\n\
+     PasswordAuthentication no\n\
+     KbdInteractiveAuthentication no\n\
+     PermitEmptyPasswords no\n\
+     PubkeyAuthentication yes\n\
+     PermitRootLogin prohibit-password\n\
+     HostbasedAuthentication no\n\
+     IgnoreRhosts yes\n\
+     PermitUserEnvironment no\n\
+     X11Forwarding no\n\
+     AllowTcpForwarding no\n\
+     AllowAgentForwarding no\n\
+     DisableForwarding yes\n\
+     GSSAPIAuthentication no\n\
+     UseDNS no\n\
+     LogLevel INFO\n\
+     MaxAuthTries 4\n\
+     MaxSessions 4\n\
+     MaxStartups 10:30:60\n\
+     LoginGraceTime 60\n\
+     ClientAliveInterval 300\n\
+     ClientAliveCountMax 3\n\
+     Banner /etc/issue.net\n\
+     KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512\n\
+     Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr\n\
+     MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com\n\
+     HostKeyAlgorithms ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com\n\
+     PubkeyAcceptedAlgorithms ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com\n\
+     Include /etc/ssh/sshd_config.d/*.conf\n"
+        .to_string()
+}
+
+/// `/etc/apt/apt.conf.d/20auto-upgrades`: refresh the lists and upgrade daily.
+pub fn render_auto_upgrades() -> String {
+    "// Written by meetbox build: daily security upgrades.\n\
+     APT::Periodic::Update-Package-Lists \"1\";\n\
+     APT::Periodic::Unattended-Upgrade \"1\";\n\
+     APT::Periodic::AutocleanInterval \"7\";\n"
+        .to_string()
+}
+
+/// The unattended-upgrades policy: the distribution's security pocket, Jitsi's
+/// repository when Jitsi is on, and reboots at `reboot_time` (none without one).
+/// Conffiles changed by the image are kept (no prompt can stop an upgrade).
+/// The unattended-upgrades origin patterns of an image: the distribution's security pocket, and
+/// Jitsi's repository when the image installed from it.
+pub fn update_origins(base: Base, jitsi_origin: Option<&str>) -> Vec<String> {
+    let suite = base.suite();
+    let mut origins = (base.distro().security_origins)(suite);
+    origins.extend(jitsi_origin.map(str::to_string));
+    origins
+}
+
+/// Units that contact someone other than the update mirrors, Jitsi's repository or the ACME CA
+/// (news, Ubuntu Pro and ESM checks, crash reporters, popularity contests, firmware metadata).
+/// Masked whether the image has them or not, so a package that brings one later stays silent.
+pub const SILENCED_UNITS: &[&str] = &[
+    "motd-news.timer",
+    "motd-news.service",
+    "apt-news.service",
+    "esm-cache.service",
+    "ua-timer.timer",
+    "ua-reboot-cmds.service",
+    "ubuntu-advantage.service",
+    "apport.service",
+    "apport-autoreport.timer",
+    "whoopsie.service",
+    "popularity-contest.timer",
+    "fwupd-refresh.timer",
+    "update-notifier-download.timer",
+    "update-notifier-motd.timer",
+];
+
+/// The time `minutes` before `time` ("HH:MM"), on a 24-hour clock.
+fn minutes_before(time: &str, minutes: u32) -> String {
+    let (hours, mins) = time.split_once(':').unwrap_or(("0", "0"));
+    let total = hours.parse::<u32>().unwrap_or(0) * 60 + mins.parse::<u32>().unwrap_or(0);
+    let at = (total + 24 * 60 - minutes % (24 * 60)) % (24 * 60);
+    format!("{:02}:{:02}", at / 60, at % 60)
+}
+
+/// Drop-ins that move apt's timers before the maintenance window: package lists two hours
+/// before, the upgrade one hour before, so a reboot an update needs comes that same night.
+pub fn render_apt_timer(timer: &str, reboot_time: &str) -> String {
+    let (before, spread, what) = match timer {
+        "apt-daily.timer" => (120, "30m", "package lists"),
+        _ => (60, "15m", "upgrades"),
+    };
+    format!(
+        "# Written by meetbox build: {what} before the maintenance window ({reboot_time}).\n\
+         [Timer]\n\
+         OnCalendar=\n\
+         OnCalendar=*-*-* {}:00\n\
+         RandomizedDelaySec={spread}\n\
+         Persistent=true\n",
+        minutes_before(reboot_time, before)
+    )
+}
+
+pub fn render_unattended_upgrades(
+    base: Base,
+    jitsi_origin: Option<&str>,
+    reboot_time: Option<&str>,
+) -> String {
+    let origins = update_origins(base, jitsi_origin);
+    let origins: String = origins
+        .iter()
+        .map(|origin| format!("    \"{origin}\";\n"))
+        .collect();
+    let reboot = match reboot_time {
+        Some(time) => format!(
+            "// Reboots (new kernel, libc) happen in the profile's maintenance window.\n\
+             Unattended-Upgrade::Automatic-Reboot \"true\";\n\
+             Unattended-Upgrade::Automatic-Reboot-WithUsers \"true\";\n\
+             Unattended-Upgrade::Automatic-Reboot-Time \"{time}\";\n"
+        ),
+        None => "// No maintenance window in the profile: the owner reboots.\n\
+                 Unattended-Upgrade::Automatic-Reboot \"false\";\n"
+            .to_string(),
+    };
+    format!(
+        "// Written by meetbox build.\n\
+         Unattended-Upgrade::Origins-Pattern {{\n\
+         {origins}\
+         }};\n\
+         Unattended-Upgrade::Remove-Unused-Kernel-Packages \"true\";\n\
+         Unattended-Upgrade::Remove-Unused-Dependencies \"true\";\n\
+         Unattended-Upgrade::SyslogEnable \"false\";\n\
+         {reboot}\
+         Dpkg::Options {{\n\
+         \x20   \"--force-confdef\";\n\
+         \x20   \"--force-confold\";\n\
+         }};\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Maintenance;
+
+    use crate::profile::shipped as profile;
+
+    #[test]
+    fn build_hook_sets_the_umask_and_removes_syslog() {
+        assert!(BUILD_HOOK.contains("UMASK\\t\\t027"));
+        assert!(BUILD_HOOK.contains("purge -y -q rsyslog"));
+    }
+
+    #[test]
+    fn firewall_drops_inbound_and_opens_only_the_jitsi_ports() {
+        let rules = render_nftables(false);
+        assert!(rules.contains("hook input priority filter; policy drop;"));
+        assert!(rules.contains("hook forward priority filter; policy drop;"));
+        assert!(rules.contains("tcp dport { 80, 443, 3478, 5349 } ct state new accept"));
+        assert!(rules.contains("udp dport { 3478, 10000 } accept"));
+        assert!(rules.contains("ct state established,related accept"));
+        assert!(rules.contains("iif \"lo\" accept"));
+        assert!(rules.contains("nd-neighbor-solicit"));
+        assert!(!rules.contains("dport 22"), "SSH is off by default");
+    }
+
+    /// The real nft parser and kernel check accept both rulesets (`nft -c` changes nothing).
+    #[test]
+    fn nft_accepts_both_rulesets() {
+        if !crate::host::test_tools::tool_available("nft", "nftables") {
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "nft -c needs root (CAP_NET_ADMIN)"
+            );
+            eprintln!("skipping: nft -c needs root (CAP_NET_ADMIN)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for ssh in [false, true] {
+            let path = dir.path().join(format!("nftables-ssh-{ssh}.conf"));
+            std::fs::write(&path, render_nftables(ssh)).unwrap();
+            let output = std::process::Command::new("nft")
+                .arg("-c")
+                .arg("-f")
+                .arg(&path)
+                .output()
+                .expect("nft runs");
+            assert!(
+                output.status.success(),
+                "nft -c rejects the ruleset (ssh {ssh}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn ssh_opens_port_22_to_private_ranges_only() {
+        let rules = render_nftables(true);
+        let ssh: Vec<&str> = rules.lines().filter(|l| l.contains("dport 22")).collect();
+        assert_eq!(ssh.len(), 2, "{rules}");
+        assert!(ssh[0].contains("ip saddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 }"));
+        assert!(ssh[1].contains("ip6 saddr { fc00::/7, fe80::/10 }"));
+    }
+
+    #[test]
+    fn sshd_takes_keys_only_and_no_weak_algorithms() {
+        let config = render_sshd_config();
+        assert!(config.contains("PasswordAuthentication no\n"));
+        assert!(config.contains("KbdInteractiveAuthentication no\n"));
+        // First value wins in sshd: drop-ins come after Meetbox's settings.
+        assert!(config
+            .trim_end()
+            .ends_with("Include /etc/ssh/sshd_config.d/*.conf"));
+        for weak in [
+            "nistp",
+            "sha1",
+            "-cbc",
+            "hmac-sha2-256,",
+            "ssh-rsa,",
+            "group14",
+            "group-exchange",
+        ] {
+            assert!(!config.contains(weak), "{weak} in\n{config}");
+        }
+        assert!(!config.contains("ssh_host_ecdsa_key"));
+    }
+
+    #[test]
+    fn unattended_upgrades_follow_the_security_pocket_and_jitsi() {
+        let ubuntu = render_unattended_upgrades(Base::Ubuntu2404, None, None);
+        assert!(ubuntu.contains("\"origin=Ubuntu,archive=noble-security\";"));
+        assert!(!ubuntu.contains("site="));
+        assert!(ubuntu.contains("Automatic-Reboot \"false\""));
+        let debian = render_unattended_upgrades(
+            Base::Debian12,
+            Some("site=download.jitsi.org"),
+            Some("03:30"),
+        );
+        assert!(debian.contains("codename=bookworm-security,label=Debian-Security"));
+        assert!(debian.contains("\"site=download.jitsi.org\";"));
+        assert!(debian.contains("Automatic-Reboot \"true\""));
+        assert!(debian.contains("Automatic-Reboot-Time \"03:30\""));
+        assert!(debian.contains("--force-confold"));
+    }
+
+    #[test]
+    fn apt_s_timers_come_before_the_maintenance_window() {
+        assert_eq!(minutes_before("03:30", 60), "02:30");
+        assert_eq!(minutes_before("00:30", 120), "22:30");
+        let lists = render_apt_timer("apt-daily.timer", "03:30");
+        assert!(
+            lists.contains("OnCalendar=\nOnCalendar=*-*-* 01:30:00\n"),
+            "{lists}"
+        );
+        let upgrade = render_apt_timer("apt-daily-upgrade.timer", "00:15");
+        assert!(upgrade.contains("OnCalendar=*-*-* 23:15:00\n"), "{upgrade}");
+        assert!(upgrade.contains("Persistent=true"));
+    }
+
+    #[test]
+    fn files_follow_the_profile() {
+        let mut p = profile("default");
+        let names = |p: &Profile| -> Vec<String> {
+            rendered_files(p, None)
+                .into_iter()
+                .map(|f| f.path.display().to_string())
+                .collect()
+        };
+        assert!(!names(&p).iter().any(|n| n.contains("sshd")));
+        p.services.ssh = true;
+        p.maintenance = Some(Maintenance {
+            reboot_time: "04:15".into(),
+        });
+        let files = rendered_files(&p, None);
+        let sshd = files
+            .iter()
+            .find(|f| f.path.ends_with("etc/ssh/sshd_config"))
+            .expect("sshd drop-in");
+        assert_eq!(sshd.mode, 0o600);
+        let policy = files
+            .iter()
+            .find(|f| f.path.ends_with("52meetbox-unattended-upgrades"))
+            .unwrap();
+        assert!(policy.text.contains("\"04:15\""));
+        let nft = files
+            .iter()
+            .find(|f| f.path.ends_with("nftables.conf"))
+            .unwrap();
+        assert!(nft.text.contains("dport 22"));
+    }
+}

@@ -1,0 +1,806 @@
+//! `meetbox verify`: checks a build's signatures, checksums and manifest and the
+//! decompressed image, reading the compressed image once. A lighter pass serves
+//! `meetbox flash` (`check_signatures`) and `meetbox inspect` (`signature_status`):
+//! it checks the image's signature through its signed trusted comment, and the
+//! image's bytes frame by frame, on every core, against the SHA-256 of each frame
+//! that the signed manifest lists (or, for an image whose manifest lists no
+//! frames, by the SHA-256 of the whole file, which the trusted comment names).
+//!
+//! Why both ways are sound: a minisign signature carries two Ed25519 signatures
+//! by the same key, one over the BLAKE2b-512 of the file and a global one over
+//! that signature and the trusted comment. meetbox's trusted comment names the
+//! file and its SHA-256 ([`TrustedComment`]), so the global signature and a
+//! matching SHA-256 authenticate the file as firmly as the BLAKE2b one, and save
+//! a second hash over the image (BLAKE2b runs at about two thirds of SHA-256's
+//! speed on CPUs with SHA extensions). `meetbox verify` checks both, as the
+//! minisign CLI would.
+
+mod image;
+mod signatures;
+
+use image::*;
+use signatures::*;
+
+pub mod inspect;
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ct_codecs::{Base64, Decoder};
+use minisign::{PublicKey, SignatureBox};
+use sha2::{Digest, Sha256};
+
+use crate::artifact::blockmap::BlockMap;
+use crate::artifact::checksums::{digest_listed_for, parse_sums, Sha256Digest, SUMS_FILE};
+use crate::artifact::files::BuildFiles;
+use crate::artifact::manifest::{ImageFrame, Manifest};
+use crate::artifact::seek_table::SeekTable;
+use crate::host::progress::{detail, human_bytes, step, Progress};
+use crate::sign::keys::{
+    default_secret_key_path, load_public_key, public_key_path_for, user_config_dir,
+};
+use crate::sign::TrustedComment;
+
+/// Size of the blocks the image is read and handed to the checking threads in.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Blocks in flight per checking thread: enough to keep both cores busy, little memory.
+const CHANNEL_DEPTH: usize = 16;
+
+/// Check a build before trusting it: the minisign signatures of the image and of
+/// SHA256SUMS, the digests SHA256SUMS lists, the manifest, and the SHA-256 and size
+/// of the decompressed image. Reads the compressed image once. Exits 0 only if every
+/// check passes; each failed check is named with its reason.
+#[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "Examples:\n  \
+    meetbox verify out/meetbox-office-ubuntu-24.04.img.zst --pubkey meetbox-release.pub\n  \
+    meetbox verify out/meetbox-test-debian-12.img.zst    # key of this machine's builds\n\n\
+The files of the build must sit next to the image: NAME.img.zst.minisig, NAME.img.bmap,\n\
+NAME.manifest.json, SHA256SUMS and SHA256SUMS.minisig. The reference tools check the\n\
+same signatures: minisign -Vm NAME.img.zst -p KEY.pub; sha256sum -c SHA256SUMS.")]
+pub struct VerifyArgs {
+    /// The compressed image, NAME.img.zst.
+    #[arg(value_name = "NAME.img.zst")]
+    pub image: PathBuf,
+    /// Public key that must have signed the build. Default: the public key of the
+    /// signing key in the user's config directory (the key local builds use).
+    #[arg(long, value_name = "KEY.pub")]
+    pub pubkey: Option<PathBuf>,
+}
+
+/// Runs `meetbox verify` and prints its report. `Ok(true)` when every check passed,
+/// `Ok(false)` when one failed (the report names it; exit with 1), `Err` when the
+/// checks could not run at all (no image, no public key).
+pub fn run_verify(args: &VerifyArgs) -> Result<bool> {
+    let report = verify_build(&args.image, args.pubkey.as_deref())?;
+    println!("{report}");
+    if !report.passed() {
+        eprintln!(
+            "verification FAILED: {} of {} checks failed; do not use this image",
+            report.failures().count(),
+            report.checks.len()
+        );
+    }
+    Ok(report.passed())
+}
+
+/// Every check, including decompressing the image and comparing it with the manifest.
+pub fn verify_build(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
+    Ok(check_build(image_zst, pubkey, Depth::Full)?.report)
+}
+
+/// Per-check status without decompressing (for `meetbox inspect`); never fails
+/// because a check fails, only when the checks cannot run.
+pub fn signature_status(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifyReport> {
+    Ok(check_build(image_zst, pubkey, Depth::Signatures)?.report)
+}
+
+/// A build whose signatures, checksums and manifest hold, ready for `meetbox flash`.
+/// The manifest and block map are parsed from the very bytes that were checked;
+/// the image may change after this check: `frames` lets flash prove that each
+/// frame it reads again is the one signed.
+#[derive(Clone, Debug)]
+pub struct VerifiedBuild {
+    pub files: BuildFiles,
+    pub manifest: Manifest,
+    pub block_map: BlockMap,
+    pub public_key_path: PathBuf,
+    /// The image's frames and the signed SHA-256 of each; `None` for an image
+    /// whose manifest lists no frames.
+    pub frames: Option<VerifiedFrames>,
+}
+
+/// The frames of a compressed image and the signed SHA-256 of each frame's bytes
+/// (`sha256[i]` is that of `table.frames[i]`), all found in the file as signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedFrames {
+    pub table: SeekTable,
+    pub sha256: Vec<[u8; 32]>,
+}
+
+/// Checks both signatures, SHA256SUMS, the manifest and the image's frames (or
+/// its whole SHA-256), without decompressing; fails naming every check that did
+/// not pass.
+pub fn check_signatures(image_zst: &Path, pubkey: Option<&Path>) -> Result<VerifiedBuild> {
+    let Checked {
+        report,
+        frames,
+        bmap,
+    } = check_build(image_zst, pubkey, Depth::Signatures)?;
+    if !report.passed() {
+        let reasons: Vec<String> = report.failures().map(ToString::to_string).collect();
+        bail!(
+            "{} failed verification:\n  {}",
+            image_zst.display(),
+            reasons.join("\n  ")
+        );
+    }
+    let manifest = report
+        .manifest
+        .clone()
+        .expect("a passed report has a manifest");
+    let bmap = bmap.expect("a passed report has read the block map");
+    let block_map = std::str::from_utf8(&bmap)
+        .map_err(anyhow::Error::from)
+        .and_then(BlockMap::parse)
+        .with_context(|| format!("in {}", report.files.bmap().display()))?;
+    Ok(VerifiedBuild {
+        frames,
+        block_map,
+        files: report.files,
+        manifest,
+        public_key_path: report.public_key_path,
+    })
+}
+
+/// The public key to check with: the given one, else the default signing key's.
+pub fn resolve_public_key(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let path = public_key_path_for(&default_secret_key_path(&user_config_dir()?));
+    if !path.exists() {
+        bail!(
+            "no --pubkey given and no default key at {}: pass the public key the image was signed with (--pubkey KEY.pub)",
+            path.display()
+        );
+    }
+    detail(format!("public key: {} (default)", path.display()));
+    Ok(path)
+}
+
+/// Result of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckResult {
+    /// What was checked, e.g. "signature of NAME.img.zst".
+    pub check: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Passed; the text says what was found.
+    Passed(String),
+    /// Failed; the text says why and what it means.
+    Failed(String),
+}
+
+impl fmt::Display for CheckResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Outcome::Passed(detail) => write!(f, "ok    {}: {detail}", self.check),
+            Outcome::Failed(reason) => write!(f, "FAIL  {}: {reason}", self.check),
+        }
+    }
+}
+
+/// Everything one verification found.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    pub files: BuildFiles,
+    pub public_key_path: PathBuf,
+    pub checks: Vec<CheckResult>,
+    /// The manifest, if it could be read (trust it only if `passed()`).
+    pub manifest: Option<Manifest>,
+    pub compressed_size: u64,
+    /// Size of the decompressed image, when it was decompressed completely.
+    pub raw_size: Option<u64>,
+    pub elapsed: Duration,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.failures().next().is_none()
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks
+            .iter()
+            .filter(|check| matches!(check.outcome, Outcome::Failed(_)))
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} with {}:",
+            self.files.image_zst().display(),
+            self.public_key_path.display()
+        )?;
+        for check in &self.checks {
+            writeln!(f, "  {check}")?;
+        }
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        let read = self.raw_size.unwrap_or(self.compressed_size);
+        write!(
+            f,
+            "{}: {} compressed{} checked in {:.1} s ({}/s)",
+            if self.passed() { "PASSED" } else { "FAILED" },
+            human_bytes(self.compressed_size),
+            self.raw_size
+                .map(|raw| format!(", {} raw", human_bytes(raw)))
+                .unwrap_or_default(),
+            secs,
+            human_bytes((read as f64 / secs) as u64)
+        )
+    }
+}
+
+/// How much `check_build` computes over the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Depth {
+    /// Each frame the signed manifest lists, against its SHA-256, on every core
+    /// (the whole file's SHA-256 when it lists none); the image signature through
+    /// its signed trusted comment (see the module documentation).
+    Signatures,
+    /// The SHA-256 of the whole compressed image, the BLAKE2b prehash of its
+    /// signature, and the decompressed image against the manifest.
+    Full,
+}
+
+/// What `check_build` found: the report, and what `meetbox flash` goes on with.
+struct Checked {
+    report: VerifyReport,
+    /// The image's frames as checked, when they were checked one by one.
+    frames: Option<VerifiedFrames>,
+    /// The block map's bytes, as hashed for the SHA256SUMS check.
+    bmap: Option<Vec<u8>>,
+}
+
+/// Builds the report: reads the small files (each once: the bytes hashed are the
+/// bytes parsed), reads the image once, then judges.
+fn check_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<Checked> {
+    let decompress = depth == Depth::Full;
+    let started = Instant::now();
+    let files = BuildFiles::from_image_zst(image_zst)?;
+    let public_key_path = resolve_public_key(pubkey)?;
+    let public = load_public_key(&public_key_path)?;
+    let image = File::open(files.image_zst())
+        .with_context(|| format!("cannot open the image {}", files.image_zst().display()))?;
+    let size = image.metadata()?.len();
+    step(format!(
+        "Verifying {}{}",
+        files.image_zst_name(),
+        if decompress { "" } else { " (signatures only)" }
+    ));
+
+    let image_signature = read_signature(&files.image_signature());
+    let usable_signature = image_signature
+        .as_ref()
+        .ok()
+        .filter(|signature| signature_usable(signature, &public).is_ok());
+    let manifest_bytes = read_small_file(&files.manifest());
+    let bmap_bytes = read_small_file(&files.bmap());
+    let manifest = manifest_bytes
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|bytes| {
+            std::str::from_utf8(bytes)
+                .map_err(anyhow::Error::from)
+                .and_then(Manifest::from_json)
+                .map_err(|e| format!("in {}: {e:#}", files.manifest().display()))
+        });
+    let listed_frames = manifest
+        .as_ref()
+        .ok()
+        .map(|m| &m.image.frames[..])
+        .filter(|frames| depth == Depth::Signatures && !frames.is_empty());
+    let read = match listed_frames {
+        Some(frames) => check_frames(&image, size, frames),
+        None => stream_image(
+            image,
+            size,
+            usable_signature
+                .filter(|_| depth == Depth::Full)
+                .map(|s| (&public, s)),
+            decompress,
+        )?,
+    };
+    // The image signature's verdict: over the whole file, or over its trusted
+    // comment (whose SHA-256 the comment check then compares with the file's).
+    let image_verdict = match (&read.signature, usable_signature) {
+        (Some(verdict), _) => Some(verdict.clone()),
+        (None, Some(signature)) => Some(verify_comment_signature(&public, signature)),
+        (None, None) => None,
+    };
+
+    let key = KeyContext {
+        public: &public,
+        path: &public_key_path,
+    };
+    let sums_text = fs::read_to_string(files.sums())
+        .with_context(|| format!("cannot read {}", files.sums().display()))
+        .map_err(|e| format!("{e:#}: missing file"));
+
+    let mut checks = vec![
+        check_image_signature(&files, &key, &image_signature, image_verdict.as_ref()),
+        check_image_comment(
+            &files,
+            &image_signature,
+            image_verdict.as_ref(),
+            &read,
+            manifest.as_ref().ok(),
+        ),
+        check_sums_signature(&files, &key, &sums_text),
+        check_sums_listing(
+            &files,
+            &sums_text,
+            [
+                read.compressed_sha256(manifest.as_ref().ok()),
+                digest_of(&bmap_bytes),
+                digest_of(&manifest_bytes),
+            ],
+        ),
+        check_manifest(&files, &manifest, &read),
+    ];
+    if let ImageBytes::Frames(frames) = &read.bytes {
+        checks.push(check_frame_digests(&files, frames));
+    }
+    if decompress {
+        checks.push(check_decompressed(&files, &read, manifest.as_ref().ok()));
+    }
+    let report = VerifyReport {
+        files,
+        public_key_path,
+        checks,
+        manifest: manifest.ok(),
+        compressed_size: read.compressed_size,
+        raw_size: read
+            .raw
+            .as_ref()
+            .and_then(|raw| raw.as_ref().ok())
+            .map(|r| r.0),
+        elapsed: started.elapsed(),
+    };
+    let frames = match read.bytes {
+        ImageBytes::Frames(Ok(frames)) => Some(frames),
+        _ => None,
+    };
+    Ok(Checked {
+        report,
+        frames,
+        bmap: bmap_bytes.ok(),
+    })
+}
+
+/// Reads a small file of the build whole; the error names it as missing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::sign::keys::write_key_pair;
+    use crate::sign::tests::{synthetic_build, SyntheticBuild};
+
+    /// A signed 4 MiB build plus the directory holding its key; `None` = skipped.
+    fn signed_build(seed: u64) -> Option<(SyntheticBuild, tempfile::TempDir)> {
+        let keys = tempfile::tempdir().unwrap();
+        let build = synthetic_build("meetbox-test", seed, keys.path())?;
+        Some((build, keys))
+    }
+
+    fn verify(build: &SyntheticBuild) -> VerifyReport {
+        verify_build(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
+    }
+
+    /// The lighter check `meetbox flash` and `meetbox inspect` make.
+    fn status(build: &SyntheticBuild) -> VerifyReport {
+        signature_status(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap()
+    }
+
+    /// The names of the failed checks, and the report text for assertion messages.
+    fn failed(report: &VerifyReport) -> (Vec<String>, String) {
+        let names = report.failures().map(|c| c.check.clone()).collect();
+        (names, report.to_string())
+    }
+
+    fn flip_byte(path: &Path, offset: impl FnOnce(usize) -> usize) {
+        let mut bytes = fs::read(path).unwrap();
+        let at = offset(bytes.len());
+        bytes[at] ^= 0x01;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn an_intact_build_passes_every_check_and_reports_sizes() {
+        let Some((build, _keys)) = signed_build(1) else {
+            return;
+        };
+        let report = verify(&build);
+        assert!(report.passed(), "{report}");
+        assert_eq!(report.checks.len(), 6);
+        assert_eq!(report.raw_size, Some(build.raw.len() as u64));
+        assert!(report.to_string().contains("PASSED"), "{report}");
+        assert!(run_verify(&VerifyArgs {
+            image: build.files.image_zst(),
+            pubkey: Some(build.key.public_key_path.clone()),
+        })
+        .unwrap());
+
+        let verified =
+            check_signatures(&build.files.image_zst(), Some(&build.key.public_key_path)).unwrap();
+        assert_eq!(
+            verified.manifest.image.raw_sha256,
+            Sha256Digest::of(&build.raw)
+        );
+        assert_eq!(
+            verified.block_map,
+            BlockMap::read(&build.files.bmap()).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_in_the_image_fails_its_signature_and_digests() {
+        let offsets: [fn(usize) -> usize; 3] = [|_| 0, |len| len / 2, |len| len - 1];
+        for offset in offsets {
+            let Some((build, _keys)) = signed_build(2) else {
+                return;
+            };
+            flip_byte(&build.files.image_zst(), offset);
+            let report = verify(&build);
+            let (names, text) = failed(&report);
+            assert!(
+                names.contains(&"signature of meetbox-test.img.zst".to_string()),
+                "{text}"
+            );
+            assert!(names.contains(&"SHA256SUMS digests".to_string()), "{text}");
+            assert!(text.contains("wrong key or altered file"), "{text}");
+            assert!(!run_verify(&VerifyArgs {
+                image: build.files.image_zst(),
+                pubkey: Some(build.key.public_key_path.clone()),
+            })
+            .unwrap());
+        }
+    }
+
+    #[test]
+    fn a_truncated_image_does_not_decompress() {
+        let Some((build, _keys)) = signed_build(3) else {
+            return;
+        };
+        let bytes = fs::read(build.files.image_zst()).unwrap();
+        fs::write(build.files.image_zst(), &bytes[..bytes.len() - 1000]).unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert!(names.contains(&"decompressed image".to_string()), "{text}");
+        assert!(text.contains("does not decompress"), "{text}");
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn altered_block_map_or_manifest_fail_the_signed_digests() {
+        let Some((build, _keys)) = signed_build(4) else {
+            return;
+        };
+        flip_byte(&build.files.bmap(), |len| len / 2);
+        let (names, text) = failed(&verify(&build));
+        assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
+        assert!(text.contains("for meetbox-test.img.bmap"), "{text}");
+
+        let Some((build, _keys)) = signed_build(4) else {
+            return;
+        };
+        let manifest = fs::read_to_string(build.files.manifest()).unwrap();
+        fs::write(
+            build.files.manifest(),
+            manifest.replace("ubuntu-24.04", "ubuntu-24.10"),
+        )
+        .unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
+        assert!(text.contains("for meetbox-test.manifest.json"), "{text}");
+    }
+
+    #[test]
+    fn altered_checksums_or_signatures_fail_their_signature_check() {
+        let Some((build, _keys)) = signed_build(5) else {
+            return;
+        };
+        let sums = fs::read_to_string(build.files.sums()).unwrap();
+        let digit = if sums.starts_with('0') { "1" } else { "0" };
+        fs::write(build.files.sums(), format!("{digit}{}", &sums[1..])).unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert!(
+            names.contains(&"signature of SHA256SUMS".to_string()),
+            "{text}"
+        );
+
+        let Some((build, _keys)) = signed_build(5) else {
+            return;
+        };
+        let signature = fs::read_to_string(build.files.image_signature()).unwrap();
+        let forged = signature.replace("meetbox 0.", "meetbox 9.");
+        assert_ne!(forged, signature);
+        fs::write(build.files.image_signature(), forged).unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+
+        let Some((build, _keys)) = signed_build(5) else {
+            return;
+        };
+        // Third line: the global signature over the detached signature and comment.
+        let signature = fs::read_to_string(build.files.sums_signature()).unwrap();
+        let mut lines: Vec<String> = signature.lines().map(str::to_string).collect();
+        let last = lines.len() - 1;
+        let flipped = if lines[last].starts_with('A') {
+            "B"
+        } else {
+            "A"
+        };
+        lines[last].replace_range(0..1, flipped);
+        fs::write(build.files.sums_signature(), lines.join("\n") + "\n").unwrap();
+        let (names, text) = failed(&verify(&build));
+        assert_eq!(names, vec!["signature of SHA256SUMS"], "{text}");
+    }
+
+    #[test]
+    fn the_wrong_key_fails_both_signatures_naming_key_ids() {
+        let Some((build, keys)) = signed_build(6) else {
+            return;
+        };
+        let other = keys.path().join("other.key");
+        write_key_pair(&other, None, false).unwrap();
+        let report = verify_build(
+            &build.files.image_zst(),
+            Some(&keys.path().join("other.pub")),
+        )
+        .unwrap();
+        let (names, text) = failed(&report);
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(
+            names.contains(&"signature of SHA256SUMS".to_string()),
+            "{text}"
+        );
+        assert!(text.contains("wrong public key"), "{text}");
+        assert!(check_signatures(
+            &build.files.image_zst(),
+            Some(&keys.path().join("other.pub"))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn files_swapped_in_from_another_signed_build_are_detected() {
+        let Some((build, keys)) = signed_build(7) else {
+            return;
+        };
+        let other = synthetic_build("meetbox-test", 8, keys.path()).unwrap();
+        for path in [other.files.image_zst(), other.files.image_signature()] {
+            fs::copy(&path, build.dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+        let (names, text) = failed(&verify(&build));
+        // The swapped image and its signature are genuine, but the rest disagrees.
+        assert!(
+            !names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(
+            names.contains(&"trusted comment of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(names.contains(&"SHA256SUMS digests".to_string()), "{text}");
+        assert!(
+            names.contains(&"manifest meetbox-test.manifest.json".to_string()),
+            "{text}"
+        );
+        assert!(names.contains(&"decompressed image".to_string()), "{text}");
+
+        // An image of a differently named build, renamed: its signed file name differs.
+        let Some((build, keys)) = signed_build(9) else {
+            return;
+        };
+        let renamed = synthetic_build("meetbox-other", 10, keys.path()).unwrap();
+        fs::copy(renamed.files.image_zst(), build.files.image_zst()).unwrap();
+        fs::copy(
+            renamed.files.image_signature(),
+            build.files.image_signature(),
+        )
+        .unwrap();
+        let (_, text) = failed(&verify(&build));
+        assert!(
+            text.contains("the signature is for meetbox-other.img.zst"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_fails_a_check_and_a_missing_image_is_an_error() {
+        let Some((probe, _keys)) = signed_build(11) else {
+            return;
+        };
+        let names = [
+            probe.files.bmap(),
+            probe.files.manifest(),
+            probe.files.sums(),
+            probe.files.image_signature(),
+            probe.files.sums_signature(),
+        ]
+        .map(|path| path.file_name().unwrap().to_owned());
+        for name in names {
+            let Some((build, _keys)) = signed_build(11) else {
+                return;
+            };
+            fs::remove_file(build.dir.path().join(&name)).unwrap();
+            let report = verify(&build);
+            let (_, text) = failed(&report);
+            assert!(!report.passed(), "{text}");
+            assert!(text.contains("missing file"), "{name:?}: {text}");
+        }
+        fs::remove_file(probe.files.image_zst()).unwrap();
+        let error =
+            verify_build(&probe.files.image_zst(), Some(&probe.key.public_key_path)).unwrap_err();
+        assert!(
+            error.to_string().contains("cannot open the image"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn signatures_made_by_the_reference_cli_verify() {
+        let Some(minisign) = crate::host::test_tools::tool_path("minisign", "minisign") else {
+            return;
+        };
+        let Some((build, keys)) = signed_build(13) else {
+            return;
+        };
+        // Re-sign both files with the reference CLI, keeping meetbox's trusted comments.
+        for (file, signature) in [
+            (build.files.image_zst(), build.files.image_signature()),
+            (build.files.sums(), build.files.sums_signature()),
+        ] {
+            let comment = SignatureBox::from_file(&signature)
+                .unwrap()
+                .trusted_comment()
+                .unwrap();
+            fs::remove_file(&signature).unwrap();
+            let signed = std::process::Command::new(&minisign)
+                .arg("-S")
+                .arg("-s")
+                .arg(keys.path().join("test.key"))
+                .arg("-m")
+                .arg(&file)
+                .arg("-t")
+                .arg(&comment)
+                .output()
+                .unwrap();
+            assert!(signed.status.success(), "{signed:?}");
+        }
+        let report = verify(&build);
+        assert!(report.passed(), "{report}");
+        let status = status(&build);
+        assert!(status.passed(), "{status}");
+    }
+
+    /// The flash path checks the image signature through its trusted comment:
+    /// altering the file signature, the comment or the global signature fails it.
+    #[test]
+    fn the_digest_check_refuses_any_altered_part_of_the_image_signature() {
+        let Some((build, _keys)) = signed_build(14) else {
+            return;
+        };
+        assert!(status(&build).passed(), "{}", status(&build));
+        let original = fs::read_to_string(build.files.image_signature()).unwrap();
+        let alter = |line: usize, at: usize| {
+            let mut lines: Vec<String> = original.lines().map(String::from).collect();
+            let target = &mut lines[line];
+            let replacement = if target.as_bytes()[at] == b'A' {
+                "B"
+            } else {
+                "A"
+            };
+            target.replace_range(at..at + 1, replacement);
+            fs::write(build.files.image_signature(), lines.join("\n") + "\n").unwrap();
+            let (names, text) = failed(&status(&build));
+            assert!(
+                names.contains(&"signature of meetbox-test.img.zst".to_string()),
+                "line {line}: {text}"
+            );
+            assert!(
+                names.contains(&"trusted comment of meetbox-test.img.zst".to_string()),
+                "line {line}: {text}"
+            );
+        };
+        alter(1, 40); // inside the file signature
+        alter(3, 20); // inside the global signature
+
+        // The trusted comment itself: another digest, as if for another file.
+        let forged = original.replace("sha256:", "sha256:0");
+        fs::write(build.files.image_signature(), forged).unwrap();
+        let (names, text) = failed(&status(&build));
+        assert!(
+            names.contains(&"signature of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+    }
+
+    /// Without decompressing, the image is checked frame by frame against the
+    /// signed manifest: a damaged or missing frame is named by its bytes.
+    #[test]
+    fn the_frames_check_names_a_damaged_or_missing_frame() {
+        let Some((build, _keys)) = signed_build(15) else {
+            return;
+        };
+        let manifest = Manifest::read(&build.files.manifest()).unwrap();
+        assert!(manifest.image.frames.len() >= 3, "{:?}", manifest.image);
+        let second = &manifest.image.frames[1];
+        let start = manifest.image.frames[0].compressed_size;
+        let end = start + second.compressed_size;
+        flip_byte(&build.files.image_zst(), |_| (start + 5) as usize);
+        let (names, text) = failed(&status(&build));
+        assert!(
+            names.contains(&"frames of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("frame 1 (bytes {start}-{end}) differs")),
+            "{text}"
+        );
+        // The checks that rest on the image's digest fail with it.
+        assert!(
+            names.contains(&"trusted comment of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+
+        let Some((build, _keys)) = signed_build(15) else {
+            return;
+        };
+        let bytes = fs::read(build.files.image_zst()).unwrap();
+        fs::write(build.files.image_zst(), &bytes[..(start + 100) as usize]).unwrap();
+        let (names, text) = failed(&status(&build));
+        assert!(
+            names.contains(&"frames of meetbox-test.img.zst".to_string()),
+            "{text}"
+        );
+        assert!(text.contains("it is truncated"), "{text}");
+    }
+
+    #[test]
+    fn signature_status_reports_per_file_without_decompressing() {
+        let Some((build, _keys)) = signed_build(12) else {
+            return;
+        };
+        flip_byte(&build.files.bmap(), |len| len - 2);
+        let report = status(&build);
+        // Five checks of files and signatures, and the frames one by one.
+        assert_eq!(report.checks.len(), 6);
+        assert_eq!(report.checks[5].check, "frames of meetbox-test.img.zst");
+        assert_eq!(report.raw_size, None);
+        let (names, text) = failed(&report);
+        assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
+    }
+}
