@@ -197,7 +197,12 @@ fn assemble(
             root_fs_uuid: layout.root_fs_uuid.to_string(),
             esp_volume_id: esp_volume_id.clone(),
             jitsi_upgrade_origin: jitsi_upgrade_origin.clone(),
-            extra_files: vec![("etc/meetbox/tuning.toml".into(), tuning.to_toml())],
+            extra_files: vec![(
+                meetbox_firstboot::layout::TUNING_FILE
+                    .trim_start_matches('/')
+                    .into(),
+                tuning.to_toml(),
+            )],
             epoch: cached.epoch,
         },
     )?;

@@ -21,6 +21,9 @@ pub const BREWERY_ROOM: &str = "jvbbrewery@internal.auth.meet.jitsi";
 pub const FOCUS_USER: &str = "focus";
 pub const JVB_USER: &str = "jvb";
 
+/// Where the image carries this agent (its units start it from here).
+pub const AGENT_BINARY: &str = "/usr/bin/meetbox-firstboot";
+
 /// The answers file at the root of the ESP.
 pub const ESP_ANSWERS: &str = "/boot/efi/meetbox-setup.toml";
 

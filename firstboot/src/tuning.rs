@@ -1,21 +1,22 @@
-//! The image's tuning, `/etc/meetbox/tuning.toml`: written by `meetbox build` from the hardware and
-//! bandwidth profiles (`Tuning::to_toml` in builder/src/sizing.rs; docs/sizing.md explains every value)
-//! and applied here: the config.js caps by the configuration step, the Java heaps by the java-heaps step,
-//! the swap file by the swap step.
+//! The image's tuning, `/etc/meetbox/tuning.toml`: the box reads it, so this crate owns its schema
+//! and its text ([`Tuning::to_toml`]). `meetbox build` fills it from the hardware and bandwidth
+//! profiles (builder/src/sizing/; docs/sizing.md explains every value) and writes it with these
+//! types; it is applied here: the config.js caps by the configuration step, the Java heaps by the
+//! java-heaps step, the swap file by the swap step.
 //!
-//! The schema mirrors the builder's and is as strict: an unknown or missing key stops setup with the file
-//! and the key named, instead of leaving a setting silently at its packaged default. A test parses a
-//! literal copy of the builder's output (tests/fixtures/tuning.toml; the builder's test checks that it
-//! writes exactly that text), so a change on one side fails a test on the other.
+//! Parsing is strict: an unknown or missing key stops setup with the file and the key named,
+//! instead of leaving a setting silently at its packaged default.
 
 use anyhow::{ensure, Context, Result};
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use crate::apply::Root;
 use crate::layout;
 
 /// What `meetbox build` derived for this image.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tuning {
     /// Largest meeting at the capped resolution with every video visible.
@@ -28,8 +29,8 @@ pub struct Tuning {
     pub config_js: ConfigJsCaps,
 }
 
-/// The resource that caps the size of a meeting (the builder's `sizing::Resource`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The resource that caps the size of a meeting (the builder's sizing model finds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Resource {
     Uplink,
@@ -39,7 +40,18 @@ pub enum Resource {
 }
 
 impl Resource {
-    fn describe(self) -> &'static str {
+    /// What to change to host more people.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Resource::Uplink => "a line with a faster upload, or a lower resolution",
+            Resource::Downlink => "a line with a faster download, or a lower resolution",
+            Resource::Cpu => "a box with more cores, or a lower resolution",
+            Resource::Ram => "a box with more RAM",
+        }
+    }
+
+    /// The resource in a few words (the console's summary line).
+    pub fn describe(self) -> &'static str {
         match self {
             Resource::Uplink => "the line's upload",
             Resource::Downlink => "the line's download",
@@ -49,22 +61,38 @@ impl Resource {
     }
 }
 
+/// The resource and why it binds (the builder's reports and warnings).
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Uplink => {
+                "the line's upload (the server sends every video to every participant)"
+            }
+            Resource::Downlink => {
+                "the line's download (every participant sends its video to the server)"
+            }
+            Resource::Cpu => "the CPU (the videobridge forwards and re-encrypts every packet)",
+            Resource::Ram => "the RAM (the Java heaps of the videobridge and jicofo)",
+        })
+    }
+}
+
 /// A JVM's maximum heap (-Xmx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Heap {
     pub heap_mb: u32,
 }
 
 /// The swap file to create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Swap {
     pub size_mb: u32,
 }
 
 /// config.js settings, named in the file exactly as config.js names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigJsCaps {
     /// Capture and send height (`resolution`, `constraints.video.height` ideal and max).
@@ -105,6 +133,45 @@ impl Tuning {
             start_video_muted: 5,
         },
     };
+
+    /// The file the image carries at /etc/meetbox/tuning.toml, as `meetbox build` writes it.
+    pub fn to_toml(&self) -> String {
+        let limited_by = match self.limited_by {
+            Resource::Uplink => "uplink",
+            Resource::Downlink => "downlink",
+            Resource::Cpu => "cpu",
+            Resource::Ram => "ram",
+        };
+        let c = &self.config_js;
+        format!(
+            "# Meetbox tuning, derived from the hardware and bandwidth profiles at build time.\n\
+             # The first-boot agent applies it; docs/sizing.md explains every value.\n\
+             participants = {}\n\
+             limited_by = \"{limited_by}\"\n\
+             \n\
+             [videobridge]\nheap_mb = {}\n\
+             \n\
+             [jicofo]\nheap_mb = {}\n\
+             \n\
+             [swap]\nsize_mb = {}\n\
+             \n\
+             [config_js]\n\
+             resolution = {}\n\
+             channelLastN = {}\n\
+             maxFullResolutionParticipants = {}\n\
+             startAudioMuted = {}\n\
+             startVideoMuted = {}\n",
+            self.participants,
+            self.videobridge.heap_mb,
+            self.jicofo.heap_mb,
+            self.swap.size_mb,
+            c.resolution,
+            c.channel_last_n,
+            c.max_full_resolution_participants,
+            c.start_audio_muted,
+            c.start_video_muted,
+        )
+    }
 
     /// The summary line on the console.
     pub fn describe(&self) -> String {
@@ -187,13 +254,25 @@ pub fn load(root: &Root) -> Result<Tuning> {
 mod tests {
     use super::*;
 
-    /// A literal copy of what the builder writes (`Tuning::to_toml` for `minimum-2c4g` on `cable-50-10`).
+    /// The file `meetbox build` writes for `minimum-2c4g` on `cable-50-10` (the builder's sizing
+    /// test derives exactly [`Tuning::CONSERVATIVE`] for that box and line).
     const BUILDER_SAMPLE: &str = include_str!("../tests/fixtures/tuning.toml");
 
     #[test]
     fn parses_the_builders_format() {
         let tuning = parse(BUILDER_SAMPLE).unwrap();
         assert_eq!(tuning, Tuning::CONSERVATIVE);
+    }
+
+    #[test]
+    fn the_written_file_parses_back_to_the_same_tuning() {
+        assert_eq!(Tuning::CONSERVATIVE.to_toml(), BUILDER_SAMPLE);
+        let other = Tuning {
+            limited_by: Resource::Ram,
+            participants: 23,
+            ..Tuning::CONSERVATIVE
+        };
+        assert_eq!(parse(&other.to_toml()).unwrap(), other);
     }
 
     #[test]

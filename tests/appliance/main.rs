@@ -47,11 +47,11 @@ use xmpp::{Credentials, Https, Session};
 
 const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
 
-/// Prosody's fixed internal hosts (docs/firstboot.md).
-const XMPP_MAIN_HOST: &str = "meet.jitsi";
-const XMPP_GUEST_HOST: &str = "guest.meet.jitsi";
-const XMPP_AUTH_HOST: &str = "auth.meet.jitsi";
-const XMPP_MUC_HOST: &str = "conference.meet.jitsi";
+/// Prosody's fixed internal hosts (docs/firstboot.md), as the agent names them.
+use meetbox_firstboot::layout::{
+    XMPP_AUTH_DOMAIN as XMPP_AUTH_HOST, XMPP_DOMAIN as XMPP_MAIN_HOST,
+    XMPP_GUEST_DOMAIN as XMPP_GUEST_HOST, XMPP_MUC_DOMAIN as XMPP_MUC_HOST,
+};
 
 /// Under software emulation on a busy machine a boot can take minutes: generous, bounded waits.
 const BOOT: Duration = Duration::from_secs(900);

@@ -39,7 +39,7 @@ pub const PACKAGES: [&str; 6] = [
 ];
 /// The fixed internal XMPP domain (as docker-jitsi-meet does): the public name
 /// lives only in nginx, certificates, TURN and the client URLs, set at first boot.
-pub const INTERNAL_DOMAIN: &str = "meet.jitsi";
+pub const INTERNAL_DOMAIN: &str = meetbox_firstboot::layout::XMPP_DOMAIN;
 /// The keyring and the source list in the image.
 pub const KEYRING_IN_IMAGE: &str = "/usr/share/keyrings/meetbox-jitsi.gpg";
 pub const SOURCES_IN_IMAGE: &str = "/etc/apt/sources.list.d/meetbox-jitsi.list";

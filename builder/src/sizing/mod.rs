@@ -137,42 +137,7 @@ pub fn traffic(participants: u32, quality: Quality) -> Traffic {
     }
 }
 
-/// A resource that can cap the size of a meeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Resource {
-    Uplink,
-    Downlink,
-    Cpu,
-    Ram,
-}
-
-impl Resource {
-    /// What to change to host more people.
-    fn advice(self) -> &'static str {
-        match self {
-            Resource::Uplink => "a line with a faster upload, or a lower resolution",
-            Resource::Downlink => "a line with a faster download, or a lower resolution",
-            Resource::Cpu => "a box with more cores, or a lower resolution",
-            Resource::Ram => "a box with more RAM",
-        }
-    }
-}
-
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Resource::Uplink => {
-                "the line's upload (the server sends every video to every participant)"
-            }
-            Resource::Downlink => {
-                "the line's download (every participant sends its video to the server)"
-            }
-            Resource::Cpu => "the CPU (the videobridge forwards and re-encrypts every packet)",
-            Resource::Ram => "the RAM (the Java heaps of the videobridge and jicofo)",
-        })
-    }
-}
+pub use meetbox_firstboot::tuning::Resource;
 
 /// How much of each resource a meeting uses (1.0 = all that may be planned).
 fn load(

@@ -1,54 +1,10 @@
 //! The settings an image gets from its hardware and bandwidth: the videobridge's and jicofo's
-//! heaps, the swap file, and config.js's caps. The builder writes them to
-//! `/etc/meetbox/tuning.toml`; the first-boot agent applies them.
+//! heaps, the swap file, and config.js's caps. The schema and its file are the on-box crate's
+//! (`meetbox_firstboot::tuning`, read at `/etc/meetbox/tuning.toml`); this derives the values.
 
-use serde::{Deserialize, Serialize};
+pub use meetbox_firstboot::tuning::{ConfigJsCaps, Heap, Swap, Tuning};
 
 use super::*;
-
-/// Settings the image gets from its hardware and bandwidth profiles; carried at
-/// /etc/meetbox/tuning.toml and applied by the first-boot agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tuning {
-    /// Largest meeting at the capped resolution with every video visible.
-    pub participants: u32,
-    pub limited_by: Resource,
-    pub videobridge: Heap,
-    pub jicofo: Heap,
-    pub swap: Swap,
-    pub config_js: ConfigJsCaps,
-}
-
-/// A JVM's maximum heap (-Xmx).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heap {
-    pub heap_mb: u32,
-}
-
-/// The swap file the agent creates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Swap {
-    pub size_mb: u32,
-}
-
-/// config.js settings, named exactly as config.js names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ConfigJsCaps {
-    /// Capture and send height (`resolution`, `constraints.video.height.max`).
-    pub resolution: u32,
-    /// Videos forwarded to each receiver.
-    pub channel_last_n: u32,
-    /// Tiles shown at full resolution in tile view.
-    pub max_full_resolution_participants: u32,
-    /// Participants after this many join with the microphone off.
-    pub start_audio_muted: u32,
-    /// Participants after this many join with the camera off.
-    pub start_video_muted: u32,
-}
 
 /// Derives the image's settings from the box and its line.
 pub fn tuning(hardware: &Hardware, bandwidth: &Bandwidth) -> Tuning {
@@ -135,47 +91,6 @@ fn full_resolution_participants(
     let spare_per_receiver = spare_uplink.min(spare_cpu).max(0.0) / n;
     let upgrades = (spare_per_receiver / upgrade_mbps).floor() as u32;
     (1 + upgrades).min(others)
-}
-
-impl Tuning {
-    /// The file the image carries at /etc/meetbox/tuning.toml.
-    pub fn to_toml(&self) -> String {
-        let limited_by = match self.limited_by {
-            Resource::Uplink => "uplink",
-            Resource::Downlink => "downlink",
-            Resource::Cpu => "cpu",
-            Resource::Ram => "ram",
-        };
-        let c = &self.config_js;
-        format!(
-            "# Meetbox tuning, derived from the hardware and bandwidth profiles at build time.\n\
-             # The first-boot agent applies it; docs/sizing.md explains every value.\n\
-             participants = {}\n\
-             limited_by = \"{limited_by}\"\n\
-             \n\
-             [videobridge]\nheap_mb = {}\n\
-             \n\
-             [jicofo]\nheap_mb = {}\n\
-             \n\
-             [swap]\nsize_mb = {}\n\
-             \n\
-             [config_js]\n\
-             resolution = {}\n\
-             channelLastN = {}\n\
-             maxFullResolutionParticipants = {}\n\
-             startAudioMuted = {}\n\
-             startVideoMuted = {}\n",
-            self.participants,
-            self.videobridge.heap_mb,
-            self.jicofo.heap_mb,
-            self.swap.size_mb,
-            c.resolution,
-            c.channel_last_n,
-            c.max_full_resolution_participants,
-            c.start_audio_muted,
-            c.start_video_muted,
-        )
-    }
 }
 
 /// A warning for `meetbox build` when the profile cannot hold the meeting size

@@ -94,7 +94,7 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
     install_file(
         &fs::read(inputs.agent)
             .with_context(|| format!("cannot read the agent {}", inputs.agent.display()))?,
-        &tree.join("usr/bin/meetbox-firstboot"),
+        &tree.join(meetbox_firstboot::layout::AGENT_BINARY.trim_start_matches('/')),
         0o755,
     )?;
     let profile = inputs.profile;
