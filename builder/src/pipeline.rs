@@ -9,16 +9,15 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::artifact::blockmap::BlockMap;
 use crate::artifact::files::BuildFiles;
-use crate::artifact::manifest::{self, ImageFiles, Manifest, MANIFEST_FORMAT};
+use crate::artifact::manifest;
 use crate::disk::layout::DiskLayout;
 use crate::host::command::CommandRunExt;
 use crate::profile::{default_profiles_dir, Base, Profile};
 use crate::sign::keys::{self, SigningKeyArgs};
 use crate::{
     artifact::compress, disk::esp, disk::ext4, disk::gpt, disk::layout, host::progress,
-    host::tools, rootfs, rootfs::jitsi, sign, sizing, tree, tree::hardening,
+    host::tools, publish, rootfs, rootfs::jitsi, sizing, tree, tree::hardening,
 };
 
 /// Build a signed, compressed, bootable disk image from a profile.
@@ -241,46 +240,25 @@ fn assemble(
     ext4::make_root_fs(&root, &raw, &layout, cached.epoch)?;
     fs::remove_dir_all(&root).context("cannot remove the unpacked root tree")?;
 
-    let files = BuildFiles::new(&args.out, &name);
-    progress::step("Block map");
-    let block_map = BlockMap::from_image(&raw)?;
-    block_map.write(&files.bmap())?;
-    progress::detail(format!(
-        "{} of {} mapped",
-        progress::human_bytes(block_map.mapped_bytes()),
-        progress::human_bytes(layout.image_size_bytes)
-    ));
-
-    progress::step(format!(
-        "Compressing (zstd level {})",
-        args.compression_level
-    ));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let compressed = compress::compress(&raw, &files.image_zst(), args.compression_level, threads)?;
-    fs::remove_file(&raw)?;
-
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
+    let description = publish::Description {
         name: name.clone(),
-        meetbox_version: env!("CARGO_PKG_VERSION").to_string(),
         base: profile.base.to_string(),
         profile: serde_json::to_value(profile)?,
         packages,
         disk: manifest_disk(&layout, &esp_volume_id),
-        image: ImageFiles {
-            raw_size_bytes: compressed.raw_size,
-            raw_sha256: compressed.raw_sha256,
-            compressed_file: files.image_zst_name(),
-            compressed_size_bytes: compressed.compressed_size,
-            compressed_sha256: compressed.compressed_sha256,
-            frames: compressed.frames,
-            bmap_file: files.bmap_name(),
-        },
         source_date_epoch: cached.epoch,
         updates,
     };
-    manifest.write(&files.manifest())?;
-    sign::sign_build(&args.out, &name, &key)?;
+    let compressed = publish::publish(
+        &raw,
+        &args.out,
+        description,
+        &key,
+        args.compression_level,
+        publish::Framing::Frames(compress::FRAME_SIZE),
+    )?;
+    fs::remove_file(&raw)?;
+    let files = BuildFiles::new(&args.out, &name);
     give_back_to_invoking_user(&args.out)?;
 
     progress::step(format!(

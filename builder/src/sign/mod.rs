@@ -295,52 +295,44 @@ pub(crate) mod tests {
         }
     }
 
-    /// Builds, compresses, maps (with the real bmaptool) and signs a 4 MiB image
-    /// named `name` with a new key in `key_dir` (or the key already there).
-    pub(crate) fn synthetic_build(name: &str, seed: u64, key_dir: &Path) -> Option<SyntheticBuild> {
-        let bmaptool = tool_path("bmaptool", "bmap-tools")?;
+    /// A 4 MiB image named `name`, published as `meetbox build` publishes (in frames small
+    /// enough to give several) with a new key in `key_dir` (or the key already there).
+    pub(crate) fn synthetic_build(name: &str, seed: u64, key_dir: &Path) -> SyntheticBuild {
         let dir = tempfile::tempdir().unwrap();
         let files = BuildFiles::new(dir.path(), name);
         let raw = synthetic_raw_image(4 << 20, seed);
         let raw_path = key_dir.join(format!("{name}-{seed}.img"));
         write_sparse(&raw_path, &raw);
-        // As `meetbox build` compresses, in frames small enough to give several.
-        let frames = crate::artifact::compress::compress_in_frames(
-            &raw_path,
-            &files.image_zst(),
-            3,
-            2,
-            1 << 20,
-        )
-        .unwrap()
-        .frames;
-        let compressed = std::fs::read(files.image_zst()).unwrap();
-        let mapped = Command::new(bmaptool)
-            .arg("create")
-            .arg(&raw_path)
-            .arg("-o")
-            .arg(files.bmap())
-            .output()
-            .unwrap();
-        assert!(
-            mapped.status.success(),
-            "bmaptool create failed: {mapped:?}"
-        );
-        let mut manifest = sample(name, &raw, &compressed);
-        manifest.image.frames = frames;
-        manifest.write(&files.manifest()).unwrap();
         let secret_path = key_dir.join("test.key");
         if !secret_path.exists() {
             write_key_pair(&secret_path, None, false).unwrap();
         }
         let key = load_signing_key(&secret_path, None).unwrap();
-        sign_build(dir.path(), name, &key).unwrap();
-        Some(SyntheticBuild {
+        let described = sample(name, &raw, &[]);
+        let description = crate::publish::Description {
+            name: described.name,
+            base: described.base,
+            profile: described.profile,
+            packages: described.packages,
+            disk: described.disk,
+            source_date_epoch: described.source_date_epoch,
+            updates: described.updates,
+        };
+        crate::publish::publish(
+            &raw_path,
+            dir.path(),
+            description,
+            &key,
+            3,
+            crate::publish::Framing::Frames(1 << 20),
+        )
+        .unwrap();
+        SyntheticBuild {
             dir,
             files,
             key,
             raw,
-        })
+        }
     }
 
     #[test]
@@ -368,9 +360,7 @@ pub(crate) mod tests {
             return;
         };
         let keys = tempfile::tempdir().unwrap();
-        let Some(build) = synthetic_build("meetbox-test", 1, keys.path()) else {
-            return;
-        };
+        let build = synthetic_build("meetbox-test", 1, keys.path());
         let sums = Command::new(sha256sum)
             .args(["-c", SUMS_FILE])
             .current_dir(build.dir.path())
@@ -414,9 +404,7 @@ pub(crate) mod tests {
     #[test]
     fn signing_refuses_an_image_that_changed_after_the_manifest() {
         let keys = tempfile::tempdir().unwrap();
-        let Some(build) = synthetic_build("meetbox-test", 2, keys.path()) else {
-            return;
-        };
+        let build = synthetic_build("meetbox-test", 2, keys.path());
         let mut image = std::fs::read(build.files.image_zst()).unwrap();
         image.push(0);
         std::fs::write(build.files.image_zst(), image).unwrap();

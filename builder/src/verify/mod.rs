@@ -399,11 +399,11 @@ mod tests {
     use crate::sign::keys::write_key_pair;
     use crate::sign::tests::{synthetic_build, SyntheticBuild};
 
-    /// A signed 4 MiB build plus the directory holding its key; `None` = skipped.
-    fn signed_build(seed: u64) -> Option<(SyntheticBuild, tempfile::TempDir)> {
+    /// A signed 4 MiB build plus the directory holding its key.
+    fn signed_build(seed: u64) -> (SyntheticBuild, tempfile::TempDir) {
         let keys = tempfile::tempdir().unwrap();
-        let build = synthetic_build("meetbox-test", seed, keys.path())?;
-        Some((build, keys))
+        let build = synthetic_build("meetbox-test", seed, keys.path());
+        (build, keys)
     }
 
     fn verify(build: &SyntheticBuild) -> VerifyReport {
@@ -430,9 +430,7 @@ mod tests {
 
     #[test]
     fn an_intact_build_passes_every_check_and_reports_sizes() {
-        let Some((build, _keys)) = signed_build(1) else {
-            return;
-        };
+        let (build, _keys) = signed_build(1);
         let report = verify(&build);
         assert!(report.passed(), "{report}");
         assert_eq!(report.checks.len(), 6);
@@ -460,9 +458,7 @@ mod tests {
     fn a_flipped_byte_anywhere_in_the_image_fails_its_signature_and_digests() {
         let offsets: [fn(usize) -> usize; 3] = [|_| 0, |len| len / 2, |len| len - 1];
         for offset in offsets {
-            let Some((build, _keys)) = signed_build(2) else {
-                return;
-            };
+            let (build, _keys) = signed_build(2);
             flip_byte(&build.files.image_zst(), offset);
             let report = verify(&build);
             let (names, text) = failed(&report);
@@ -482,9 +478,7 @@ mod tests {
 
     #[test]
     fn a_truncated_image_does_not_decompress() {
-        let Some((build, _keys)) = signed_build(3) else {
-            return;
-        };
+        let (build, _keys) = signed_build(3);
         let bytes = fs::read(build.files.image_zst()).unwrap();
         fs::write(build.files.image_zst(), &bytes[..bytes.len() - 1000]).unwrap();
         let (names, text) = failed(&verify(&build));
@@ -498,17 +492,13 @@ mod tests {
 
     #[test]
     fn altered_block_map_or_manifest_fail_the_signed_digests() {
-        let Some((build, _keys)) = signed_build(4) else {
-            return;
-        };
+        let (build, _keys) = signed_build(4);
         flip_byte(&build.files.bmap(), |len| len / 2);
         let (names, text) = failed(&verify(&build));
         assert_eq!(names, vec!["SHA256SUMS digests"], "{text}");
         assert!(text.contains("for meetbox-test.img.bmap"), "{text}");
 
-        let Some((build, _keys)) = signed_build(4) else {
-            return;
-        };
+        let (build, _keys) = signed_build(4);
         let manifest = fs::read_to_string(build.files.manifest()).unwrap();
         fs::write(
             build.files.manifest(),
@@ -522,9 +512,7 @@ mod tests {
 
     #[test]
     fn altered_checksums_or_signatures_fail_their_signature_check() {
-        let Some((build, _keys)) = signed_build(5) else {
-            return;
-        };
+        let (build, _keys) = signed_build(5);
         let sums = fs::read_to_string(build.files.sums()).unwrap();
         let digit = if sums.starts_with('0') { "1" } else { "0" };
         fs::write(build.files.sums(), format!("{digit}{}", &sums[1..])).unwrap();
@@ -534,9 +522,7 @@ mod tests {
             "{text}"
         );
 
-        let Some((build, _keys)) = signed_build(5) else {
-            return;
-        };
+        let (build, _keys) = signed_build(5);
         let signature = fs::read_to_string(build.files.image_signature()).unwrap();
         let forged = signature.replace("meetbox 0.", "meetbox 9.");
         assert_ne!(forged, signature);
@@ -547,9 +533,7 @@ mod tests {
             "{text}"
         );
 
-        let Some((build, _keys)) = signed_build(5) else {
-            return;
-        };
+        let (build, _keys) = signed_build(5);
         // Third line: the global signature over the detached signature and comment.
         let signature = fs::read_to_string(build.files.sums_signature()).unwrap();
         let mut lines: Vec<String> = signature.lines().map(str::to_string).collect();
@@ -567,9 +551,7 @@ mod tests {
 
     #[test]
     fn the_wrong_key_fails_both_signatures_naming_key_ids() {
-        let Some((build, keys)) = signed_build(6) else {
-            return;
-        };
+        let (build, keys) = signed_build(6);
         let other = keys.path().join("other.key");
         write_key_pair(&other, None, false).unwrap();
         let report = verify_build(
@@ -596,10 +578,8 @@ mod tests {
 
     #[test]
     fn files_swapped_in_from_another_signed_build_are_detected() {
-        let Some((build, keys)) = signed_build(7) else {
-            return;
-        };
-        let other = synthetic_build("meetbox-test", 8, keys.path()).unwrap();
+        let (build, keys) = signed_build(7);
+        let other = synthetic_build("meetbox-test", 8, keys.path());
         for path in [other.files.image_zst(), other.files.image_signature()] {
             fs::copy(&path, build.dir.path().join(path.file_name().unwrap())).unwrap();
         }
@@ -621,10 +601,8 @@ mod tests {
         assert!(names.contains(&"decompressed image".to_string()), "{text}");
 
         // An image of a differently named build, renamed: its signed file name differs.
-        let Some((build, keys)) = signed_build(9) else {
-            return;
-        };
-        let renamed = synthetic_build("meetbox-other", 10, keys.path()).unwrap();
+        let (build, keys) = signed_build(9);
+        let renamed = synthetic_build("meetbox-other", 10, keys.path());
         fs::copy(renamed.files.image_zst(), build.files.image_zst()).unwrap();
         fs::copy(
             renamed.files.image_signature(),
@@ -640,9 +618,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_fails_a_check_and_a_missing_image_is_an_error() {
-        let Some((probe, _keys)) = signed_build(11) else {
-            return;
-        };
+        let (probe, _keys) = signed_build(11);
         let names = [
             probe.files.bmap(),
             probe.files.manifest(),
@@ -652,9 +628,7 @@ mod tests {
         ]
         .map(|path| path.file_name().unwrap().to_owned());
         for name in names {
-            let Some((build, _keys)) = signed_build(11) else {
-                return;
-            };
+            let (build, _keys) = signed_build(11);
             fs::remove_file(build.dir.path().join(&name)).unwrap();
             let report = verify(&build);
             let (_, text) = failed(&report);
@@ -675,9 +649,7 @@ mod tests {
         let Some(minisign) = crate::host::test_tools::tool_path("minisign", "minisign") else {
             return;
         };
-        let Some((build, keys)) = signed_build(13) else {
-            return;
-        };
+        let (build, keys) = signed_build(13);
         // Re-sign both files with the reference CLI, keeping meetbox's trusted comments.
         for (file, signature) in [
             (build.files.image_zst(), build.files.image_signature()),
@@ -710,9 +682,7 @@ mod tests {
     /// altering the file signature, the comment or the global signature fails it.
     #[test]
     fn the_digest_check_refuses_any_altered_part_of_the_image_signature() {
-        let Some((build, _keys)) = signed_build(14) else {
-            return;
-        };
+        let (build, _keys) = signed_build(14);
         assert!(status(&build).passed(), "{}", status(&build));
         let original = fs::read_to_string(build.files.image_signature()).unwrap();
         let alter = |line: usize, at: usize| {
@@ -752,9 +722,7 @@ mod tests {
     /// signed manifest: a damaged or missing frame is named by its bytes.
     #[test]
     fn the_frames_check_names_a_damaged_or_missing_frame() {
-        let Some((build, _keys)) = signed_build(15) else {
-            return;
-        };
+        let (build, _keys) = signed_build(15);
         let manifest = Manifest::read(&build.files.manifest()).unwrap();
         assert!(manifest.image.frames.len() >= 3, "{:?}", manifest.image);
         let second = &manifest.image.frames[1];
@@ -776,9 +744,7 @@ mod tests {
             "{text}"
         );
 
-        let Some((build, _keys)) = signed_build(15) else {
-            return;
-        };
+        let (build, _keys) = signed_build(15);
         let bytes = fs::read(build.files.image_zst()).unwrap();
         fs::write(build.files.image_zst(), &bytes[..(start + 100) as usize]).unwrap();
         let (names, text) = failed(&status(&build));
@@ -791,9 +757,7 @@ mod tests {
 
     #[test]
     fn signature_status_reports_per_file_without_decompressing() {
-        let Some((build, _keys)) = signed_build(12) else {
-            return;
-        };
+        let (build, _keys) = signed_build(12);
         flip_byte(&build.files.bmap(), |len| len - 2);
         let report = status(&build);
         // Five checks of files and signatures, and the frames one by one.

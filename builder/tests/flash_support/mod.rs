@@ -8,16 +8,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use meetbox::artifact::blockmap::BlockMap;
-use meetbox::artifact::checksums::Sha256Digest;
-use meetbox::artifact::compress::{compress_in_frames, compress_single_frame};
 use meetbox::artifact::files::BuildFiles;
-use meetbox::artifact::manifest::{
-    Disk, ImageFiles, ImageFrame, Manifest, Partition, MANIFEST_FORMAT,
-};
+use meetbox::artifact::manifest::{Disk, Partition};
 use meetbox::flash::FlashArgs;
+use meetbox::publish::{publish, Description, Framing};
 use meetbox::sign::keys::{load_signing_key, write_key_pair};
-use meetbox::sign::sign_build;
 
 pub const MIB: u64 = 1 << 20;
 /// Size of the test image.
@@ -142,26 +137,14 @@ pub fn signed_build_as(format: Format) -> Option<Build> {
     file.sync_all().unwrap();
     drop(file);
 
-    let raw_bytes = std::fs::read(&raw).unwrap();
-    let compressed = match format {
-        Format::Frames => compress_in_frames(&raw, &files.image_zst(), 3, 2, FRAME_SIZE),
-        Format::SingleFrame => compress_single_frame(&raw, &files.image_zst(), 3, 2),
-    }
-    .unwrap();
-    let frames = compressed.frames;
-    let compressed = std::fs::read(files.image_zst()).unwrap();
-    BlockMap::from_image(&raw)
-        .unwrap()
-        .write(&files.bmap())
-        .unwrap();
-    manifest(&raw, &raw_bytes, &compressed, frames)
-        .write(&files.manifest())
-        .unwrap();
-
     let secret = dir.path().join("test.key");
     write_key_pair(&secret, None, false).unwrap();
     let key = load_signing_key(&secret, None).unwrap();
-    sign_build(dir.path(), NAME, &key).unwrap();
+    let framing = match format {
+        Format::Frames => Framing::Frames(FRAME_SIZE),
+        Format::SingleFrame => Framing::Single,
+    };
+    publish(&raw, dir.path(), description(&raw), &key, 3, framing).unwrap();
     Some(Build {
         raw,
         zst: files.image_zst(),
@@ -173,8 +156,8 @@ pub fn signed_build_as(format: Format) -> Option<Build> {
 /// Build name of the fixture.
 pub const NAME: &str = "meetbox-test";
 
-/// The manifest of the fixture image, with its partitions as the crate reads them.
-fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8], frames: Vec<ImageFrame>) -> Manifest {
+/// What the manifest says about the fixture image, with its partitions as the crate reads them.
+fn description(raw: &Path) -> Description {
     let disk = gpt::GptConfig::new().open(raw).unwrap();
     let partitions = disk
         .partitions()
@@ -191,10 +174,8 @@ fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8], frames: Vec<ImageFr
             filesystem_uuid: String::new(),
         })
         .collect();
-    Manifest {
-        format: MANIFEST_FORMAT,
+    Description {
         name: NAME.into(),
-        meetbox_version: env!("CARGO_PKG_VERSION").into(),
         base: "debian-12".into(),
         profile: serde_json::json!({ "name": "flash-test" }),
         packages: Vec::new(),
@@ -203,15 +184,6 @@ fn manifest(raw: &Path, raw_bytes: &[u8], compressed: &[u8], frames: Vec<ImageFr
             disk_guid: uuid::Uuid::from_bytes(*disk.guid().as_bytes()),
             sector_size: 512,
             partitions,
-        },
-        image: ImageFiles {
-            raw_size_bytes: IMAGE_SIZE,
-            raw_sha256: Sha256Digest::of(raw_bytes),
-            compressed_file: format!("{NAME}.img.zst"),
-            compressed_size_bytes: compressed.len() as u64,
-            compressed_sha256: Sha256Digest::of(compressed),
-            bmap_file: format!("{NAME}.img.bmap"),
-            frames,
         },
         source_date_epoch: 1_700_000_000,
         updates: Default::default(),
