@@ -237,12 +237,10 @@ fn meetbox_build_refuses_another_key_before_building_anything() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if stderr.contains("host tools are missing") || stderr.contains("missing host tools") {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the build's host tools are missing: {stderr}"
-        );
-        eprintln!("SKIPPED: the build's host tools are missing");
+    let tools_missing = (stderr.contains("host tools are missing")
+        || stderr.contains("missing host tools"))
+    .then(|| format!("the build's host tools are missing: {stderr}"));
+    if !support::can_run("meetbox build with another key", tools_missing) {
         return;
     }
     assert_eq!(output.status.code(), Some(1), "{stderr}");

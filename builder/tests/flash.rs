@@ -315,12 +315,8 @@ fn refuses_a_mounted_loop_device_and_its_partition() {
         .arg(mount_point.path())
         .status()
         .unwrap();
-    if !mounted.success() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "cannot mount under CI"
-        );
-        eprintln!("skipped: cannot mount a file system here");
+    let cannot_mount = (!mounted.success()).then(|| "cannot mount a file system here".to_string());
+    if !meetbox::host::test_tools::can_run("flash refuses a mounted target", cannot_mount) {
         return;
     }
     let err = error_of(&build.args(&disk.path));

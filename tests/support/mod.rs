@@ -2,8 +2,8 @@
 //! its tools installed, skipping with the reason elsewhere and failing in CI, and
 //! the build the image tests start from.
 
+use meetbox::host::test_tools::{missing_root, missing_tool};
 use std::path::Path;
-use std::process::Command;
 
 #[allow(dead_code)] // the Jitsi repository and appliance tests serve packages; the others do not
 pub mod apt_repo;
@@ -34,27 +34,12 @@ pub fn test_build_args(base: &str, out: &Path, key: &Path, cache: &Path) -> Vec<
 
 /// Why a test that needs root and these `(program, package)` pairs cannot run, if it cannot.
 pub fn root_and_tools_missing(why_root: &str, tools: &[(&str, &str)]) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some(format!("{why_root} needs root"));
-    }
-    tools.iter().find_map(|(tool, package)| {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        (!found).then(|| format!("`{tool}` is not installed (apt-get install {package})"))
+    missing_root(why_root).or_else(|| {
+        tools
+            .iter()
+            .find_map(|(tool, package)| missing_tool(tool, package))
     })
 }
 
-/// Returns false (and says why) when `missing` names a reason; panics in CI.
-pub fn can_run(test: &str, missing: Option<String>) -> bool {
-    match missing {
-        None => true,
-        Some(reason) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {reason}"),
-        Some(reason) => {
-            eprintln!("SKIPPED {test}: {reason}");
-            false
-        }
-    }
-}
+/// The one gate (`meetbox::host::test_tools::can_run`): skip with the reason, or fail in CI.
+pub use meetbox::host::test_tools::can_run;

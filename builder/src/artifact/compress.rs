@@ -439,12 +439,7 @@ mod tests {
 
     #[test]
     fn the_zstd_tool_reads_the_frames() {
-        if std::process::Command::new("zstd")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("skipped: zstd is not installed");
+        if !crate::host::test_tools::tool_available("zstd", "zstd") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -318,13 +318,8 @@ mod tests {
         if !crate::host::test_tools::tool_available("nft", "nftables") {
             return;
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "nft -c needs root (CAP_NET_ADMIN)"
-            );
-            eprintln!("skipping: nft -c needs root (CAP_NET_ADMIN)");
+        use crate::host::test_tools::{can_run, missing_root};
+        if !can_run("nft -c", missing_root("nft -c (CAP_NET_ADMIN)")) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -18,23 +18,8 @@ pub const MIB: u64 = 1 << 20;
 /// Size of the test image.
 pub const IMAGE_SIZE: u64 = 64 * MIB;
 
-/// Whether `tool` runs here; under CI a missing tool fails the test.
-pub fn have_tool(tool: &str, package: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required under CI (apt-get install {package})"
-        );
-        eprintln!("skipped: {tool} is not installed (apt-get install {package})");
-    }
-    found
-}
+/// Whether `tool` runs here; under CI a missing tool fails the test (the one gate).
+pub use meetbox::host::test_tools::tool_available as have_tool;
 
 /// A signed build in a temporary directory.
 pub struct Build {
