@@ -1,12 +1,20 @@
-//! What the integration tests share: the gate that runs a test only as root with
-//! its tools installed, skipping with the reason elsewhere and failing in CI, and
-//! the build the image tests start from.
+//! What the integration tests share, in one module: the gate that runs a test only as root with
+//! its tools installed (skipping with the reason elsewhere and failing in CI, through
+//! `meetbox::host::test_tools`), the build the image tests start from, the signed apt
+//! repository and the package-shaped Jitsi debs, and the small signed images the flash tests
+//! write.
+//!
+//! The integration tests stay targets of the `meetbox` package (declared in builder/Cargo.toml)
+//! rather than a workspace member of their own: Cargo gives the binary's path
+//! (`CARGO_BIN_EXE_meetbox`) only to the tests of the package that builds it.
 
 use meetbox::host::test_tools::{missing_root, missing_tool};
 use std::path::Path;
 
 #[allow(dead_code)] // the Jitsi repository and appliance tests serve packages; the others do not
 pub mod apt_repo;
+#[allow(dead_code)] // the flash tests sign and flash small images; the others do not
+pub mod flash;
 #[allow(dead_code)]
 pub mod jitsi_packages;
 
@@ -33,6 +41,7 @@ pub fn test_build_args(base: &str, out: &Path, key: &Path, cache: &Path) -> Vec<
 }
 
 /// Why a test that needs root and these `(program, package)` pairs cannot run, if it cannot.
+#[allow(dead_code)] // the flash tests gate on single tools
 pub fn root_and_tools_missing(why_root: &str, tools: &[(&str, &str)]) -> Option<String> {
     missing_root(why_root).or_else(|| {
         tools
@@ -42,4 +51,5 @@ pub fn root_and_tools_missing(why_root: &str, tools: &[(&str, &str)]) -> Option<
 }
 
 /// The one gate (`meetbox::host::test_tools::can_run`): skip with the reason, or fail in CI.
+#[allow(unused_imports)] // the flash tests gate on single tools
 pub use meetbox::host::test_tools::can_run;

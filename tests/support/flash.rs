@@ -1,8 +1,6 @@
 //! Shared fixtures for the flash tests: a small signed GPT image in the build's
 //! artifact layout, and tool checks.
 
-#![allow(dead_code)] // each test binary uses a different part of the fixtures
-
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

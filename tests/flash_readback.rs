@@ -3,10 +3,10 @@
 //! Its own test binary: the test switch is an environment variable, which would
 //! leak into other tests running in the same process.
 
-mod flash_support;
+mod support;
 
-use flash_support::{assert_no_partition_table, signed_build, MIB};
 use meetbox::flash::run;
+use support::flash::{assert_no_partition_table, signed_build, MIB};
 
 #[test]
 fn corruption_after_writing_is_caught_and_the_disk_made_unbootable() {

@@ -1,19 +1,19 @@
 //! `meetbox flash` end to end: files, larger files, loop devices, refusals.
 
-mod flash_support;
+mod support;
 
 use std::fs::File;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-use flash_support::{
-    assert_no_partition_table, have_tool, pattern, signed_build, signed_build_as, Format,
-    LoopDevice, FRAME_SIZE, IMAGE_SIZE, MIB,
-};
 use meetbox::artifact::blockmap::BlockMap;
 use meetbox::artifact::seek_table::SeekTable;
 use meetbox::flash::{device, run, writer, FlashArgs};
 use meetbox::verify::{check_signatures, VerifiedBuild};
+use support::flash::{
+    assert_no_partition_table, have_tool, pattern, signed_build, signed_build_as, Format,
+    LoopDevice, FRAME_SIZE, IMAGE_SIZE, MIB,
+};
 
 fn error_of(args: &FlashArgs) -> String {
     format!("{:#}", run(args).expect_err("flash must be refused"))
@@ -43,7 +43,7 @@ fn flashes_an_image_of_one_zstd_frame() {
 
 /// Checks the signatures of the build's image, then flips a byte in the middle of
 /// frame `index` (as if the file changed after the check) and flashes it.
-fn flash_with_damaged_frame(index: usize) -> (flash_support::Build, std::path::PathBuf, String) {
+fn flash_with_damaged_frame(index: usize) -> (support::flash::Build, std::path::PathBuf, String) {
     let build = signed_build().expect("sgdisk is checked by the caller");
     let verified = check_signatures(&build.zst, Some(&build.pubkey)).unwrap();
     let mut bytes = std::fs::read(&build.zst).unwrap();
@@ -62,7 +62,7 @@ fn flash_with_damaged_frame(index: usize) -> (flash_support::Build, std::path::P
 /// partition table), through the pipeline that follows the signature check;
 /// `stop_at_once` is Ctrl-C before the first buffer. The target and the error.
 fn write_over_old_disk(
-    build: &flash_support::Build,
+    build: &support::flash::Build,
     verified: &VerifiedBuild,
     stop_at_once: bool,
 ) -> (std::path::PathBuf, Result<(), String>) {
