@@ -175,70 +175,23 @@ fn assemble(
         .tempdir_in(cache_dir)
         .with_context(|| format!("cannot create a work directory in {}", cache_dir.display()))?;
     let root = work.path().join("root");
-    fs::create_dir(&root)?;
-    progress::step("Root tree: unpacking the cached root file system");
-    rootfs::unpack(&cached.tarball, &root)?;
     let esp_volume_id = format!(
         "{:04X}-{:04X}",
         layout.esp_volume_id >> 16,
         layout.esp_volume_id & 0xffff
     );
-    let tuning = sizing::tuning(&profile.hardware, &profile.bandwidth);
-    if let Some(warning) = sizing::capacity_warning(&tuning, profile.participants) {
-        progress::detail(format!("warning: {warning}"));
-    }
-    tree::customize(
-        &root,
-        &tree::TreeInputs {
-            profile,
-            overlay,
-            agent,
-            root_fs_uuid: layout.root_fs_uuid.to_string(),
-            esp_volume_id: esp_volume_id.clone(),
-            jitsi_upgrade_origin: jitsi_upgrade_origin.clone(),
-            extra_files: vec![(
-                meetbox_firstboot::layout::TUNING_FILE
-                    .trim_start_matches('/')
-                    .into(),
-                tuning.to_toml(),
-            )],
-            epoch: cached.epoch,
-        },
-    )?;
-    let updates = manifest::Updates {
-        origins: hardening::update_origins(profile.base, jitsi_upgrade_origin.as_deref()),
-        sources: tree::apt_sources(&root),
-        reboot_time: profile.maintenance.as_ref().map(|m| m.reboot_time.clone()),
-        timers: tree::enabled_timers(&root),
+    let tree = RootInputs {
+        profile,
+        agent,
+        overlay,
+        cached: &cached,
+        layout: &layout,
+        esp_volume_id: &esp_volume_id,
+        jitsi_upgrade_origin: jitsi_upgrade_origin.as_deref(),
     };
-    for timer in ["apt-daily.timer", "apt-daily-upgrade.timer"] {
-        if !updates.timers.iter().any(|t| t == timer) {
-            bail!("{timer} is not enabled in the image: security updates would never run");
-        }
-    }
-    progress::detail(format!(
-        "updates: {} from {}",
-        updates.origins.join("; "),
-        updates.sources.join("; ")
-    ));
-    let status = fs::read_to_string(root.join("var/lib/dpkg/status"))
-        .context("the root file system has no dpkg status file")?;
-    let packages = rootfs::installed_packages(&status);
-
-    progress::step(format!(
-        "Disk: {} GPT image, ESP {} (FAT32), root {} (ext4)",
-        progress::human_bytes(layout.image_size_bytes),
-        progress::human_bytes(layout.esp.len_bytes()),
-        progress::human_bytes(layout.root.len_bytes())
-    ));
+    let (packages, updates) = prepare_root(&root, &tree)?;
     let raw = work.path().join(format!("{name}.img"));
-    let image = gpt::create_sparse_image(&raw, &layout)?;
-    gpt::write_partition_table(&image, &layout)?;
-    let esp_files = esp::esp_files(&root, profile.base.efi_vendor(), &layout.root_fs_uuid)?;
-    esp::write_esp(&image, &layout, &esp_files, cached.epoch)?;
-    drop(image);
-    ext4::make_root_fs(&root, &raw, &layout, cached.epoch)?;
-    fs::remove_dir_all(&root).context("cannot remove the unpacked root tree")?;
+    write_raw_image(&root, &raw, profile, &layout, cached.epoch)?;
 
     let description = publish::Description {
         name: name.clone(),
@@ -270,6 +223,94 @@ fn assemble(
         key.public_key_path.display()
     ));
     Ok(())
+}
+
+/// What the root tree is made from.
+struct RootInputs<'a> {
+    profile: &'a Profile,
+    agent: &'a Path,
+    overlay: &'a Path,
+    cached: &'a rootfs::CachedRootfs,
+    layout: &'a DiskLayout,
+    esp_volume_id: &'a str,
+    jitsi_upgrade_origin: Option<&'a str>,
+}
+
+/// Unpacks the cached root into `root` and makes it this image's (tree::customize); returns
+/// the installed packages and the update policy, for the manifest.
+fn prepare_root(
+    root: &Path,
+    inputs: &RootInputs,
+) -> Result<(Vec<manifest::Package>, manifest::Updates)> {
+    let profile = inputs.profile;
+    fs::create_dir(root)?;
+    progress::step("Root tree: unpacking the cached root file system");
+    rootfs::unpack(&inputs.cached.tarball, root)?;
+    let tuning = sizing::tuning(&profile.hardware, &profile.bandwidth);
+    if let Some(warning) = sizing::capacity_warning(&tuning, profile.participants) {
+        progress::detail(format!("warning: {warning}"));
+    }
+    tree::customize(
+        root,
+        &tree::TreeInputs {
+            profile,
+            overlay: inputs.overlay,
+            agent: inputs.agent,
+            root_fs_uuid: inputs.layout.root_fs_uuid.to_string(),
+            esp_volume_id: inputs.esp_volume_id.to_string(),
+            jitsi_upgrade_origin: inputs.jitsi_upgrade_origin.map(str::to_string),
+            extra_files: vec![(
+                meetbox_firstboot::layout::TUNING_FILE
+                    .trim_start_matches('/')
+                    .into(),
+                tuning.to_toml(),
+            )],
+            epoch: inputs.cached.epoch,
+        },
+    )?;
+    let updates = manifest::Updates {
+        origins: hardening::update_origins(profile.base, inputs.jitsi_upgrade_origin),
+        sources: tree::apt_sources(root),
+        reboot_time: profile.maintenance.as_ref().map(|m| m.reboot_time.clone()),
+        timers: tree::enabled_timers(root),
+    };
+    for timer in ["apt-daily.timer", "apt-daily-upgrade.timer"] {
+        if !updates.timers.iter().any(|t| t == timer) {
+            bail!("{timer} is not enabled in the image: security updates would never run");
+        }
+    }
+    progress::detail(format!(
+        "updates: {} from {}",
+        updates.origins.join("; "),
+        updates.sources.join("; ")
+    ));
+    let status = fs::read_to_string(root.join("var/lib/dpkg/status"))
+        .context("the root file system has no dpkg status file")?;
+    Ok((rootfs::installed_packages(&status), updates))
+}
+
+/// The raw disk image at `raw`: GPT, the ESP with the boot chain, the root file system from
+/// `root` (which is removed afterwards).
+fn write_raw_image(
+    root: &Path,
+    raw: &Path,
+    profile: &Profile,
+    layout: &DiskLayout,
+    epoch: u64,
+) -> Result<()> {
+    progress::step(format!(
+        "Disk: {} GPT image, ESP {} (FAT32), root {} (ext4)",
+        progress::human_bytes(layout.image_size_bytes),
+        progress::human_bytes(layout.esp.len_bytes()),
+        progress::human_bytes(layout.root.len_bytes())
+    ));
+    let image = gpt::create_sparse_image(raw, layout)?;
+    gpt::write_partition_table(&image, layout)?;
+    let esp_files = esp::esp_files(root, profile.base.efi_vendor(), &layout.root_fs_uuid)?;
+    esp::write_esp(&image, layout, &esp_files, epoch)?;
+    drop(image);
+    ext4::make_root_fs(root, raw, layout, epoch)?;
+    fs::remove_dir_all(root).context("cannot remove the unpacked root tree")
 }
 
 fn manifest_disk(layout: &DiskLayout, esp_volume_id: &str) -> manifest::Disk {
