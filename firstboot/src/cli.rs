@@ -12,19 +12,19 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::acme::retry::RetryRecord;
+use crate::acme::tls;
+use crate::apply::services;
 use crate::apply::Root;
-use crate::console::{self, QuietConsole};
+use crate::ask::console::{self, QuietConsole};
+use crate::ask::prompts;
+use crate::ask::validation::{self, TlsChoice};
 use crate::layout;
 use crate::network;
-use crate::prompts;
-use crate::retry::RetryRecord;
-use crate::services;
 use crate::settings::LETS_ENCRYPT_DIRECTORY;
 use crate::setup::{self, AnswerSource};
 use crate::state::{State, Step};
-use crate::tls;
 use crate::updates::{self, UpdateRecord};
-use crate::validation::{self, TlsChoice};
 
 #[derive(Parser)]
 #[command(

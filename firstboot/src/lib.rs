@@ -5,26 +5,19 @@
 //! Everything writes below a root directory (`--root`, default `/`), so the whole flow runs against a
 //! temporary tree in tests.
 
+// Around the resumable steps (setup.rs, state.rs): ask, then secrets, render, apply, acme; what the
+// box reads from the image (layout.rs, tuning.rs); and what keeps it working after setup
+// (updates.rs).
 pub mod acme;
-pub mod answers;
 pub mod apply;
+pub mod ask;
 pub mod cli;
-pub mod console;
-pub mod hidden_input;
-pub mod jitsi_env;
 pub mod layout;
 pub mod network;
-pub mod prompts;
 pub mod render;
-pub mod retry;
-pub mod scram;
 pub mod secrets;
-pub mod services;
 pub mod settings;
 pub mod setup;
 pub mod state;
-pub mod swap;
-pub mod tls;
 pub mod tuning;
 pub mod updates;
-pub mod validation;

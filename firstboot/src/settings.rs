@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::scram::ScramCredential;
-use crate::validation::{Domain, TlsChoice};
+use crate::ask::validation::{Domain, TlsChoice};
+use crate::secrets::scram::ScramCredential;
 
 /// Let's Encrypt's production directory, used unless the answers name another ACME server.
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";

@@ -7,23 +7,23 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::acme;
-use crate::answers::{self, Answers};
+use crate::acme::retry::RetryRecord;
+use crate::acme::tls;
+use crate::apply::jitsi_env;
+use crate::apply::services;
+use crate::apply::swap;
 use crate::apply::{FileSpec, Owner, Root};
-use crate::jitsi_env;
+use crate::ask::answers::{self, Answers};
+use crate::ask::prompts;
+use crate::ask::validation::TlsChoice;
 use crate::layout;
 use crate::network;
-use crate::prompts;
 use crate::render::{self, NetworkFacts, Site};
-use crate::retry::RetryRecord;
-use crate::scram;
+use crate::secrets::scram;
 use crate::secrets::{self, Secrets};
-use crate::services;
 use crate::settings::{Settings, LETS_ENCRYPT_DIRECTORY};
 use crate::state::{self, State, Step};
-use crate::swap;
-use crate::tls;
 use crate::tuning::{self, Tuning};
-use crate::validation::TlsChoice;
 
 /// Test switch: abort the process right after the named step is recorded (simulates a power cut).
 pub const CRASH_AFTER_ENV: &str = "MEETBOX_FIRSTBOOT_CRASH_AFTER";
@@ -425,7 +425,7 @@ fn certificate(root: &Root, settings: &Settings, lan: Option<std::net::IpAddr>) 
             let record = RetryRecord::record_failure(root, now(), &failure.explanation)?;
             println!(
                 "    The box keeps its self-signed certificate and tries again in {} minutes (then less and less often).",
-                crate::retry::delay_after(record.attempts) / 60
+                crate::acme::retry::delay_after(record.attempts) / 60
             );
             Ok("self-signed for now; Let's Encrypt is retried automatically".into())
         }

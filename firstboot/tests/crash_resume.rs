@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use meetbox_firstboot::layout;
-use meetbox_firstboot::scram;
+use meetbox_firstboot::secrets::scram;
 use meetbox_firstboot::secrets::Secrets;
 use meetbox_firstboot::settings::Settings;
 use meetbox_firstboot::state::Step;
@@ -408,7 +408,7 @@ fn status_reconfigure_and_bad_answers() {
     let jicofo = std::fs::read_to_string(tree.path().join(&layout::JICOFO_CONF[1..])).unwrap();
     assert!(jicofo.contains("xmpp-domain = \"meet.jitsi\""));
     let cert = std::fs::read_to_string(tree.path().join(&layout::TLS_CERT[1..])).unwrap();
-    let info = meetbox_firstboot::tls::inspect(&cert).unwrap();
+    let info = meetbox_firstboot::acme::tls::inspect(&cert).unwrap();
     assert!(
         info.subject.contains("other.meetbox.test"),
         "{}",

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use meetbox_firstboot::acme::retry::RetryRecord;
 use meetbox_firstboot::apply::Root;
 use meetbox_firstboot::layout;
-use meetbox_firstboot::retry::RetryRecord;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 struct Stopped(Child);
@@ -161,8 +161,8 @@ fn pebble_issues_a_certificate_and_failures_fall_back_with_a_retry() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cert_path = good.path().join(&layout::TLS_CERT[1..]);
-    let info =
-        meetbox_firstboot::tls::inspect(&std::fs::read_to_string(&cert_path).unwrap()).unwrap();
+    let info = meetbox_firstboot::acme::tls::inspect(&std::fs::read_to_string(&cert_path).unwrap())
+        .unwrap();
     assert!(!info.self_signed, "still self-signed:\n{stdout}");
     assert!(
         info.issuer.to_lowercase().contains("pebble"),
@@ -208,7 +208,8 @@ fn pebble_issues_a_certificate_and_failures_fall_back_with_a_retry() {
         String::from_utf8_lossy(&renew.stderr)
     );
     let renewed =
-        meetbox_firstboot::tls::inspect(&std::fs::read_to_string(&cert_path).unwrap()).unwrap();
+        meetbox_firstboot::acme::tls::inspect(&std::fs::read_to_string(&cert_path).unwrap())
+            .unwrap();
     assert!(!renewed.self_signed);
 
     // No DNS record: self-signed kept, retry scheduled, explained in plain words.
@@ -222,7 +223,7 @@ fn pebble_issues_a_certificate_and_failures_fall_back_with_a_retry() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("has no address in DNS"), "{stdout}");
-    let info = meetbox_firstboot::tls::inspect(
+    let info = meetbox_firstboot::acme::tls::inspect(
         &std::fs::read_to_string(bad.path().join(&layout::TLS_CERT[1..])).unwrap(),
     )
     .unwrap();

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use meetbox_firstboot::acme::tls;
 use meetbox_firstboot::layout;
 use meetbox_firstboot::render;
-use meetbox_firstboot::scram;
-use meetbox_firstboot::tls;
+use meetbox_firstboot::secrets::scram;
 
 /// Writes a self-signed certificate and key into `dir`; returns their paths.
 fn certificate_in(dir: &Path) -> (String, String) {

@@ -4,6 +4,9 @@
 //! running (first boot) or by nginx's Meetbox site (renewals). Failures are explained in the user's
 //! words, combining what the pre-checks saw with the CA's answer.
 
+pub mod retry;
+pub mod tls;
+
 mod precheck;
 mod responder;
 
@@ -19,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{FileSpec, Owner, Root};
 use crate::layout;
-use crate::tls::{self, CertifiedKey};
+use tls::CertifiedKey;
 
 pub use precheck::Finding;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::validation::{self, Domain, TlsChoice};
+use crate::ask::validation::{self, Domain, TlsChoice};
 
 /// The answers as a user writes them.
 #[derive(Debug, Deserialize)]

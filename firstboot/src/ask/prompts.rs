@@ -5,9 +5,9 @@
 use anyhow::{Context, Result};
 use dialoguer::Input;
 
-use crate::answers::Answers;
-use crate::hidden_input::read_hidden_line;
-use crate::validation::{self, Domain, TlsChoice};
+use crate::ask::answers::Answers;
+use crate::ask::hidden_input::read_hidden_line;
+use crate::ask::validation::{self, Domain, TlsChoice};
 
 /// Asks every question, then shows the summary and asks for confirmation; repeats until confirmed.
 pub fn ask() -> Result<Answers> {

@@ -7,9 +7,9 @@ use std::os::fd::AsRawFd;
 use anyhow::{Context, Result};
 
 use crate::apply::Root;
+use crate::ask::validation::TlsChoice;
 use crate::layout;
 use crate::settings::Settings;
-use crate::validation::TlsChoice;
 
 /// The first line on every console.
 pub const BANNER: &str = "Meetbox first-boot setup";
@@ -183,8 +183,8 @@ pub fn failure_screen(step: &str, error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scram;
-    use crate::validation;
+    use crate::ask::validation;
+    use crate::secrets::scram;
 
     #[test]
     fn final_screen_names_url_user_and_ports() {
