@@ -45,26 +45,50 @@ pub fn run(args: &InspectArgs) -> Result<bool> {
         })
         .collect();
     if args.json {
-        let value = json!({
-            "name": manifest.name,
-            "meetbox_version": manifest.meetbox_version,
-            "base": manifest.base,
-            "source_date_epoch": manifest.source_date_epoch,
-            "image": manifest.image,
-            "disk": manifest.disk,
-            "partitions": manifest.disk.partitions,
-            "packages": manifest.packages,
-            "profile": manifest.profile,
-            "updates": manifest.updates,
-            "public_key": report.public_key_path,
-            "signatures": checks.iter().map(|(check, passed, detail)| json!({
-                "check": check, "passed": passed, "detail": detail
-            })).collect::<Vec<_>>(),
-            "signatures_valid": report.passed(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&as_json(&manifest, &report, &checks))?
+        );
         return Ok(report.passed());
     }
+    print_manifest(&manifest);
+    println!("Signatures  (key {})", report.public_key_path.display());
+    for (check, passed, detail) in &checks {
+        println!(
+            "  [{}] {check}: {detail}",
+            if *passed { "ok" } else { "FAILED" }
+        );
+    }
+    Ok(report.passed())
+}
+
+/// The report `--json` prints.
+fn as_json(
+    manifest: &Manifest,
+    report: &verify::VerifyReport,
+    checks: &[(String, bool, String)],
+) -> serde_json::Value {
+    json!({
+        "name": manifest.name,
+        "meetbox_version": manifest.meetbox_version,
+        "base": manifest.base,
+        "source_date_epoch": manifest.source_date_epoch,
+        "image": manifest.image,
+        "disk": manifest.disk,
+        "partitions": manifest.disk.partitions,
+        "packages": manifest.packages,
+        "profile": manifest.profile,
+        "updates": manifest.updates,
+        "public_key": report.public_key_path,
+        "signatures": checks.iter().map(|(check, passed, detail)| json!({
+            "check": check, "passed": passed, "detail": detail
+        })).collect::<Vec<_>>(),
+        "signatures_valid": report.passed(),
+    })
+}
+
+/// The manifest in plain lines: image, partitions, boot chain, updates.
+fn print_manifest(manifest: &Manifest) {
     println!(
         "Image       {} (meetbox {}, {})",
         manifest.name, manifest.meetbox_version, manifest.base
@@ -125,12 +149,4 @@ pub fn run(args: &InspectArgs) -> Result<bool> {
         ),
         updates.timers.join(", ")
     );
-    println!("Signatures  (key {})", report.public_key_path.display());
-    for (check, passed, detail) in &checks {
-        println!(
-            "  [{}] {check}: {detail}",
-            if *passed { "ok" } else { "FAILED" }
-        );
-    }
-    Ok(report.passed())
 }

@@ -278,8 +278,26 @@ struct Checked {
 /// Builds the report: reads the small files (each once: the bytes hashed are the
 /// bytes parsed), reads the image once, then judges.
 fn check_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<Checked> {
-    let decompress = depth == Depth::Full;
     let started = Instant::now();
+    let read = read_build(image_zst, pubkey, depth)?;
+    Ok(judge(read, depth == Depth::Full, started))
+}
+
+/// Everything of a build that the checks judge, read once.
+struct ReadBuild {
+    files: BuildFiles,
+    public_key_path: PathBuf,
+    public: PublicKey,
+    image_signature: Result<SignatureBox, String>,
+    image_verdict: Option<Result<(), String>>,
+    manifest_bytes: Result<Vec<u8>, String>,
+    bmap_bytes: Result<Vec<u8>, String>,
+    manifest: Result<Manifest, String>,
+    read: ImageRead,
+}
+
+fn read_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<ReadBuild> {
+    let decompress = depth == Depth::Full;
     let files = BuildFiles::from_image_zst(image_zst)?;
     let public_key_path = resolve_public_key(pubkey)?;
     let public = load_public_key(&public_key_path)?;
@@ -332,6 +350,32 @@ fn check_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<
         (None, None) => None,
     };
 
+    Ok(ReadBuild {
+        files,
+        public_key_path,
+        public,
+        image_signature,
+        image_verdict,
+        manifest_bytes,
+        bmap_bytes,
+        manifest,
+        read,
+    })
+}
+
+/// The checks' verdicts on what [`read_build`] read.
+fn judge(build: ReadBuild, decompress: bool, started: Instant) -> Checked {
+    let ReadBuild {
+        files,
+        public_key_path,
+        public,
+        image_signature,
+        image_verdict,
+        manifest_bytes,
+        bmap_bytes,
+        manifest,
+        read,
+    } = build;
     let key = KeyContext {
         public: &public,
         path: &public_key_path,
@@ -384,11 +428,11 @@ fn check_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<
         ImageBytes::Frames(Ok(frames)) => Some(frames),
         _ => None,
     };
-    Ok(Checked {
+    Checked {
         report,
         frames,
         bmap: bmap_bytes.ok(),
-    })
+    }
 }
 
 /// Reads a small file of the build whole; the error names it as missing.
