@@ -195,6 +195,35 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/meetbox"))
 }
 
+/// The file name of the archive keyring handed to mmdebstrap.
+const KEYRING_NAME: &str = "archive-keyring.gpg";
+
+/// The base's archive keyring in a temporary directory, checked against its pinned fingerprints.
+fn pinned_keyring(base: Base) -> Result<tempfile::TempDir> {
+    let keys = base.distro();
+    // apt checks signatures as its unprivileged `_apt` user: the keyring must be
+    // readable by it even when the cache directory is private.
+    let keyring_dir = tempfile::Builder::new()
+        .prefix("meetbox-keyring-")
+        .tempdir()
+        .context("cannot create a temporary directory for the archive keyring")?;
+    fs::set_permissions(keyring_dir.path(), fs::Permissions::from_mode(0o755))?;
+    let keyring_path = keyring_dir.path().join(KEYRING_NAME);
+    fs::write(&keyring_path, keys.keyring)
+        .with_context(|| format!("cannot write {}", keyring_path.display()))?;
+    fs::set_permissions(&keyring_path, fs::Permissions::from_mode(0o644))?;
+    keyring::check_pinned(&keyring_path, keys.fingerprints)?;
+    progress::detail(format!(
+        "archive key pinned: {}",
+        keys.fingerprints
+            .iter()
+            .map(|f| keyring::normalize(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(keyring_dir)
+}
+
 /// Returns the cached root file system for `recipe`, running mmdebstrap only
 /// when no tarball exists for its key.
 pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> {
@@ -226,27 +255,8 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
         &key[..16]
     ));
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let keys = recipe.base.distro();
-    // apt checks signatures as its unprivileged `_apt` user: the keyring must be
-    // readable by it even when the cache directory is private.
-    let keyring_dir = tempfile::Builder::new()
-        .prefix("meetbox-keyring-")
-        .tempdir()
-        .context("cannot create a temporary directory for the archive keyring")?;
-    fs::set_permissions(keyring_dir.path(), fs::Permissions::from_mode(0o755))?;
-    let keyring_path = keyring_dir.path().join("archive-keyring.gpg");
-    fs::write(&keyring_path, keys.keyring)
-        .with_context(|| format!("cannot write {}", keyring_path.display()))?;
-    fs::set_permissions(&keyring_path, fs::Permissions::from_mode(0o644))?;
-    keyring::check_pinned(&keyring_path, keys.fingerprints)?;
-    progress::detail(format!(
-        "archive key pinned: {}",
-        keys.fingerprints
-            .iter()
-            .map(|f| keyring::normalize(f))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    let keyring_dir = pinned_keyring(recipe.base)?;
+    let keyring_path = keyring_dir.path().join(KEYRING_NAME);
 
     let epoch = source_date_epoch()?;
     let partial = dir.join("rootfs.tar.partial");
