@@ -137,7 +137,11 @@ pub fn make_root_fs(
         .run_captured()?;
     let used = used_inodes(&String::from_utf8_lossy(&output.stdout))?;
     let script = inode_time_script(&used, source_date_epoch);
+    run_debugfs(&device, &script, source_date_epoch)
+}
 
+/// Runs `script` through `debugfs -w` on `device`; any line it prints but its banner fails.
+fn run_debugfs(device: &str, script: &str, source_date_epoch: u64) -> Result<()> {
     let mut debugfs_command = e2fs_command("debugfs", source_date_epoch);
     debugfs_command
         .args(["-w", "-f", "-"])
