@@ -145,7 +145,7 @@ fn run_debugfs(device: &str, script: &str, source_date_epoch: u64) -> Result<()>
     let mut debugfs_command = e2fs_command("debugfs", source_date_epoch);
     debugfs_command
         .args(["-w", "-f", "-"])
-        .arg(&device)
+        .arg(device)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
