@@ -101,16 +101,12 @@ pub struct State {
 impl State {
     /// Loads the state file; none yet means a fresh start.
     pub fn load(root: &Root) -> Result<State> {
-        if !root.exists(layout::STATE_FILE) {
-            return Ok(State::default());
-        }
-        let text = root.read_to_string(layout::STATE_FILE)?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the state file {} is damaged; remove it to start setup from the beginning",
-                layout::STATE_FILE
-            )
-        })
+        let state = root.read_record(
+            layout::STATE_FILE,
+            "the state file",
+            "remove it to start setup from the beginning",
+        )?;
+        Ok(state.unwrap_or_default())
     }
 
     pub fn save(&self, root: &Root) -> Result<()> {

@@ -59,16 +59,12 @@ pub struct UpdateRecord {
 
 impl UpdateRecord {
     pub fn load(root: &Root) -> Result<UpdateRecord> {
-        if !root.exists(layout::UPDATES_FILE) {
-            return Ok(UpdateRecord::default());
-        }
-        let text = root.read_to_string(layout::UPDATES_FILE)?;
-        serde_json::from_str(&text).with_context(|| {
-            format!(
-                "the update record {} is damaged; remove it (the next update run writes a new one)",
-                layout::UPDATES_FILE
-            )
-        })
+        let record = root.read_record(
+            layout::UPDATES_FILE,
+            "the update record",
+            "remove it (the next update run writes a new one)",
+        )?;
+        Ok(record.unwrap_or_default())
     }
 
     fn save(&self, root: &Root) -> Result<()> {

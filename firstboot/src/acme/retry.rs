@@ -29,16 +29,7 @@ pub fn delay_after(attempts: u32) -> i64 {
 
 impl RetryRecord {
     pub fn load(root: &Root) -> Result<Option<RetryRecord>> {
-        if !root.exists(layout::ACME_RETRY_FILE) {
-            return Ok(None);
-        }
-        let text = root.read_to_string(layout::ACME_RETRY_FILE)?;
-        serde_json::from_str(&text).map(Some).with_context(|| {
-            format!(
-                "the retry record {} is damaged; remove it",
-                layout::ACME_RETRY_FILE
-            )
-        })
+        root.read_record(layout::ACME_RETRY_FILE, "the retry record", "remove it")
     }
 
     /// Records one more failure at `now` and returns the new record.

@@ -90,6 +90,23 @@ impl Root {
         fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
     }
 
+    /// The agent's JSON record at `target`: None when there is none yet. A damaged one is an
+    /// error that names the file, calls it `what` and says what to do (`fix`).
+    pub fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        target: &str,
+        what: &str,
+        fix: &str,
+    ) -> Result<Option<T>> {
+        if !self.exists(target) {
+            return Ok(None);
+        }
+        let text = self.read_to_string(target)?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("{what} {target} is damaged; {fix}"))
+    }
+
     /// Writes one file atomically with its mode and owner.
     pub fn write(&self, file: &FileSpec) -> Result<()> {
         let (uid, gid) = self.lookup_owner(file.owner)?;
