@@ -365,73 +365,72 @@ fn read_build(image_zst: &Path, pubkey: Option<&Path>, depth: Depth) -> Result<R
 
 /// The checks' verdicts on what [`read_build`] read.
 fn judge(build: ReadBuild, decompress: bool, started: Instant) -> Checked {
-    let ReadBuild {
-        files,
-        public_key_path,
-        public,
-        image_signature,
-        image_verdict,
-        manifest_bytes,
-        bmap_bytes,
-        manifest,
-        read,
-    } = build;
     let key = KeyContext {
-        public: &public,
-        path: &public_key_path,
+        public: &build.public,
+        path: &build.public_key_path,
     };
-    let sums_text = fs::read_to_string(files.sums())
-        .with_context(|| format!("cannot read {}", files.sums().display()))
+    let sums_text = fs::read_to_string(build.files.sums())
+        .with_context(|| format!("cannot read {}", build.files.sums().display()))
         .map_err(|e| format!("{e:#}: missing file"));
 
     let mut checks = vec![
-        check_image_signature(&files, &key, &image_signature, image_verdict.as_ref()),
-        check_image_comment(
-            &files,
-            &image_signature,
-            image_verdict.as_ref(),
-            &read,
-            manifest.as_ref().ok(),
+        check_image_signature(
+            &build.files,
+            &key,
+            &build.image_signature,
+            build.image_verdict.as_ref(),
         ),
-        check_sums_signature(&files, &key, &sums_text),
+        check_image_comment(
+            &build.files,
+            &build.image_signature,
+            build.image_verdict.as_ref(),
+            &build.read,
+            build.manifest.as_ref().ok(),
+        ),
+        check_sums_signature(&build.files, &key, &sums_text),
         check_sums_listing(
-            &files,
+            &build.files,
             &sums_text,
             [
-                read.compressed_sha256(manifest.as_ref().ok()),
-                digest_of(&bmap_bytes),
-                digest_of(&manifest_bytes),
+                build.read.compressed_sha256(build.manifest.as_ref().ok()),
+                digest_of(&build.bmap_bytes),
+                digest_of(&build.manifest_bytes),
             ],
         ),
-        check_manifest(&files, &manifest, &read),
+        check_manifest(&build.files, &build.manifest, &build.read),
     ];
-    if let ImageBytes::Frames(frames) = &read.bytes {
-        checks.push(check_frame_digests(&files, frames));
+    if let ImageBytes::Frames(frames) = &build.read.bytes {
+        checks.push(check_frame_digests(&build.files, frames));
     }
     if decompress {
-        checks.push(check_decompressed(&files, &read, manifest.as_ref().ok()));
+        checks.push(check_decompressed(
+            &build.files,
+            &build.read,
+            build.manifest.as_ref().ok(),
+        ));
     }
     let report = VerifyReport {
-        files,
-        public_key_path,
+        files: build.files,
+        public_key_path: build.public_key_path,
         checks,
-        manifest: manifest.ok(),
-        compressed_size: read.compressed_size,
-        raw_size: read
+        manifest: build.manifest.ok(),
+        compressed_size: build.read.compressed_size,
+        raw_size: build
+            .read
             .raw
             .as_ref()
             .and_then(|raw| raw.as_ref().ok())
             .map(|r| r.0),
         elapsed: started.elapsed(),
     };
-    let frames = match read.bytes {
+    let frames = match build.read.bytes {
         ImageBytes::Frames(Ok(frames)) => Some(frames),
         _ => None,
     };
     Checked {
         report,
         frames,
-        bmap: bmap_bytes.ok(),
+        bmap: build.bmap_bytes.ok(),
     }
 }
 
