@@ -202,16 +202,13 @@ fn installed_versions(shell: &dyn Fn(&str) -> String) -> String {
     ))
 }
 
-/// The reboot logind has scheduled, in Unix seconds.
+/// The reboot logind has scheduled, in Unix seconds (read with the agent's own parser of busctl's
+/// answer, which `status` uses too).
 fn scheduled_reboot(shell: &dyn Fn(&str) -> String) -> Option<i64> {
-    let answer = shell(
+    meetbox_firstboot::updates::scheduled_reboot(&shell(
         "busctl get-property org.freedesktop.login1 /org/freedesktop/login1 \
          org.freedesktop.login1.Manager ScheduledShutdown",
-    );
-    let mut words = answer.split_whitespace().skip(1);
-    let kind = words.next()?.trim_matches('"');
-    let usec: i64 = words.next()?.parse().ok()?;
-    (kind == "reboot" && usec > 0).then_some(usec / 1_000_000)
+    ))
 }
 
 /// The next `HH:MM` (UTC) at or after `now`.
