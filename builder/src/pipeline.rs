@@ -156,14 +156,8 @@ fn assemble(
         .with_context(|| format!("cannot create the output directory {}", args.out.display()))?;
     let key = keys::resolve_secret_key(&args.signing)?;
 
-    let mut recipe = rootfs::Recipe::for_profile(profile);
-    // Before the clean-up hook, which removes apt's package lists.
     let jitsi_upgrade_origin = jitsi.as_ref().map(|inputs| inputs.upgrade_origin.clone());
-    if let Some(inputs) = jitsi {
-        recipe.customize_hooks.splice(0..0, inputs.customize_hooks);
-    }
-    let cached = rootfs::ensure_cached(&recipe, cache_dir)?;
-
+    let cached = cached_rootfs(profile, cache_dir, jitsi)?;
     // Identifiers derive from what shapes the image, so a rebuild reuses them.
     let mut seed = Sha256::new();
     seed.update(cached.key.as_bytes());
@@ -211,18 +205,30 @@ fn assemble(
         publish::Framing::Frames(compress::FRAME_SIZE),
     )?;
     fs::remove_file(&raw)?;
-    let files = BuildFiles::new(&args.out, &name);
     give_back_to_invoking_user(&args.out)?;
-
     progress::step(format!(
         "Done in {:.0} s: {} ({} compressed from {}), signed with {}",
         started.elapsed().as_secs_f64(),
-        files.image_zst().display(),
+        BuildFiles::new(&args.out, &name).image_zst().display(),
         progress::human_bytes(compressed.compressed_size),
         progress::human_bytes(compressed.raw_size),
         key.public_key_path.display()
     ));
     Ok(())
+}
+
+/// The profile's root file system from the cache, built first if needed; Jitsi's
+/// hooks run before the clean-up hook, which removes apt's package lists.
+fn cached_rootfs(
+    profile: &Profile,
+    cache_dir: &Path,
+    jitsi: Option<jitsi::RootfsInputs>,
+) -> Result<rootfs::CachedRootfs> {
+    let mut recipe = rootfs::Recipe::for_profile(profile);
+    if let Some(inputs) = jitsi {
+        recipe.customize_hooks.splice(0..0, inputs.customize_hooks);
+    }
+    rootfs::ensure_cached(&recipe, cache_dir)
 }
 
 /// What the root tree is made from.

@@ -16,22 +16,20 @@
 //! double the memory `meetbox flash` holds (a few decompressed frames at once)
 //! and skip unmapped space more coarsely.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::artifact::checksums::Sha256Digest;
 use crate::artifact::manifest::ImageFrame;
 use crate::artifact::seek_table::SeekTable;
-use crate::host::pool::Pool;
+use crate::host::pool::{run_ordered, Pool};
 use crate::host::progress::Progress;
 
 /// Raw bytes per zstd frame.
@@ -77,57 +75,46 @@ pub fn compress_in_frames(
     let (temp, mut sink) = temp_output(out)?;
 
     let pool = Pool::new((0..workers + 2).map(|_| Vec::<u8>::new()));
-    let next = AtomicUsize::new(0);
-    let (done_tx, done_rx) = sync_channel::<Done>(workers + 2);
     let mut progress = Progress::bytes("compress", raw_size);
-    let (raw_sha256, image_frames) = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let done = done_tx.clone();
-                let (pool, next, input) = (&pool, &next, &input);
-                scope.spawn(move || {
-                    let result = (|| -> Result<()> {
-                        let mut compressor = zstd::bulk::Compressor::new(level)?;
-                        compressor.include_checksum(true)?;
-                        while let Some(mut buf) = pool.take() {
-                            let index = next.fetch_add(1, Ordering::SeqCst);
-                            if index >= frames {
-                                pool.put(buf);
-                                break;
-                            }
-                            let start = index as u64 * frame_size;
-                            let len = (raw_size - start).min(frame_size) as usize;
-                            buf.resize(len, 0);
-                            input
-                                .read_exact_at(&mut buf, start)
-                                .with_context(|| format!("cannot read {}", raw.display()))?;
-                            let compressed = compressor
-                                .compress(&buf)
-                                .context("zstd compression failed")?;
-                            let sha256 = Sha256Digest::of(&compressed);
-                            if done.send((index, buf, compressed, sha256)).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(())
-                    })();
-                    if result.is_err() {
-                        pool.close(); // releases the other workers
-                    }
-                    result
-                })
-            })
-            .collect();
-        drop(done_tx);
-        let collected = collect_frames(done_rx, frames, &pool, &mut sink, &mut progress);
-        pool.close();
-        for handle in handles {
-            handle
-                .join()
-                .map_err(|_| anyhow!("a compression thread panicked"))??;
-        }
-        collected
-    })?;
+    let mut raw_hasher = Sha256::new();
+    let mut image_frames = Vec::with_capacity(frames);
+    let compressed = run_ordered(
+        frames,
+        workers,
+        &pool,
+        || -> Result<zstd::bulk::Compressor<'static>> {
+            let mut compressor = zstd::bulk::Compressor::new(level)?;
+            compressor.include_checksum(true)?;
+            Ok(compressor)
+        },
+        |compressor, index, buf| {
+            let start = index as u64 * frame_size;
+            let len = (raw_size - start).min(frame_size) as usize;
+            buf.resize(len, 0);
+            input
+                .read_exact_at(buf, start)
+                .with_context(|| format!("cannot read {}", raw.display()))?;
+            let compressed = compressor
+                .compress(buf)
+                .context("zstd compression failed")?;
+            let sha256 = Sha256Digest::of(&compressed);
+            Ok((compressed, sha256))
+        },
+        |_, raw, (compressed, sha256)| {
+            raw_hasher.update(&raw);
+            sink.write_all(&compressed)?;
+            image_frames.push(ImageFrame {
+                compressed_size: compressed.len() as u64,
+                raw_size: raw.len() as u64,
+                sha256,
+            });
+            progress.inc(raw.len() as u64);
+            pool.put(raw);
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    ensure!(compressed == frames, "compression stopped early");
+    let raw_sha256 = Sha256Digest::from_hasher(raw_hasher);
 
     let sizes: Vec<(u32, u32)> = image_frames
         .iter()
@@ -143,43 +130,6 @@ pub fn compress_in_frames(
         compressed_sha256,
         frames: image_frames,
     })
-}
-
-/// A compressed frame from a worker: index, raw bytes, compressed bytes and their SHA-256.
-type Done = (usize, Vec<u8>, Vec<u8>, Sha256Digest);
-
-/// Writes the workers' frames in order, hashing the raw bytes; returns the raw
-/// digest and the frames' sizes and digests.
-fn collect_frames(
-    done: Receiver<Done>,
-    frames: usize,
-    pool: &Pool<Vec<u8>>,
-    sink: &mut HashingWriter<BufWriter<File>>,
-    progress: &mut Progress,
-) -> Result<(Sha256Digest, Vec<ImageFrame>)> {
-    let mut raw_hasher = Sha256::new();
-    let mut waiting = BTreeMap::new();
-    let mut written = Vec::with_capacity(frames);
-    while written.len() < frames {
-        let Some((raw, compressed, sha256)) = waiting.remove(&written.len()) else {
-            // All senders gone early: a worker failed and says why.
-            let (index, raw, compressed, sha256) = done
-                .recv()
-                .map_err(|_| anyhow!("compression stopped early"))?;
-            waiting.insert(index, (raw, compressed, sha256));
-            continue;
-        };
-        raw_hasher.update(&raw);
-        sink.write_all(&compressed)?;
-        written.push(ImageFrame {
-            compressed_size: compressed.len() as u64,
-            raw_size: raw.len() as u64,
-            sha256,
-        });
-        progress.inc(raw.len() as u64);
-        pool.put(raw);
-    }
-    Ok((Sha256Digest::from_hasher(raw_hasher), written))
 }
 
 /// Compresses `raw` as one multithreaded zstd frame, the format of images built

@@ -124,45 +124,37 @@ pub(super) fn hash_listed_frames(
         .map_or(1, |n| n.get())
         .min(listed.len())
         .max(1);
-    let next = AtomicUsize::new(0);
     let mut progress = Progress::bytes("verify", total);
-    let (done_tx, done_rx) = sync_channel::<(usize, io::Result<[u8; 32]>)>(2 * threads);
-    let digests = std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let done = done_tx.clone();
-            let (next, frames) = (&next, &table.frames);
-            scope.spawn(move || {
-                let mut bytes = Vec::new();
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(frame) = frames.get(index) else {
-                        break;
-                    };
-                    bytes.resize(frame.compressed_size as usize, 0);
-                    let digest = image
-                        .read_exact_at(&mut bytes, frame.compressed_offset)
-                        .map(|_| Sha256::digest(&bytes).into());
-                    if done.send((index, digest)).is_err() {
-                        break; // the collector stopped at an unreadable frame
-                    }
-                }
-            });
-        }
-        drop(done_tx);
-        let mut digests = vec![[0u8; 32]; listed.len()];
-        for (index, digest) in done_rx {
-            let frame = &table.frames[index];
-            digests[index] = digest.map_err(|e| {
-                format!(
-                    "cannot read bytes {}-{}: {e}",
-                    frame.compressed_offset,
-                    frame.compressed_offset + frame.compressed_size
-                )
-            })?;
-            progress.inc(frame.compressed_size);
-        }
-        Ok::<_, String>(digests)
-    })?;
+    let buffers = Pool::new((0..threads + 2).map(|_| Vec::<u8>::new()));
+    let mut digests = Vec::with_capacity(listed.len());
+    let frames = &table.frames;
+    run_ordered(
+        frames.len(),
+        threads,
+        &buffers,
+        || Ok(()),
+        |_, index, bytes| {
+            let frame = &frames[index];
+            bytes.resize(frame.compressed_size as usize, 0);
+            image
+                .read_exact_at(bytes, frame.compressed_offset)
+                .with_context(|| {
+                    format!(
+                        "cannot read bytes {}-{}",
+                        frame.compressed_offset,
+                        frame.compressed_offset + frame.compressed_size
+                    )
+                })?;
+            Ok(<[u8; 32]>::from(Sha256::digest(&bytes[..])))
+        },
+        |index, bytes, digest| {
+            digests.push(digest);
+            progress.inc(frames[index].compressed_size);
+            buffers.put(bytes);
+            Ok(ControlFlow::Continue(()))
+        },
+    )
+    .map_err(|e| format!("{e:#}"))?;
     progress.finish();
     if let Some(index) = (0..listed.len()).find(|&i| digests[i] != listed[i].sha256.0) {
         let frame = &table.frames[index];

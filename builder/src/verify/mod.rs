@@ -26,9 +26,9 @@ pub mod inspect;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,7 @@ use crate::artifact::checksums::{digest_listed_for, parse_sums, Sha256Digest, SU
 use crate::artifact::files::BuildFiles;
 use crate::artifact::manifest::{ImageFrame, Manifest};
 use crate::artifact::seek_table::SeekTable;
+use crate::host::pool::{run_ordered, Pool};
 use crate::host::progress::{detail, human_bytes, step, Progress};
 use crate::sign::keys::{
     default_secret_key_path, load_public_key, public_key_path_for, user_config_dir,

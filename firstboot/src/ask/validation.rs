@@ -60,6 +60,41 @@ pub fn domain(input: &str) -> Result<Domain, String> {
             "Type the name people will use to reach the server, e.g. meet.example.org.".into(),
         );
     }
+    not_a_url_or_address(trimmed)?;
+    let without_dot = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    let ascii = idna::domain_to_ascii(without_dot)
+        .map_err(|_| format!("\"{trimmed}\" is not a valid domain name (unusual characters)."))?;
+    if ascii.len() > MAX_DOMAIN_LEN {
+        return Err(format!(
+            "That name is {} characters long; a domain name has at most {MAX_DOMAIN_LEN}.",
+            ascii.len()
+        ));
+    }
+    if ascii == "localhost" || ascii.ends_with(".localhost") {
+        return Err(
+            "\"localhost\" only works on this box itself; type the public name of the server."
+                .into(),
+        );
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels.len() < 2 {
+        return Err(format!(
+            "\"{ascii}\" is a single word; type a full name with a dot, e.g. meet.example.org."
+        ));
+    }
+    labels.iter().try_for_each(|label| valid_label(label))?;
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("The last part of the name cannot be a number.".into());
+    }
+    Ok(Domain(ascii))
+}
+
+/// Refuses what people paste instead of a bare name: a URL, a path, spaces, an IP
+/// address or a port.
+fn not_a_url_or_address(trimmed: &str) -> Result<(), String> {
     if trimmed.contains("://") {
         return Err(format!(
             "Type only the name, without \"{}\": e.g. meet.example.org.",
@@ -84,57 +119,33 @@ pub fn domain(input: &str) -> Result<Domain, String> {
             "Type the name without a port (nothing after a \":\"); the server uses 443.".into(),
         );
     }
-    let without_dot = trimmed.strip_suffix('.').unwrap_or(trimmed);
-    let ascii = idna::domain_to_ascii(without_dot)
-        .map_err(|_| format!("\"{trimmed}\" is not a valid domain name (unusual characters)."))?;
-    if ascii.len() > MAX_DOMAIN_LEN {
+    Ok(())
+}
+
+/// Checks one label of an ASCII (punycode) domain name.
+fn valid_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("The name has an empty part (two dots in a row, or a leading dot).".into());
+    }
+    if label.len() > MAX_LABEL_LEN {
         return Err(format!(
-            "That name is {} characters long; a domain name has at most {MAX_DOMAIN_LEN}.",
-            ascii.len()
+            "The part \"{label}\" is longer than {MAX_LABEL_LEN} characters."
         ));
     }
-    if ascii == "localhost" || ascii.ends_with(".localhost") {
-        return Err(
-            "\"localhost\" only works on this box itself; type the public name of the server."
-                .into(),
-        );
-    }
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels.len() < 2 {
-        return Err(format!(
-            "\"{ascii}\" is a single word; type a full name with a dot, e.g. meet.example.org."
-        ));
-    }
-    for label in &labels {
-        if label.is_empty() {
-            return Err("The name has an empty part (two dots in a row, or a leading dot).".into());
-        }
-        if label.len() > MAX_LABEL_LEN {
-            return Err(format!(
-                "The part \"{label}\" is longer than {MAX_LABEL_LEN} characters."
-            ));
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(format!(
-                "The part \"{label}\" may contain only letters, digits and hyphens."
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "The part \"{label}\" may not start or end with a hyphen."
-            ));
-        }
-    }
-    if labels
-        .last()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
-        return Err("The last part of the name cannot be a number.".into());
+        return Err(format!(
+            "The part \"{label}\" may contain only letters, digits and hyphens."
+        ));
     }
-    Ok(Domain(ascii))
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!(
+            "The part \"{label}\" may not start or end with a hyphen."
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the admin user name (a prosody account on the internal XMPP domain).

@@ -4,10 +4,8 @@
 use super::*;
 
 /// Raw image bytes on their way to the target: `buf[..len]` holds the image from
-/// byte `offset`. Sources number their blocks in image order (`seq`) and may
-/// finish them out of order; blocks never overlap.
+/// byte `offset`. Sources deliver blocks in image order; blocks never overlap.
 pub(super) struct Block {
-    pub(super) seq: usize,
     pub(super) offset: u64,
     pub(super) len: usize,
     pub(super) buf: AlignedBuf,
@@ -35,8 +33,6 @@ pub(super) enum Source {
         file: File,
         /// The frames holding mapped data, each with its signed SHA-256.
         needed: Vec<(Frame, [u8; 32])>,
-        /// The next frame a worker takes (an index into `needed`).
-        next: AtomicUsize,
         workers: usize,
         buffers: usize,
         frame_len: usize,
@@ -89,7 +85,6 @@ impl Source {
         Ok(Source::Frames {
             file,
             needed,
-            next: AtomicUsize::new(0),
             workers,
             buffers,
             frame_len,
@@ -112,34 +107,24 @@ impl Source {
         }
     }
 
-    /// Starts the decompression threads; each returns its own failure.
-    pub(super) fn spawn<'scope, 'env: 'scope>(
-        &'env self,
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        job: &'env FlashJob,
-        pool: &'env Pool<AlignedBuf>,
-        out: SyncSender<Block>,
-    ) -> Vec<std::thread::ScopedJoinHandle<'scope, Result<()>>> {
+    /// Decompresses the mapped data and hands it to `deliver` in image order, in
+    /// blocks whose buffers come from `pool`; frames on every worker, a stream on
+    /// the calling thread. Stops without an error when `deliver` breaks off or the
+    /// pool closes: the stage that stopped reports why.
+    pub(super) fn produce(
+        &self,
+        job: &FlashJob,
+        pool: &Pool<AlignedBuf>,
+        deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
         match self {
-            Source::Stream => vec![scope.spawn(move || decompress_stream(job, pool, out))],
+            Source::Stream => decompress_stream(job, pool, deliver),
             Source::Frames {
                 file,
                 needed,
-                next,
                 workers,
                 ..
-            } => (0..*workers)
-                .map(|_| {
-                    let out = out.clone();
-                    scope.spawn(move || {
-                        let result = decompress_frames(job, file, needed, next, pool, out);
-                        if result.is_err() {
-                            pool.close(); // releases the other workers
-                        }
-                        result
-                    })
-                })
-                .collect(),
+            } => decompress_frames(job, file, needed, *workers, pool, deliver),
         }
     }
 }
@@ -159,66 +144,63 @@ pub(super) fn frames_with_data(map: &BlockMap, frames: &[Frame]) -> Vec<usize> {
     needed
 }
 
-/// A decompression worker: takes a buffer, then the next frame, checks its bytes
-/// against their verified SHA-256, decompresses it whole and hands it on, until
-/// the frames run out or the pipeline stops.
-pub(super) fn decompress_frames(
+/// Checks each frame's bytes against their verified SHA-256 and decompresses it
+/// whole, on `workers` threads, delivering the frames in order.
+fn decompress_frames(
     job: &FlashJob,
     file: &File,
     frames: &[(Frame, [u8; 32])],
-    next: &AtomicUsize,
+    workers: usize,
     pool: &Pool<AlignedBuf>,
-    out: SyncSender<Block>,
+    mut deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
     let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
-    let mut decompressor =
-        zstd::bulk::Decompressor::new().context("cannot start zstd decompression")?;
-    let mut compressed = Vec::new();
-    loop {
-        if job.stop.load(Ordering::Relaxed) {
-            return Ok(()); // the writer reports the interruption
-        }
-        let Some(mut buf) = pool.take() else {
-            return Ok(()); // the pipeline stopped and says why
-        };
-        let seq = next.fetch_add(1, Ordering::SeqCst);
-        let Some((frame, sha256)) = frames.get(seq) else {
-            pool.put(buf);
-            return Ok(());
-        };
-        compressed.resize(frame.compressed_size as usize, 0);
-        file.read_exact_at(&mut compressed, frame.compressed_offset)
-            .with_context(corrupt)?;
-        ensure!(
-            Sha256::digest(&compressed)[..] == sha256[..],
-            "bytes {}-{} of {} changed after its signature was checked: the file is corrupt \
-             or was replaced; check it with meetbox verify",
-            frame.compressed_offset,
-            frame.compressed_offset + frame.compressed_size,
-            job.image_zst.display()
-        );
-        let len = frame.raw_size as usize;
-        let n = decompressor
-            .decompress_to_buffer(&compressed[..], &mut buf.as_mut_slice()[..len])
-            .with_context(corrupt)?;
-        ensure!(n == len, "{}", corrupt());
-        let block = Block {
-            seq,
-            offset: frame.raw_offset,
-            len,
-            buf,
-        };
-        if out.send(block).is_err() {
-            return Ok(());
-        }
-    }
+    run_ordered(
+        frames.len(),
+        workers,
+        pool,
+        || -> Result<_> {
+            let decompressor =
+                zstd::bulk::Decompressor::new().context("cannot start zstd decompression")?;
+            Ok((decompressor, Vec::new()))
+        },
+        |(decompressor, compressed), index, buf| {
+            let (frame, sha256) = &frames[index];
+            compressed.resize(frame.compressed_size as usize, 0);
+            file.read_exact_at(compressed, frame.compressed_offset)
+                .with_context(corrupt)?;
+            ensure!(
+                Sha256::digest(&compressed[..])[..] == sha256[..],
+                "bytes {}-{} of {} changed after its signature was checked: the file is corrupt \
+                 or was replaced; check it with meetbox verify",
+                frame.compressed_offset,
+                frame.compressed_offset + frame.compressed_size,
+                job.image_zst.display()
+            );
+            let len = frame.raw_size as usize;
+            let n = decompressor
+                .decompress_to_buffer(&compressed[..], &mut buf.as_mut_slice()[..len])
+                .with_context(corrupt)?;
+            ensure!(n == len, "{}", corrupt());
+            Ok(())
+        },
+        |index, buf, ()| {
+            let frame = &frames[index].0;
+            deliver(Block {
+                offset: frame.raw_offset,
+                len: frame.raw_size as usize,
+                buf,
+            })
+        },
+    )?;
+    Ok(())
 }
 
 /// Decompresses a single-stream image, keeps the mapped ranges, cuts them into blocks.
-pub(super) fn decompress_stream(
+fn decompress_stream(
     job: &FlashJob,
     pool: &Pool<AlignedBuf>,
-    out: SyncSender<Block>,
+    mut deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
     let file = File::open(job.image_zst)
         .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
@@ -231,7 +213,6 @@ pub(super) fn decompress_stream(
     let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
     let mut scratch = vec![0u8; CHUNK];
     let mut position = 0u64;
-    let mut seq = 0;
     for range in &job.map.ranges {
         let (start, end) = job.map.byte_span(range);
         while position < start {
@@ -253,41 +234,14 @@ pub(super) fn decompress_stream(
                 .read_exact(&mut buf.as_mut_slice()[..len])
                 .with_context(corrupt)?;
             let block = Block {
-                seq,
                 offset: position,
                 len,
                 buf,
             };
-            if out.send(block).is_err() {
+            if deliver(block)?.is_break() {
                 return Ok(());
             }
-            seq += 1;
             position += len as u64;
-        }
-    }
-    Ok(())
-}
-
-/// Puts the blocks back in image order and finds their mapped pieces. With
-/// `check_ranges` it also hashes every mapped range and lets a block pass only
-/// once every range ending in it matches the block map.
-pub(super) fn check_blocks(
-    map: &BlockMap,
-    check_ranges: bool,
-    input: Receiver<Block>,
-    out: SyncSender<Checked>,
-) -> Result<()> {
-    let mut cursor = RangeCursor::new(map, check_ranges);
-    let mut waiting = BTreeMap::new();
-    let mut next = 0;
-    for block in input {
-        waiting.insert(block.seq, block);
-        while let Some(block) = waiting.remove(&next) {
-            next += 1;
-            let pieces = cursor.hash(&block)?;
-            if out.send(Checked { block, pieces }).is_err() {
-                return Ok(());
-            }
         }
     }
     Ok(())

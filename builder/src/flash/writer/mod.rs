@@ -30,15 +30,15 @@ pub use target::TargetFile;
 use target::*;
 
 use std::alloc::{self, Layout};
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -46,7 +46,7 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::blockmap::BlockMap;
 use crate::artifact::seek_table::Frame;
-use crate::host::pool::Pool;
+use crate::host::pool::{run_ordered, Pool};
 use crate::host::progress::{self, Progress};
 use crate::verify::VerifiedFrames;
 
@@ -247,7 +247,6 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
         .collect();
     let source = Source::plan(job)?;
     let pool = Pool::new((0..source.buffers()).map(|_| AlignedBuf::zeroed(source.buffer_len())));
-    let (block_tx, block_rx) = sync_channel::<Block>(source.buffers());
     let (checked_tx, checked_rx) = sync_channel::<Checked>(1);
     let check_ranges = matches!(source, Source::Stream);
 
@@ -259,13 +258,22 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
     ));
     let mut progress = Progress::bytes("write", map.mapped_bytes());
     std::thread::scope(|scope| {
-        let sources = source.spawn(scope, job, &pool, block_tx);
-        let hasher = scope.spawn(move || check_blocks(map, check_ranges, block_rx, checked_tx));
+        let (source, pool) = (&source, &pool);
+        let producer = scope.spawn(move || {
+            let mut cursor = RangeCursor::new(map, check_ranges);
+            source.produce(job, pool, |block| {
+                let pieces = cursor.hash(&block)?;
+                Ok(match checked_tx.send(Checked { block, pieces }) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()), // the writer stopped and says why
+                })
+            })
+        });
         let written = write_blocks(
             job,
             target,
             checked_rx,
-            &pool,
+            pool,
             &regions,
             &mut held,
             &mut progress,
@@ -273,14 +281,9 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
         // Workers waiting for a buffer the writer will no longer return.
         pool.close();
         // The stage that failed first explains the failure best.
-        for source in sources {
-            source
-                .join()
-                .map_err(|_| anyhow!("a decompression thread panicked"))??;
-        }
-        hasher
+        producer
             .join()
-            .map_err(|_| anyhow!("the hashing thread panicked"))??;
+            .map_err(|_| anyhow!("a decompression thread panicked"))??;
         let written = written?;
         ensure!(
             progress.done() == map.mapped_bytes(),
@@ -541,11 +544,10 @@ mod tests {
         assert_eq!(frames_with_data(&map, &table.frames).len(), 1);
     }
 
-    fn block(seq: usize, offset: u64, bytes: &[u8]) -> Block {
+    fn block(offset: u64, bytes: &[u8]) -> Block {
         let mut buf = AlignedBuf::zeroed(bytes.len());
         buf.as_mut_slice().copy_from_slice(bytes);
         Block {
-            seq,
             offset,
             len: bytes.len(),
             buf,
@@ -558,10 +560,10 @@ mod tests {
         // Ranges: blocks 2-9 (across the first block boundary at 8) and 12-13.
         let map = map_of(64 * 4096, &[(2, 9), (12, 13)], &data);
         let mut cursor = RangeCursor::new(&map, true);
-        let pieces = cursor.hash(&block(0, 0, &data[..8 * 4096])).unwrap();
+        let pieces = cursor.hash(&block(0, &data[..8 * 4096])).unwrap();
         assert_eq!(pieces, vec![(2 * 4096, 6 * 4096)]);
         let pieces = cursor
-            .hash(&block(1, 8 * 4096, &data[8 * 4096..16 * 4096]))
+            .hash(&block(8 * 4096, &data[8 * 4096..16 * 4096]))
             .unwrap();
         assert_eq!(pieces, vec![(8 * 4096, 2 * 4096), (12 * 4096, 2 * 4096)]);
 
@@ -569,23 +571,21 @@ mod tests {
         let mut cursor = RangeCursor::new(&map, true);
         let mut bad = data[..16 * 4096].to_vec();
         bad[13 * 4096] ^= 1;
-        cursor.hash(&block(0, 0, &bad[..8 * 4096])).unwrap();
-        let err = cursor
-            .hash(&block(1, 8 * 4096, &bad[8 * 4096..]))
-            .unwrap_err();
+        cursor.hash(&block(0, &bad[..8 * 4096])).unwrap();
+        let err = cursor.hash(&block(8 * 4096, &bad[8 * 4096..])).unwrap_err();
         assert!(err.to_string().contains("blocks 12-13"), "{err}");
 
         // Only walking (frames checked before decompression): the same pieces.
         let mut cursor = RangeCursor::new(&map, false);
-        cursor.hash(&block(0, 0, &bad[..8 * 4096])).unwrap();
-        let pieces = cursor.hash(&block(1, 8 * 4096, &bad[8 * 4096..])).unwrap();
+        cursor.hash(&block(0, &bad[..8 * 4096])).unwrap();
+        let pieces = cursor.hash(&block(8 * 4096, &bad[8 * 4096..])).unwrap();
         assert_eq!(pieces, vec![(8 * 4096, 2 * 4096), (12 * 4096, 2 * 4096)]);
 
         // A missing block (a gap inside a range) is an error, not a skipped range.
         let mut cursor = RangeCursor::new(&map, false);
-        cursor.hash(&block(0, 0, &data[..4 * 4096])).unwrap();
+        cursor.hash(&block(0, &data[..4 * 4096])).unwrap();
         let err = cursor
-            .hash(&block(1, 8 * 4096, &data[8 * 4096..16 * 4096]))
+            .hash(&block(8 * 4096, &data[8 * 4096..16 * 4096]))
             .unwrap_err();
         assert!(err.to_string().contains("no data"), "{err}");
     }

@@ -50,92 +50,47 @@ pub(super) fn read_back(job: &FlashJob, target: &TargetFile) -> Result<()> {
     let map = job.map;
     target.drop_cache(0, 0);
     let pieces = read_pieces(map);
-    let pool = Pool::new((0..READ_THREADS + 2).map(|_| AlignedBuf::zeroed(READ_CHUNK)));
-    let next = AtomicUsize::new(0);
-    let (full_tx, full_rx) = sync_channel::<(usize, AlignedBuf)>(READ_THREADS + 2);
+    let buffers = Pool::new((0..READ_THREADS + 2).map(|_| AlignedBuf::zeroed(READ_CHUNK)));
     let mut progress = Progress::bytes("read back", map.mapped_bytes());
     let interrupted = || anyhow!("interrupted while reading back; the image was not verified");
-    std::thread::scope(|scope| {
-        let readers: Vec<_> = (0..READ_THREADS)
-            .map(|_| {
-                let full = full_tx.clone();
-                let (pool, next, pieces) = (&pool, &next, &pieces);
-                scope.spawn(move || {
-                    let result = (|| -> Result<()> {
-                        while !job.stop.load(Ordering::Relaxed) {
-                            let Some(mut buf) = pool.take() else {
-                                break;
-                            };
-                            let seq = next.fetch_add(1, Ordering::SeqCst);
-                            let Some(piece) = pieces.get(seq) else {
-                                pool.put(buf);
-                                break;
-                            };
-                            target
-                                .read_at(&mut buf.as_mut_slice()[..piece.len], piece.offset)
-                                .with_context(|| {
-                                    format!("cannot read {} back", target.path.display())
-                                })?;
-                            if full.send((seq, buf)).is_err() {
-                                break;
-                            }
-                        }
-                        Ok(())
-                    })();
-                    if result.is_err() {
-                        pool.close(); // releases the other readers
-                    }
-                    result
-                })
-            })
-            .collect();
-        drop(full_tx);
-        let compared = (|| -> Result<()> {
-            let mut hasher = Sha256::new();
-            let mut waiting = BTreeMap::new();
-            let mut next_piece = 0;
-            for (seq, buf) in full_rx {
-                waiting.insert(seq, buf);
-                while let Some(buf) = waiting.remove(&next_piece) {
-                    if job.stop.load(Ordering::Relaxed) {
-                        return Err(interrupted());
-                    }
-                    let piece = &pieces[next_piece];
-                    next_piece += 1;
-                    hasher.update(&buf.as_slice()[..piece.len]);
-                    if piece.ends_range {
-                        let digest: [u8; 32] = hasher.finalize_reset().into();
-                        let range = &map.ranges[piece.range];
-                        let (start, end) = map.byte_span(range);
-                        ensure!(
-                            digest == range.sha256,
-                            "read-back mismatch: bytes {start}-{end} of {} differ from the image",
-                            target.path.display()
-                        );
-                    }
-                    progress.inc(piece.len as u64);
-                    pool.put(buf);
-                }
+    let mut hasher = Sha256::new();
+    run_ordered(
+        pieces.len(),
+        READ_THREADS,
+        &buffers,
+        || Ok(()),
+        |_, index, buf| {
+            let piece = &pieces[index];
+            target
+                .read_at(&mut buf.as_mut_slice()[..piece.len], piece.offset)
+                .with_context(|| format!("cannot read {} back", target.path.display()))
+        },
+        |index, buf, ()| {
+            ensure!(!job.stop.load(Ordering::Relaxed), interrupted());
+            let piece = &pieces[index];
+            hasher.update(&buf.as_slice()[..piece.len]);
+            buffers.put(buf);
+            if piece.ends_range {
+                let digest: [u8; 32] = hasher.finalize_reset().into();
+                let range = &map.ranges[piece.range];
+                let (start, end) = map.byte_span(range);
+                ensure!(
+                    digest == range.sha256,
+                    "read-back mismatch: bytes {start}-{end} of {} differ from the image",
+                    target.path.display()
+                );
             }
-            if job.stop.load(Ordering::Relaxed) {
-                return Err(interrupted());
-            }
-            Ok(())
-        })();
-        pool.close();
-        for reader in readers {
-            reader
-                .join()
-                .map_err(|_| anyhow!("a read-back thread panicked"))??;
-        }
-        compared?;
-        ensure!(
-            progress.done() == map.mapped_bytes(),
-            "only {} of {} bytes were read back",
-            progress.done(),
-            map.mapped_bytes()
-        );
-        progress.finish();
-        Ok(())
-    })
+            progress.inc(piece.len as u64);
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    ensure!(!job.stop.load(Ordering::Relaxed), interrupted());
+    ensure!(
+        progress.done() == map.mapped_bytes(),
+        "only {} of {} bytes were read back",
+        progress.done(),
+        map.mapped_bytes()
+    );
+    progress.finish();
+    Ok(())
 }
