@@ -78,6 +78,37 @@ echo meetbox > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 meetbox\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 "#;
 
+/// The initramfs's live-stick script and its hook, from the overlay (the tree step copies the same
+/// files again, so the root holds what its initramfs was made from).
+const LIVE_STICK_FILES: [(&str, &str); 2] = [
+    (
+        "etc/initramfs-tools/scripts/local-bottom/meetbox-live-stick",
+        include_str!(
+            "../../../overlay/etc/initramfs-tools/scripts/local-bottom/meetbox-live-stick"
+        ),
+    ),
+    (
+        "etc/initramfs-tools/hooks/meetbox-live-stick",
+        include_str!("../../../overlay/etc/initramfs-tools/hooks/meetbox-live-stick"),
+    ),
+];
+
+/// Puts the live-stick script into the initramfs: a stick that boots a computer with an internal
+/// disk stays read-only and offers to install (docs/guide.md). The initramfs is made when the
+/// kernel is installed, before the overlay exists, so it is made again here; its text is part of
+/// the recipe, so a change to the script rebuilds the cached root.
+fn live_stick_hook() -> String {
+    let mut hook = String::from("set -e\nroot=\"$1\"\n");
+    for (path, text) in LIVE_STICK_FILES {
+        hook.push_str(&format!(
+            "mkdir -p \"$root/{dir}\"\ncat > \"$root/{path}\" <<'MEETBOX_LIVE_STICK'\n{text}MEETBOX_LIVE_STICK\nchmod 0755 \"$root/{path}\"\n",
+            dir = path.rsplit_once('/').map_or("", |(dir, _)| dir),
+        ));
+    }
+    hook.push_str("chroot \"$root\" update-initramfs -u -k all >/dev/null\n");
+    hook
+}
+
 impl Recipe {
     pub fn for_profile(profile: &Profile) -> Recipe {
         let distro = profile.base.distro();
@@ -105,6 +136,7 @@ impl Recipe {
             packages,
             customize_hooks: vec![
                 crate::tree::hardening::BUILD_HOOK.to_string(),
+                live_stick_hook(),
                 CLEANUP_HOOK.to_string(),
             ],
         }
@@ -400,6 +432,30 @@ pub fn installed_packages(status: &str) -> Vec<Package> {
 mod tests {
     use super::*;
     use crate::profile::shipped as profile;
+
+    /// The hook writes the overlay's live-stick files byte for byte and executable (run by the
+    /// real shell on a scratch root, up to the initramfs rebuild that needs a chroot).
+    #[test]
+    fn the_live_stick_hook_writes_the_overlay_files_exactly() {
+        let hook = live_stick_hook();
+        let (files, rebuild) = hook.rsplit_once("chroot ").unwrap();
+        assert!(rebuild.starts_with("\"$root\" update-initramfs -u -k all"));
+        let root = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", files, "hook"])
+            .arg(root.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for (path, text) in LIVE_STICK_FILES {
+            let written = root.path().join(path);
+            assert_eq!(std::fs::read_to_string(&written).unwrap(), text, "{path}");
+            let mode = std::fs::metadata(&written).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o755, "{path}");
+        }
+        let recipe = Recipe::for_profile(&profile("test"));
+        assert!(recipe.customize_hooks.contains(&hook));
+    }
 
     #[test]
     fn shipped_keyrings_match_their_pins() {
