@@ -72,9 +72,11 @@ fn write_over_old_disk(
     let target = writer::TargetFile::open_file(&path, map.image_size).unwrap();
     let stop = AtomicBool::new(stop_at_once);
     let job = writer::FlashJob {
-        image_zst: &build.zst,
+        input: writer::Input::Compressed {
+            image_zst: &build.zst,
+            frames: verified.frames.as_ref(),
+        },
         map,
-        frames: verified.frames.as_ref(),
         stop: &stop,
         corrupt_after_write: None,
     };

@@ -9,7 +9,7 @@ use crate::artifact::compress;
 use crate::sign::keygen;
 use crate::verify::inspect;
 use crate::vm::run;
-use crate::{flash, pipeline, sizing, verify};
+use crate::{flash, install, pipeline, sizing, verify};
 
 /// Build, sign, verify, flash and try Meetbox appliance images.
 #[derive(Parser)]
@@ -42,6 +42,8 @@ enum Command {
     Run(run::RunArgs),
     /// Write an image to a disk, verified before and read back after.
     Flash(flash::FlashArgs),
+    /// On the box: install the image from the USB stick it started from onto an internal disk.
+    Install(install::InstallArgs),
     /// How many participants a box and a line hold, or what N participants need.
     Size(sizing::SizeArgs),
     /// Compress a raw image as `meetbox build` does (benchmarks and tests).
@@ -59,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Run(args) => run::run(args).map(|()| true),
         Command::Flash(args) => flash::run(args).map(|()| true),
+        Command::Install(args) => install::run(args).map(|()| true),
         Command::Size(args) => sizing::run(args).map(|()| true),
         Command::Compress(args) => compress::run(args).map(|()| true),
     };

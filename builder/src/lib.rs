@@ -13,6 +13,7 @@ pub mod disk;
 pub mod distro;
 pub mod flash;
 pub mod host;
+pub mod install;
 pub mod pipeline;
 pub mod profile;
 pub mod publish;

@@ -14,10 +14,10 @@ use crate::artifact::manifest;
 use crate::disk::layout::DiskLayout;
 use crate::host::command::CommandRunExt;
 use crate::profile::{default_profiles_dir, Base, Profile};
-use crate::sign::keys::{self, SigningKeyArgs};
+use crate::sign::keys::{self, SigningKey, SigningKeyArgs};
 use crate::{
-    artifact::compress, disk::esp, disk::ext4, disk::gpt, disk::layout, host::progress,
-    host::tools, publish, rootfs, rootfs::jitsi, sizing, tree, tree::hardening,
+    artifact::compress, artifact::seal, disk::esp, disk::ext4, disk::gpt, disk::layout,
+    host::progress, host::tools, publish, rootfs, rootfs::jitsi, sizing, tree, tree::hardening,
 };
 
 /// Build a signed, compressed, bootable disk image from a profile.
@@ -58,6 +58,10 @@ pub struct BuildArgs {
     /// The first-boot agent binary (default: built from the source tree, statically linked).
     #[arg(long)]
     pub agent: Option<PathBuf>,
+    /// The `meetbox` binary the image carries for its USB installer (default: built from the
+    /// source tree, statically linked).
+    #[arg(long)]
+    pub installer: Option<PathBuf>,
     #[command(flatten)]
     pub jitsi: jitsi::Source,
     /// zstd level (1-19); the output does not depend on the thread count.
@@ -68,7 +72,7 @@ pub struct BuildArgs {
     pub install_host_tools: bool,
 }
 
-/// The source tree this binary was built from (for profiles, overlay, agent).
+/// The source tree this binary was built from (for profiles, overlay, the on-box programs).
 fn source_tree() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -87,12 +91,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     // Jitsi's key and repository are checked before anything is built: a wrong key or an
     // unreachable repository stops the build within a minute.
     let jitsi = jitsi_inputs(&profile, &args.jitsi)?;
-    let agent = match &args.agent {
-        Some(path) => path.clone(),
-        None => build_agent()?,
-    };
+    let programs = on_box_programs(args)?;
     if !is_root() {
-        return reexec_with_sudo(args, &agent);
+        return reexec_with_sudo(args, &programs);
     }
     let overlay = args
         .overlay
@@ -104,7 +105,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         .unwrap_or_else(rootfs::default_cache_dir);
     fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache {}", cache_dir.display()))?;
-    assemble(&profile, &agent, &overlay, &cache_dir, jitsi, args)
+    assemble(&profile, &programs, &overlay, &cache_dir, jitsi, args)
 }
 
 /// What installs Jitsi Meet, after its checks; nothing for a profile without Jitsi.
@@ -144,7 +145,7 @@ fn load_profile(args: &BuildArgs, profiles_dir: &Path) -> Result<Profile> {
 /// The steps after the checks, as root: each one logged, each one a module.
 fn assemble(
     profile: &Profile,
-    agent: &Path,
+    programs: &OnBoxPrograms,
     overlay: &Path,
     cache_dir: &Path,
     jitsi: Option<jitsi::RootfsInputs>,
@@ -174,9 +175,16 @@ fn assemble(
         layout.esp_volume_id >> 16,
         layout.esp_volume_id & 0xffff
     );
+    let image_signing_key = fs::read_to_string(&key.public_key_path).with_context(|| {
+        format!(
+            "cannot read the public key {} to place it in the image",
+            key.public_key_path.display()
+        )
+    })?;
     let tree = RootInputs {
         profile,
-        agent,
+        programs,
+        image_signing_key: &image_signing_key,
         overlay,
         cached: &cached,
         layout: &layout,
@@ -185,7 +193,7 @@ fn assemble(
     };
     let (packages, updates) = prepare_root(&root, &tree)?;
     let raw = work.path().join(format!("{name}.img"));
-    write_raw_image(&root, &raw, profile, &layout, cached.epoch)?;
+    write_raw_image(&root, &raw, profile, &layout, cached.epoch, &key)?;
 
     let description = publish::Description {
         name: name.clone(),
@@ -234,7 +242,9 @@ fn cached_rootfs(
 /// What the root tree is made from.
 struct RootInputs<'a> {
     profile: &'a Profile,
-    agent: &'a Path,
+    programs: &'a OnBoxPrograms,
+    /// The public key this build signs with, for the installer's check of a stick.
+    image_signing_key: &'a str,
     overlay: &'a Path,
     cached: &'a rootfs::CachedRootfs,
     layout: &'a DiskLayout,
@@ -261,16 +271,25 @@ fn prepare_root(
         &tree::TreeInputs {
             profile,
             overlay: inputs.overlay,
-            agent: inputs.agent,
+            agent: &inputs.programs.agent,
+            installer: &inputs.programs.installer,
             root_fs_uuid: inputs.layout.root_fs_uuid.to_string(),
             esp_volume_id: inputs.esp_volume_id.to_string(),
             jitsi_upgrade_origin: inputs.jitsi_upgrade_origin.map(str::to_string),
-            extra_files: vec![(
-                meetbox_firstboot::layout::TUNING_FILE
-                    .trim_start_matches('/')
-                    .into(),
-                tuning.to_toml(),
-            )],
+            extra_files: vec![
+                (
+                    meetbox_firstboot::layout::TUNING_FILE
+                        .trim_start_matches('/')
+                        .into(),
+                    tuning.to_toml(),
+                ),
+                (
+                    meetbox_firstboot::layout::IMAGE_SIGNING_KEY
+                        .trim_start_matches('/')
+                        .into(),
+                    inputs.image_signing_key.to_string(),
+                ),
+            ],
             epoch: inputs.cached.epoch,
         },
     )?;
@@ -303,6 +322,7 @@ fn write_raw_image(
     profile: &Profile,
     layout: &DiskLayout,
     epoch: u64,
+    key: &SigningKey,
 ) -> Result<()> {
     progress::step(format!(
         "Disk: {} GPT image, ESP {} (FAT32), root {} (ext4)",
@@ -312,10 +332,17 @@ fn write_raw_image(
     ));
     let image = gpt::create_sparse_image(raw, layout)?;
     gpt::write_partition_table(&image, layout)?;
-    let esp_files = esp::esp_files(root, profile.base.efi_vendor(), &layout.root_fs_uuid)?;
-    esp::write_esp(&image, layout, &esp_files, epoch)?;
     drop(image);
+    let esp_files = esp::esp_files(root, profile.base.efi_vendor(), &layout.root_fs_uuid)?;
     ext4::make_root_fs(root, raw, layout, epoch)?;
+    // The seal describes everything else, so the ESP is written last, with it.
+    let seal =
+        seal::write_sealed_esp(raw, layout, esp_files, &profile.artifact_name(), key, epoch)?;
+    progress::detail(format!(
+        "installer seal: {} ranges outside the ESP and {} ESP files, signed",
+        seal.ranges.len(),
+        seal.esp_files.len()
+    ));
     fs::remove_dir_all(root).context("cannot remove the unpacked root tree")
 }
 
@@ -364,40 +391,102 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Builds the first-boot agent from the source tree, statically linked so the
-/// same binary runs on Ubuntu 24.04 and Debian 12 whatever the build host's glibc.
-fn build_agent() -> Result<PathBuf> {
+/// The two programs the image carries: the first-boot agent and `meetbox` itself, which the
+/// box runs as its USB installer (`meetbox install`).
+pub struct OnBoxPrograms {
+    pub agent: PathBuf,
+    pub installer: PathBuf,
+}
+
+/// The on-box programs given on the command line, the rest built from the source tree.
+fn on_box_programs(args: &BuildArgs) -> Result<OnBoxPrograms> {
+    let missing: Vec<(&str, &str)> = [
+        (args.agent.is_none(), "meetbox-firstboot", "--agent"),
+        (args.installer.is_none(), "meetbox", "--installer"),
+    ]
+    .into_iter()
+    .filter(|(missing, _, _)| *missing)
+    .map(|(_, package, flag)| (package, flag))
+    .collect();
+    let built = build_static(&missing)?;
+    let pick = |given: &Option<PathBuf>, package: &str| {
+        given
+            .clone()
+            .or_else(|| {
+                built
+                    .iter()
+                    .find(|(p, _)| p == package)
+                    .map(|(_, path)| path.clone())
+            })
+            .expect("every program not given was built")
+    };
+    Ok(OnBoxPrograms {
+        agent: pick(&args.agent, "meetbox-firstboot"),
+        installer: pick(&args.installer, "meetbox"),
+    })
+}
+
+/// Builds `packages` (name, and the flag that gives one instead) from the source tree, statically
+/// linked so the same binaries run on Ubuntu 24.04 and Debian 12 whatever the build host's glibc.
+fn build_static(packages: &[(&str, &str)]) -> Result<Vec<(String, PathBuf)>> {
+    if packages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let flags: Vec<&str> = packages.iter().map(|(_, flag)| *flag).collect();
     let manifest = source_tree().join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
-            "no first-boot agent: pass --agent PATH (a statically linked meetbox-firstboot), \
-             or run from the Meetbox source tree"
+            "no source tree to build the image's programs from: pass {} (statically linked builds)",
+            flags.join(" and ")
         );
     }
-    progress::step("First-boot agent: cargo build (static, release)");
+    let names: Vec<&str> = packages.iter().map(|(name, _)| *name).collect();
+    progress::step(format!(
+        "Programs for the image: cargo build (static, release) of {}",
+        names.join(", ")
+    ));
     let target = "x86_64-unknown-linux-gnu";
-    Command::new("cargo")
-        .args(["build", "--release", "--quiet", "-p", "meetbox-firstboot"])
+    let mut command = Command::new("cargo");
+    command.args(["build", "--release", "--quiet"]);
+    for name in &names {
+        command.args(["-p", name]);
+    }
+    command
         .args(["--target", target, "--manifest-path"])
         .arg(&manifest)
-        // With an explicit --target these flags reach only the agent, not build scripts.
+        // With an explicit --target these flags reach only the programs, not build scripts.
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .run_inherited()
-        .context("building the first-boot agent failed (or pass a built one with --agent PATH)")?;
+        .with_context(|| {
+            format!(
+                "building the image's programs failed (or pass built ones with {})",
+                flags.join(" and ")
+            )
+        })?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| source_tree().join("target"));
-    let agent = target_dir.join(target).join("release/meetbox-firstboot");
-    if !agent.is_file() {
-        bail!("cargo did not produce {}", agent.display());
-    }
-    Ok(agent.canonicalize()?)
+    names
+        .iter()
+        .map(|name| {
+            let path = target_dir.join(target).join("release").join(name);
+            if !path.is_file() {
+                bail!("cargo did not produce {}", path.display());
+            }
+            Ok((name.to_string(), path.canonicalize()?))
+        })
+        .collect()
 }
 
 /// mmdebstrap needs root: run the rest of the build under sudo, with the paths
-/// resolved as the invoking user (agent, key) passed explicitly.
-fn reexec_with_sudo(args: &BuildArgs, agent: &Path) -> Result<()> {
-    let mut extra: Vec<std::ffi::OsString> = vec!["--agent".into(), agent.into()];
+/// resolved as the invoking user (programs, key) passed explicitly.
+fn reexec_with_sudo(args: &BuildArgs, programs: &OnBoxPrograms) -> Result<()> {
+    let mut extra: Vec<std::ffi::OsString> = vec![
+        "--agent".into(),
+        programs.agent.clone().into(),
+        "--installer".into(),
+        programs.installer.clone().into(),
+    ];
     if args.signing.key.is_none() {
         // Create (or check) the key as the invoking user, in their config
         // directory, so root does not own it; then name it explicitly.

@@ -19,6 +19,7 @@ use crate::apply::Root;
 use crate::ask::console::{self, QuietConsole};
 use crate::ask::prompts;
 use crate::ask::validation::{self, TlsChoice};
+use crate::install;
 use crate::layout;
 use crate::network;
 use crate::settings::LETS_ENCRYPT_DIRECTORY;
@@ -112,6 +113,9 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
         console::clear_screen();
     }
     println!("{}", console::BANNER);
+    if let Some(stick) = install::live_stick(root) {
+        return offer_install(root, &stick, console_name);
+    }
     if setup::finished(root) {
         println!("Setup has already finished on this box. See: meetbox-firstboot status");
         return Ok(());
@@ -153,6 +157,22 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
             bail!("setup did not finish")
         }
     }
+}
+
+/// A live session from a USB stick: the installer's offer comes before any setup, on the console
+/// where Enter is pressed first (or at once, when the answers file's `[install]` section chooses).
+fn offer_install(root: &Root, stick: &str, console_name: Option<&str>) -> Result<()> {
+    let answer = install::answer_from_esp(root)?;
+    let (lock, pending_enter) = acquire(root, console_name.is_some() && answer.is_none())?;
+    let Some(_lock) = lock else {
+        keep_on_screen(console_name, pending_enter);
+        return Ok(());
+    };
+    if console_name.is_some() {
+        console::clear_screen();
+        println!("{}", console::BANNER);
+    }
+    install::run(root, stick, answer)
 }
 
 fn has_recorded_answers(root: &Root) -> bool {

@@ -24,6 +24,21 @@ pub const JVB_USER: &str = "jvb";
 /// Where the image carries this agent (its units start it from here).
 pub const AGENT_BINARY: &str = "/usr/bin/meetbox-firstboot";
 
+/// The `meetbox` tool the image carries for its USB installer (`meetbox install`).
+pub const INSTALLER_BINARY: &str = "/usr/bin/meetbox";
+/// The public key the image was signed with, for `meetbox install`'s check of the stick.
+pub const IMAGE_SIGNING_KEY: &str = "/usr/share/meetbox/image-signing.pub";
+/// The installer's signed seal and its minisign signature, on the ESP (paths from the ESP's root).
+pub const ESP_SEAL: &str = "meetbox/install-seal.json";
+pub const ESP_SEAL_SIGNATURE: &str = "meetbox/install-seal.json.minisig";
+/// Written by the initramfs's live-stick script: the kernel name of the USB stick this session
+/// started from, read-only below a layer in memory.
+pub const LIVE_STICK: &str = "/run/meetbox/live/stick";
+/// Where that script keeps the stick's own root, read-only.
+pub const LIVE_LOWER: &str = "/run/meetbox/live/lower";
+/// On a stick's root: the owner chose to run from it, so it boots as an ordinary disk.
+pub const RUN_FROM_THIS_DISK: &str = "/etc/meetbox/run-from-this-disk";
+
 /// The answers file at the root of the ESP.
 pub const ESP_ANSWERS: &str = "/boot/efi/meetbox-setup.toml";
 

@@ -19,7 +19,7 @@ use crate::artifact::blockmap::BlockMap;
 use crate::host::progress::{self, human_bytes};
 use crate::verify::VerifiedFrames;
 use device::{refusals, DiskFacts, Target};
-use writer::{FlashJob, FlashReport, TargetFile};
+use writer::{FlashJob, FlashReport, Input, TargetFile};
 
 /// Test switch: byte offset of the target to flip between writing and reading back.
 const CORRUPT_SWITCH: &str = "MEETBOX_TEST_CORRUPT_AFTER_WRITE";
@@ -53,17 +53,17 @@ pub struct FlashArgs {
 }
 
 /// Set by SIGINT/SIGTERM while a flash runs; the pipeline stops between buffers.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
 /// Catches Ctrl-C while it lives, so a flash stops cleanly instead of dying mid-write.
-struct InterruptGuard;
+pub(crate) struct InterruptGuard;
 
 impl InterruptGuard {
-    fn install() -> InterruptGuard {
+    pub(crate) fn install() -> InterruptGuard {
         INTERRUPTED.store(false, Ordering::SeqCst);
         let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -97,20 +97,48 @@ pub fn run(args: &FlashArgs) -> Result<()> {
     progress::step(format!("Checking the signatures of {}", image.display()));
     let (map, frames) = verified_block_map(image, args.pubkey.as_deref())?;
 
+    let target = open_target(target_path, map.image_size, args.yes)?;
+
+    let corrupt_after_write = std::env::var(CORRUPT_SWITCH)
+        .ok()
+        .map(|v| v.parse::<u64>())
+        .transpose()
+        .with_context(|| format!("{CORRUPT_SWITCH} must be a byte offset"))?;
+
+    progress::step(format!(
+        "Writing {} to {}",
+        image.display(),
+        target_path.display()
+    ));
+    let job = FlashJob {
+        input: Input::Compressed {
+            image_zst: image,
+            frames: frames.as_ref(),
+        },
+        map: &map,
+        stop: &INTERRUPTED,
+        corrupt_after_write,
+    };
+    write_and_finish(&job, &target)
+}
+
+/// Checks the target and opens it: a disk that passes every guard, after asking (unless `yes`),
+/// or a regular file. `meetbox flash` and `meetbox install` share it.
+pub(crate) fn open_target(target_path: &Path, image_size: u64, yes: bool) -> Result<TargetFile> {
     progress::step(format!("Checking {}", target_path.display()));
-    let target = match device::inspect_target(target_path)? {
+    match device::inspect_target(target_path)? {
         Target::Disk(disk) => {
-            let reasons = refusals(&disk, Some(map.image_size));
+            let reasons = refusals(&disk, Some(image_size));
             if !reasons.is_empty() {
                 let list: Vec<String> = reasons.iter().map(|r| format!("  - {r}")).collect();
                 bail!(
-                    "refusing to flash {}:\n{}",
+                    "refusing to write to {}:\n{}",
                     target_path.display(),
                     list.join("\n")
                 );
             }
-            confirm(&disk, args.yes)?;
-            TargetFile::open_block_device(target_path)?
+            confirm(&disk, yes)?;
+            TargetFile::open_block_device(target_path)
         }
         Target::File => {
             if !target_path.exists() && target_path.starts_with("/dev") {
@@ -123,39 +151,25 @@ pub fn run(args: &FlashArgs) -> Result<()> {
                 "target is a regular file: {}",
                 target_path.display()
             ));
-            TargetFile::open_file(target_path, map.image_size)?
+            TargetFile::open_file(target_path, image_size)
         }
-    };
+    }
+}
 
-    let corrupt_after_write = std::env::var(CORRUPT_SWITCH)
-        .ok()
-        .map(|v| v.parse::<u64>())
-        .transpose()
-        .with_context(|| format!("{CORRUPT_SWITCH} must be a byte offset"))?;
-
+/// Writes the job to the target (Ctrl-C stops it cleanly), moves the backup partition table to
+/// the end of a larger disk, and sums up.
+pub(crate) fn write_and_finish(job: &FlashJob, target: &TargetFile) -> Result<()> {
     let guard = InterruptGuard::install();
-    progress::step(format!(
-        "Writing {} to {}",
-        image.display(),
-        target_path.display()
-    ));
-    let job = FlashJob {
-        image_zst: image,
-        map: &map,
-        frames: frames.as_ref(),
-        stop: &INTERRUPTED,
-        corrupt_after_write,
-    };
-    let report = writer::write_image(&job, &target).map_err(|err| {
+    let report = writer::write_image(job, target).map_err(|err| {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            err.context("flash interrupted")
+            err.context("interrupted")
         } else {
             err
         }
     })?;
     drop(guard);
-    relocate_backup_gpt(&target, map.image_size)?;
-    summarize(&report, &target);
+    relocate_backup_gpt(target, job.map.image_size)?;
+    summarize(&report, target);
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! the signature) name the file, the meetbox version and the digests, so a signature
 //! cannot be moved onto another file or build unnoticed.
 
+pub mod deterministic;
 pub mod keygen;
 pub mod keys;
 
@@ -23,7 +24,7 @@ use crate::host::progress::{detail, step, Progress};
 use crate::sign::keys::SigningKey;
 
 /// Untrusted comment of our signatures (not covered by the signature; informative).
-const UNTRUSTED_COMMENT: &str = "signature from meetbox secret key";
+pub(crate) const UNTRUSTED_COMMENT: &str = "signature from meetbox secret key";
 
 /// The trusted comment of a meetbox signature:
 /// `meetbox VERSION file:FILE sha256:HEX [raw-sha256:HEX]`.

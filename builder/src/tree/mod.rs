@@ -26,6 +26,8 @@ pub struct TreeInputs<'a> {
     pub profile: &'a Profile,
     pub overlay: &'a Path,
     pub agent: &'a Path,
+    /// `meetbox` itself, for the USB installer.
+    pub installer: &'a Path,
     pub root_fs_uuid: String,
     /// FAT volume id as `/etc/fstab` writes it, e.g. `1A2B-3C4D`.
     pub esp_volume_id: String,
@@ -91,12 +93,19 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         "overlay: {copied} files from {}",
         inputs.overlay.display()
     ));
-    install_file(
-        &fs::read(inputs.agent)
-            .with_context(|| format!("cannot read the agent {}", inputs.agent.display()))?,
-        &tree.join(meetbox_firstboot::layout::AGENT_BINARY.trim_start_matches('/')),
-        0o755,
-    )?;
+    for (program, at) in [
+        (inputs.agent, meetbox_firstboot::layout::AGENT_BINARY),
+        (
+            inputs.installer,
+            meetbox_firstboot::layout::INSTALLER_BINARY,
+        ),
+    ] {
+        install_file(
+            &fs::read(program).with_context(|| format!("cannot read {}", program.display()))?,
+            &tree.join(at.trim_start_matches('/')),
+            0o755,
+        )?;
+    }
     let profile = inputs.profile;
     install_text(
         tree,

@@ -26,6 +26,10 @@ struct AnswersFile {
     /// Public keys allowed to log in as root over SSH (images built with SSH on).
     #[serde(default)]
     ssh_authorized_keys: Vec<String>,
+    /// Read by the USB installer before setup (install/); checked there.
+    #[serde(default)]
+    #[allow(dead_code)]
+    install: Option<crate::install::offer::InstallAnswer>,
 }
 
 fn default_admin() -> String {
@@ -61,7 +65,7 @@ impl std::fmt::Debug for Answers {
 pub fn parse(text: &str) -> Result<Answers> {
     let file: AnswersFile = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert, ssh_authorized_keys.",
+            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert, ssh_authorized_keys, and an [install] section.",
             e.message()
         )
     })?;

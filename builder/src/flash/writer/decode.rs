@@ -26,7 +26,7 @@ pub(super) struct Checked {
 }
 
 /// Where the raw image comes from.
-pub(super) enum Source {
+pub(super) enum Source<'a> {
     /// Independent frames listed by a seek table: the frames holding mapped data
     /// are checked and decompressed in parallel, the others skipped.
     Frames {
@@ -39,23 +39,37 @@ pub(super) enum Source {
     },
     /// One zstd stream (images built before the frames, or without a usable
     /// index): decompressed on one thread, keeping the mapped ranges.
-    Stream,
+    Stream { image_zst: &'a Path },
+    /// A disk holding the raw image: its mapped ranges read in pieces, several in flight.
+    Disk {
+        disk: &'a TargetFile,
+        pieces: Vec<ReadPiece>,
+    },
 }
 
-impl Source {
+impl<'a> Source<'a> {
     /// Picks the verified frames to decompress; falls back to one stream, saying
     /// why, when the image has no usable frame index.
-    pub(super) fn plan(job: &FlashJob) -> Result<Source> {
-        let Some(verified) = job.frames else {
+    pub(super) fn plan(job: &FlashJob<'a>) -> Result<Source<'a>> {
+        let (image_zst, frames) = match job.input {
+            Input::Disk(disk) => {
+                return Ok(Source::Disk {
+                    disk,
+                    pieces: read_pieces(job.map),
+                })
+            }
+            Input::Compressed { image_zst, frames } => (image_zst, frames),
+        };
+        let Some(verified) = frames else {
             progress::detail(
                 "the image has no frame index (built before meetbox wrote frames): \
                  decompressing on one thread",
             );
-            return Ok(Source::Stream);
+            return Ok(Source::Stream { image_zst });
         };
         let table = &verified.table;
-        let file = File::open(job.image_zst)
-            .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
+        let file = File::open(image_zst)
+            .with_context(|| format!("cannot open {}", image_zst.display()))?;
         let frame_len = table.max_raw_frame();
         if table.raw_size() != job.map.image_size || frame_len > MAX_FRAME {
             progress::detail(format!(
@@ -64,7 +78,7 @@ impl Source {
                 table.raw_size(),
                 progress::human_bytes(frame_len)
             ));
-            return Ok(Source::Stream);
+            return Ok(Source::Stream { image_zst });
         }
         let needed: Vec<(Frame, [u8; 32])> = frames_with_data(job.map, &table.frames)
             .into_iter()
@@ -95,7 +109,8 @@ impl Source {
     pub(super) fn buffers(&self) -> usize {
         match self {
             Source::Frames { buffers, .. } => *buffers,
-            Source::Stream => POOL,
+            Source::Stream { .. } => POOL,
+            Source::Disk { .. } => READ_THREADS + 3,
         }
     }
 
@@ -103,7 +118,8 @@ impl Source {
     pub(super) fn buffer_len(&self) -> usize {
         match self {
             Source::Frames { frame_len, .. } => *frame_len,
-            Source::Stream => CHUNK,
+            Source::Stream { .. } => CHUNK,
+            Source::Disk { .. } => READ_CHUNK,
         }
     }
 
@@ -118,13 +134,14 @@ impl Source {
         deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         match self {
-            Source::Stream => decompress_stream(job, pool, deliver),
+            Source::Stream { image_zst } => decompress_stream(job, image_zst, pool, deliver),
             Source::Frames {
                 file,
                 needed,
                 workers,
                 ..
             } => decompress_frames(job, file, needed, *workers, pool, deliver),
+            Source::Disk { disk, pieces } => read_disk(disk, pieces, pool, deliver),
         }
     }
 }
@@ -154,7 +171,8 @@ fn decompress_frames(
     pool: &Pool<AlignedBuf>,
     mut deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
-    let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
+    let image_zst = job.input.path();
+    let corrupt = || format!("{} is corrupt or truncated", image_zst.display());
     run_ordered(
         frames.len(),
         workers,
@@ -175,7 +193,7 @@ fn decompress_frames(
                  or was replaced; check it with meetbox verify",
                 frame.compressed_offset,
                 frame.compressed_offset + frame.compressed_size,
-                job.image_zst.display()
+                image_zst.display()
             );
             let len = frame.raw_size as usize;
             let n = decompressor
@@ -199,18 +217,19 @@ fn decompress_frames(
 /// Decompresses a single-stream image, keeps the mapped ranges, cuts them into blocks.
 fn decompress_stream(
     job: &FlashJob,
+    image_zst: &Path,
     pool: &Pool<AlignedBuf>,
     mut deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
 ) -> Result<()> {
-    let file = File::open(job.image_zst)
-        .with_context(|| format!("cannot open {}", job.image_zst.display()))?;
+    let file =
+        File::open(image_zst).with_context(|| format!("cannot open {}", image_zst.display()))?;
     let mut decoder =
         zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 20, file))
             .context("cannot start zstd decompression")?;
     decoder
         .window_log_max(31)
         .context("cannot configure zstd decompression")?;
-    let corrupt = || format!("{} is corrupt or truncated", job.image_zst.display());
+    let corrupt = || format!("{} is corrupt or truncated", image_zst.display());
     let mut scratch = vec![0u8; CHUNK];
     let mut position = 0u64;
     for range in &job.map.ranges {
@@ -244,6 +263,42 @@ fn decompress_stream(
             position += len as u64;
         }
     }
+    Ok(())
+}
+
+/// Reads the mapped pieces of a disk holding the raw image, [`READ_THREADS`] at a time, and
+/// delivers them in order.
+fn read_disk(
+    disk: &TargetFile,
+    pieces: &[ReadPiece],
+    pool: &Pool<AlignedBuf>,
+    mut deliver: impl FnMut(Block) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    run_ordered(
+        pieces.len(),
+        READ_THREADS,
+        pool,
+        || Ok(()),
+        |_, index, buf| {
+            let piece = &pieces[index];
+            disk.read_at(&mut buf.as_mut_slice()[..piece.len], piece.offset)
+                .with_context(|| {
+                    format!(
+                        "cannot read bytes {}-{} of {}",
+                        piece.offset,
+                        piece.offset + piece.len as u64,
+                        disk.path.display()
+                    )
+                })
+        },
+        |index, buf, ()| {
+            deliver(Block {
+                offset: pieces[index].offset,
+                len: pieces[index].len,
+                buf,
+            })
+        },
+    )?;
     Ok(())
 }
 

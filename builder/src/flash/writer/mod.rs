@@ -85,13 +85,33 @@ pub struct FlashReport {
     pub verify_time: Duration,
 }
 
+/// Where a flash reads the image from.
+pub enum Input<'a> {
+    /// A build's `NAME.img.zst`, with its frames and their signed SHA-256 as the signature check
+    /// found them in the file (`None` when the manifest lists no frames).
+    Compressed {
+        image_zst: &'a Path,
+        frames: Option<&'a VerifiedFrames>,
+    },
+    /// The raw image on a disk, read past the page cache, every range checked against the map as
+    /// it is read: `meetbox install` copying the USB stick it started from.
+    Disk(&'a TargetFile),
+}
+
+impl Input<'_> {
+    /// The file or device the bytes come from, for messages.
+    pub fn path(&self) -> &Path {
+        match self {
+            Input::Compressed { image_zst, .. } => image_zst,
+            Input::Disk(disk) => &disk.path,
+        }
+    }
+}
+
 /// One flash: the image, its map, and what may stop it.
 pub struct FlashJob<'a> {
-    pub image_zst: &'a Path,
+    pub input: Input<'a>,
     pub map: &'a BlockMap,
-    /// The image's frames with their signed SHA-256, as the signature check
-    /// found them in the file; `None` when the manifest lists no frames.
-    pub frames: Option<&'a VerifiedFrames>,
     /// Set by Ctrl-C (or a test) to stop between buffers.
     pub stop: &'a AtomicBool,
     /// Test switch: flip this byte of the target between writing and reading back.
@@ -218,6 +238,33 @@ pub fn write_image(job: &FlashJob, target: &TargetFile) -> Result<FlashReport> {
     })
 }
 
+/// Reads the job's input once and checks every mapped range against the map, writing nothing:
+/// how `meetbox install` makes sure the stick holds the signed image before it touches a disk.
+/// Returns the bytes checked.
+pub fn check_input(job: &FlashJob) -> Result<u64> {
+    let source = Source::plan(job)?;
+    let pool = Pool::new((0..source.buffers()).map(|_| AlignedBuf::zeroed(source.buffer_len())));
+    let mut cursor = RangeCursor::new(job.map, true);
+    let mut progress = Progress::bytes("check", job.map.mapped_bytes());
+    source.produce(job, &pool, |block| {
+        ensure!(!job.stop.load(Ordering::Relaxed), "interrupted");
+        let pieces = cursor.hash(&block)?;
+        progress.inc(pieces.iter().map(|(_, len)| len).sum());
+        pool.put(block.buf);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    ensure!(
+        progress.done() == job.map.mapped_bytes(),
+        "only {} of {} mapped bytes could be read from {}",
+        progress.done(),
+        job.map.mapped_bytes(),
+        job.input.path().display()
+    );
+    let checked = progress.done();
+    progress.finish();
+    Ok(checked)
+}
+
 /// Writes zeros over `regions` and flushes; returns the bytes written.
 fn zero_regions(target: &TargetFile, regions: &[(u64, u64)]) -> Result<u64> {
     let zeros = AlignedBuf::zeroed(HEADER_REGION as usize);
@@ -248,7 +295,7 @@ fn write_pipeline(job: &FlashJob, target: &TargetFile) -> Result<(u64, Vec<HeldR
     let source = Source::plan(job)?;
     let pool = Pool::new((0..source.buffers()).map(|_| AlignedBuf::zeroed(source.buffer_len())));
     let (checked_tx, checked_rx) = sync_channel::<Checked>(1);
-    let check_ranges = matches!(source, Source::Stream);
+    let check_ranges = !matches!(source, Source::Frames { .. });
 
     progress::detail(format!(
         "writing {} of data ({} ranges) to {}",
@@ -477,9 +524,11 @@ mod tests {
         let stop = AtomicBool::new(false);
         let frames = frames_as_verified(&zst);
         let job = FlashJob {
-            image_zst: &zst,
+            input: Input::Compressed {
+                image_zst: &zst,
+                frames: Some(&frames),
+            },
             map: &map,
-            frames: Some(&frames),
             stop: &stop,
             corrupt_after_write: None,
         };

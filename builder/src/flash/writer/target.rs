@@ -1,5 +1,6 @@
 //! The flash target: a block device or an image file, opened for O_DIRECT where it can be,
-//! and the aligned buffers such writes need.
+//! and the aligned buffers such writes need. The installer's source, the stick, is opened the same
+//! way, read-only.
 
 use super::*;
 
@@ -45,6 +46,43 @@ impl TargetFile {
             direct_io: true,
             size: end as u64,
         })
+    }
+
+    /// Opens a disk or an image file to read from, past the page cache where it allows: the stick
+    /// `meetbox install` copies, whose bytes must come from the medium, not from memory.
+    pub fn open_for_reading(path: &Path) -> Result<TargetFile> {
+        let buffered = File::open(path)
+            .with_context(|| format!("cannot open {} to read it", path.display()))?;
+        // SAFETY: lseek on a descriptor we own.
+        let end = unsafe { libc::lseek(buffered.as_raw_fd(), 0, libc::SEEK_END) };
+        ensure!(end >= 0, "cannot find the size of {}", path.display());
+        let (direct, direct_io) = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(direct) => (direct, true),
+            Err(_) => (
+                buffered
+                    .try_clone()
+                    .with_context(|| format!("cannot reopen {}", path.display()))?,
+                false,
+            ),
+        };
+        Ok(TargetFile {
+            path: path.to_path_buf(),
+            direct,
+            buffered,
+            direct_io,
+            size: end as u64,
+        })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` through the page cache (small reads: the partition
+    /// table, the ESP).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.drop_cache(offset, buf.len() as u64);
+        self.buffered.read_exact_at(buf, offset)
     }
 
     /// Opens or creates a regular file, growing it to at least `image_size`. Bulk
