@@ -38,6 +38,11 @@ impl GuestDisk {
         }
     }
 
+    /// Where the root partition starts on the disk.
+    pub fn root_offset(&self) -> u64 {
+        self.root_offset
+    }
+
     fn esp_image(&self) -> String {
         format!("{}@@{}", self.path.display(), self.esp_offset)
     }

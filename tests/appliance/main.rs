@@ -22,6 +22,7 @@ mod audit;
 mod console;
 mod contacts;
 mod guest_disk;
+mod installer;
 mod jitsi;
 mod pebble;
 #[path = "../support/mod.rs"]
@@ -218,12 +219,39 @@ impl Guest {
         tap: Option<&str>,
         capture: Option<PathBuf>,
     ) -> Guest {
+        Guest::boot_with(disk, name, ports, |spec| {
+            spec.tap = tap.map(str::to_string);
+            spec.capture = capture;
+        })
+    }
+
+    /// Boots `stick` as a removable USB stick, with `internal` disks (path, serial) beside it.
+    fn boot_from_stick(
+        stick: &Path,
+        internal: &[(PathBuf, String)],
+        name: &str,
+        ports: Ports,
+    ) -> Guest {
+        Guest::boot_with(stick, name, ports, |spec| {
+            spec.disk_as_usb_stick = true;
+            spec.internal_disks = internal.to_vec();
+        })
+    }
+
+    fn boot_with(
+        disk: &Path,
+        name: &str,
+        ports: Ports,
+        customize: impl FnOnce(&mut VmSpec),
+    ) -> Guest {
         // Unix socket paths are short (108 bytes): keep them out of the target directory.
         let sockets = tempfile::tempdir().unwrap();
         let vars = work_dir().join(format!("{name}-vars.fd"));
         qemu::fresh_vars(&vars).unwrap();
-        let spec = VmSpec {
+        let mut spec = VmSpec {
             disk: disk.to_path_buf(),
+            disk_as_usb_stick: false,
+            internal_disks: Vec::new(),
             vars,
             memory_mb: 2048,
             cpus: 2,
@@ -238,9 +266,10 @@ impl Guest {
             serial_log: Some(work_dir().join(format!("{name}-serial.log"))),
             serial_socket: Some(sockets.path().join("serial.sock")),
             qmp_socket: Some(sockets.path().join("qmp.sock")),
-            tap: tap.map(str::to_string),
-            capture,
+            tap: None,
+            capture: None,
         };
+        customize(&mut spec);
         eprintln!("boot {name}: {}", spec.args().join(" "));
         let socket = spec.serial_socket.clone().unwrap();
         let vm = Vm::start(spec, false).unwrap();

@@ -31,6 +31,11 @@ pub enum Accel {
 #[derive(Debug, Clone)]
 pub struct VmSpec {
     pub disk: PathBuf,
+    /// Attach `disk` as a removable USB stick (xHCI, usb-storage) instead of a virtio disk: the
+    /// image then starts as a live session and offers its installer.
+    pub disk_as_usb_stick: bool,
+    /// Internal disks beside it (virtio, each path with its serial number), booted after `disk`.
+    pub internal_disks: Vec<(PathBuf, String)>,
     pub vars: PathBuf,
     pub memory_mb: u32,
     pub cpus: u32,
@@ -78,8 +83,6 @@ impl VmSpec {
             format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
             "-drive".into(),
             format!("if=pflash,format=raw,unit=1,file={}", self.vars.display()),
-            "-drive".into(),
-            format!("file={},format=raw,if=virtio", self.disk.display()),
             "-netdev".into(),
             self.netdev(),
             "-device".into(),
@@ -89,6 +92,7 @@ impl VmSpec {
             "-display".into(),
             "none".into(),
         ];
+        args.extend(self.disk_args());
         match (&self.serial_socket, &self.serial_log) {
             (Some(socket), log) => {
                 let mut chardev = format!(
@@ -129,6 +133,41 @@ impl VmSpec {
         if let Some(socket) = &self.qmp_socket {
             args.push("-qmp".into());
             args.push(format!("unix:{},server=on,wait=off", socket.display()));
+        }
+        args
+    }
+
+    /// The boot disk first (a virtio disk, or a USB stick on xHCI), then the internal disks.
+    fn disk_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.disk_as_usb_stick {
+            args.extend([
+                "-device".into(),
+                "qemu-xhci,id=xhci".into(),
+                "-drive".into(),
+                format!("if=none,id=stick,format=raw,file={}", self.disk.display()),
+                "-device".into(),
+                "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=0".into(),
+            ]);
+        } else {
+            args.extend([
+                "-drive".into(),
+                format!("file={},format=raw,if=virtio", self.disk.display()),
+            ]);
+        }
+        for (index, (path, serial)) in self.internal_disks.iter().enumerate() {
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "if=none,id=internal{index},format=raw,file={}",
+                    path.display()
+                ),
+                "-device".into(),
+                format!(
+                    "virtio-blk-pci,drive=internal{index},serial={serial},bootindex={}",
+                    index + 1
+                ),
+            ]);
         }
         args
     }
@@ -437,6 +476,8 @@ mod tests {
     fn spec() -> VmSpec {
         VmSpec {
             disk: "disk.img".into(),
+            disk_as_usb_stick: false,
+            internal_disks: Vec::new(),
             vars: "vars.fd".into(),
             memory_mb: 2048,
             cpus: 2,
@@ -449,6 +490,28 @@ mod tests {
             tap: None,
             capture: None,
         }
+    }
+
+    #[test]
+    fn the_image_as_a_usb_stick_boots_before_the_internal_disks() {
+        let mut spec = spec();
+        spec.disk_as_usb_stick = true;
+        spec.internal_disks = vec![("ssd.img".into(), "MBX-SSD".into())];
+        let args = spec.args().join(" ");
+        assert!(args.contains("-device qemu-xhci,id=xhci"), "{args}");
+        assert!(
+            args.contains("-drive if=none,id=stick,format=raw,file=disk.img"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-device usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=0"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-drive if=none,id=internal0,format=raw,file=ssd.img -device virtio-blk-pci,drive=internal0,serial=MBX-SSD,bootindex=1"),
+            "{args}"
+        );
+        assert!(!args.contains("if=virtio"), "{args}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ use crate::vm::qemu::{self, Accel, Vm, VmSpec};
     ip tuntap add dev mbtap0 mode tap && meetbox run out/x.img.zst --tap mbtap0\n      \
     a second card on a host tap device: scan the box as the LAN would\n  \
     meetbox run out/x.img.zst --capture traffic.pcap\n      \
-    record what the box sends and receives (open with tcpdump -r or Wireshark)")]
+    record what the box sends and receives (open with tcpdump -r or Wireshark)\n  \
+    meetbox run out/x.img.zst --usb-stick --internal-disk 16GiB\n      \
+    the image as a USB stick in a computer with an empty SSD: try the installer")]
 pub struct RunArgs {
     /// The compressed image (NAME.img.zst) or a raw disk image (NAME.img).
     pub image: PathBuf,
@@ -32,6 +34,12 @@ pub struct RunArgs {
     /// Keep the virtual disk at this path (default: a temporary file).
     #[arg(long)]
     pub disk: Option<PathBuf>,
+    /// Attach the image as a removable USB stick, as an owner boots a mini-PC from one.
+    #[arg(long)]
+    pub usb_stick: bool,
+    /// Add an empty internal disk of this size (repeatable), e.g. to install onto from the stick.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub internal_disk: Vec<ByteSize>,
     /// Host port on 127.0.0.1 forwarded to the guest's port 80.
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
@@ -114,8 +122,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let accel = qemu::resolve_accel(args.accel);
     let mut forwards = vec![(args.http_port, 80), (args.https_port, 443)];
     forwards.extend(args.forward.iter().copied());
+    let mut internal_disks = Vec::new();
+    for (index, size) in args.internal_disk.iter().enumerate() {
+        let path = work.path().join(format!("internal{index}.img"));
+        std::fs::File::create(&path)
+            .and_then(|file| file.set_len(size.0))
+            .with_context(|| format!("cannot create the internal disk {}", path.display()))?;
+        internal_disks.push((path, format!("MEETBOX-RUN-{index}")));
+    }
     let spec = VmSpec {
         disk,
+        disk_as_usb_stick: args.usb_stick,
+        internal_disks,
         vars,
         memory_mb: args.memory_mb,
         cpus: args.cpus,
