@@ -137,6 +137,7 @@ fn a_checked_stick_installs_byte_for_byte_with_the_owners_answers_file() {
     let check = stick.run(&["--check"]);
     assert!(check.status.success(), "{}", stderr(&check));
     assert!(stderr(&check).contains("meetbox-setup.toml is not part of the image"));
+    assert!(stderr(&check).contains("(key id "), "{}", stderr(&check));
 
     // A disk of the image's size: the same bytes as the stick, the answers file included.
     let same = stick.dir.path().join("same.img");

@@ -70,8 +70,9 @@ pub fn run(args: &InstallArgs) -> Result<()> {
     let map = stick::check(&source, &sealed, &INTERRUPTED)?;
     drop(guard);
     progress::detail(format!(
-        "every byte matches the image signed by {}",
-        args.pubkey.display()
+        "every byte matches the image signed by {} (key id {})",
+        args.pubkey.display(),
+        sealed.key_id
     ));
     let Some(disk) = &args.disk else {
         return Ok(());

@@ -27,6 +27,8 @@ const REWRITE: &str = "The stick is damaged or was written badly: write the imag
 /// A stick whose seal verified: the seal, and the ESP's bytes as read.
 pub struct SealedStick {
     pub seal: InstallSeal,
+    /// The signing key's id as minisign prints it, to compare with the published one.
+    pub key_id: String,
     esp: Vec<u8>,
 }
 
@@ -82,7 +84,15 @@ pub fn read_seal(stick: &TargetFile, pubkey: &Path) -> Result<SealedStick> {
         "{} is smaller than the image it should hold. {REWRITE}",
         where_()
     );
-    Ok(SealedStick { seal, esp })
+    let key_id = format!(
+        "{:016X}",
+        u64::from_le_bytes(
+            key.keynum()
+                .try_into()
+                .context("a minisign key id has 8 bytes")?
+        )
+    );
+    Ok(SealedStick { seal, key_id, esp })
 }
 
 /// Checks the stick against its seal (every mapped byte outside the ESP, every file on it);
