@@ -1,0 +1,330 @@
+//! The unattended box: `meetbox-setup.toml` on the ESP, a certificate from Pebble on the host,
+//! then everything a user and an auditor reach from outside (see the crate's header).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::guest_disk::GuestDisk;
+use crate::pebble::Pebble;
+use crate::xmpp::Https;
+use crate::*;
+
+#[test]
+pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
+    if !can_run("unattended setup") {
+        return;
+    }
+    let _one_at_a_time = exclusive();
+    let domain = "meet.meetbox.test";
+    let password = "correct pony staple battery";
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let pebble = Pebble::start(dir.path(), domain, ports.http);
+
+    let disk_path = fresh_disk("unattended", UNATTENDED_DISK_BYTES);
+    let disk = GuestDisk::new(&disk_path, &built().manifest);
+    let answers = dir.path().join("meetbox-setup.toml");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&answers)
+        .unwrap();
+    let owner_key = owner_ssh_key(dir.path());
+    file.write_all(
+        format!(
+            "domain = \"{domain}\"\nadmin_password = \"{password}\"\nemail = \"ops@meetbox.test\"\n\
+             tls = \"letsencrypt\"\nacme_directory = \"{}\"\nacme_ca_cert = '''\n{}'''\n\
+             ssh_authorized_keys = [\"{}\"]\n",
+            pebble.directory_for_guest,
+            pebble.listener_ca_pem,
+            owner_key.public
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    drop(file);
+    disk.put_on_esp(&answers, "meetbox-setup.toml");
+    assert!(disk.esp_has("meetbox-setup.toml"));
+
+    let mut scan_link = audit::ScanLink::create();
+    let capture = work_dir().join("unattended-traffic.pcap");
+    let mut guest = Guest::boot(
+        &disk_path,
+        "unattended",
+        ports,
+        Some(&scan_link.tap),
+        Some(capture.clone()),
+    );
+    guest.console.expect("Meetbox first-boot setup", BOOT);
+    guest.console.expect("Setup is complete", SETUP);
+    guest.console.expect("from the ACME server", PROMPT);
+    eprintln!("unattended setup done after {}", guest.elapsed());
+    let transcript = guest.console.transcript();
+    assert!(
+        !transcript.contains("Domain name of the server"),
+        "the answers file was not used:\n{}",
+        guest.console.tail(3000)
+    );
+
+    let https = Https::forwarded(domain, ports.https, Some(pebble.issuing_root(dir.path())));
+    check_pebble_certificate(&https);
+
+    // The admin logs in with the answers file's password; a wrong one is refused.
+    let jid = retry("admin login", PROMPT, || {
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+    });
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+    let refused = login(
+        &https,
+        XMPP_MAIN_HOST,
+        "admin",
+        "correct pony staple batter",
+    )
+    .expect_err("a wrong password logged in");
+    assert!(refused.contains("not-authorized"), "{refused}");
+
+    // Guests join anonymously on the guest host, never on the main host.
+    let mut main = Session::open(&https, XMPP_MAIN_HOST).unwrap();
+    assert!(
+        !main.mechanisms().iter().any(|m| m == "ANONYMOUS"),
+        "{:?}",
+        main.mechanisms()
+    );
+    main.authenticate(Credentials::Anonymous)
+        .expect_err("anonymous login on the main host");
+    let mut guest_session = Session::open(&https, XMPP_GUEST_HOST).unwrap();
+    guest_session.authenticate(Credentials::Anonymous).unwrap();
+    let guest_jid = guest_session.bind().unwrap();
+    assert!(guest_jid.contains("@guest.meet.jitsi/"), "{guest_jid}");
+
+    // TURN credentials from prosody work with coturn, over TCP and UDP; altered ones do not.
+    let services = guest_session.external_services().unwrap();
+    let turn = services
+        .iter()
+        .find(|s| s.kind == "turn" && s.username.is_some())
+        .unwrap_or_else(|| panic!("no TURN service with credentials: {services:?}"));
+    let (user, secret) = (
+        turn.username.as_deref().unwrap(),
+        turn.password.as_deref().unwrap(),
+    );
+    assert!(turn_allocates(user, secret, ports.turn_tcp, true));
+    assert!(turn_allocates(user, secret, ports.turn_udp, false));
+    assert!(!turn_allocates(
+        user,
+        &format!("{secret}x"),
+        ports.turn_tcp,
+        true
+    ));
+
+    scan_link.connect(PROMPT);
+    let shell = |command: &str| guest_shell(&scan_link, &owner_key, command);
+    jitsi::check_components(&https);
+    jitsi::check_prosody_log(&shell);
+    jitsi::check_services_fenced_then_started(&shell);
+    audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
+    visit_from_a_distinctive_address(&https, &scan_link, password);
+    check_swap_from_tuning(&scan_link, &owner_key);
+
+    // Updates through the box's own timers: Jitsi's next release, one that asks for a reboot, a
+    // broken one, a repository that stops answering. After each the box still serves: the
+    // agent's files stay its own, and the same logins work (the service accounts' after the
+    // reboot below).
+    let box_works = |when: &str| {
+        jitsi::check_prosody_log(&shell);
+        jitsi::check_components(&https);
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+            .unwrap_or_else(|err| panic!("admin login {when}: {err}"));
+        assert!(
+            turn_allocates(user, secret, ports.turn_tcp, true),
+            "TURN {when}"
+        );
+    };
+    let repository_ports =
+        updates::check_updates_through_timers(&shell, &built().jitsi, domain, &box_works);
+    contacts::run_every_timer(&shell);
+    let allowed = contacts::Allowed::of_the_box(&shell, &built().manifest, domain)
+        .with_host_ports(&repository_ports)
+        .with_host_url(&pebble.directory_for_guest);
+    guest.power_off();
+    drop(scan_link);
+    // Whom the box contacted, from boot to power-off: the resolver, the update mirrors, Jitsi's
+    // repository, the ACME CA and the time servers, no one else.
+    let contacts = contacts::Contacts::read(&capture);
+    let strangers = allowed.strangers(&contacts);
+    assert!(
+        strangers.is_empty(),
+        "the box contacted others than its update mirrors, Jitsi's repository, the ACME CA and \
+         its time servers (capture: {}):\n{}",
+        capture.display(),
+        strangers.join("\n")
+    );
+    eprintln!("{}", allowed.summary(&contacts));
+
+    // Nothing of the visit reached the disk: not in any file, not in a free block.
+    let hits = disk.search_everywhere(&[audit::CLIENT_ADDRESS, PRIVACY_ROOM]);
+    assert!(
+        hits.is_empty(),
+        "the visitor's address or room name is on the disk:\n{}",
+        hits.join("\n")
+    );
+
+    // The answers file is gone, and its password is nowhere on the ESP (FAT keeps deleted clusters).
+    assert!(
+        !disk.esp_has("meetbox-setup.toml"),
+        "the answers file stayed"
+    );
+    assert!(
+        !disk.esp_bytes_contain(password.as_bytes()),
+        "the admin password is still in the ESP's bytes"
+    );
+    check_tuning_applied(&disk, domain);
+    let focus = account(&disk.read_root_file("/etc/jitsi/jicofo/jicofo.conf"));
+    let jvb = account(&disk.read_root_file("/etc/jitsi/videobridge/jvb.conf"));
+    assert_eq!((focus.0.as_str(), jvb.0.as_str()), ("focus", "jvb"));
+
+    // After a reboot: services start by themselves, the agent does not run again, the service
+    // accounts log in with the secrets written for jicofo and the videobridge.
+    let mut guest = Guest::boot(&disk_path, "reboot", ports, None, None);
+    guest.console.expect("login:", BOOT);
+    eprintln!("login prompt after {}", guest.elapsed());
+    let transcript = guest.console.transcript();
+    assert!(
+        !transcript.contains("Meetbox first-boot setup"),
+        "the agent ran again:\n{}",
+        guest.console.tail(3000)
+    );
+    for (user, password) in [&focus, &jvb] {
+        let jid = retry(&format!("{user} login"), PROMPT, || {
+            login(&https, XMPP_AUTH_HOST, user, password)
+        });
+        assert!(
+            jid.starts_with(&format!("{user}@auth.meet.jitsi/")),
+            "{jid}"
+        );
+        login(&https, XMPP_AUTH_HOST, user, &format!("{password}x"))
+            .expect_err("a wrong service password logged in");
+    }
+    check_pebble_certificate(&https);
+    // Nothing is read from the disk after this boot: stop the VM without waiting.
+    drop(guest);
+    fs::remove_file(&disk_path).unwrap();
+}
+
+/// The caps the build derived from the profile's hardware and bandwidth
+/// (/etc/meetbox/tuning.toml) are the ones the agent wrote into config.js.
+pub(crate) fn check_tuning_applied(disk: &GuestDisk, domain: &str) {
+    let tuning = disk.read_root_file("/etc/meetbox/tuning.toml");
+    let config_js = disk.read_root_file(&format!("/etc/jitsi/meet/{domain}-config.js"));
+    for key in [
+        "resolution",
+        "channelLastN",
+        "maxFullResolutionParticipants",
+        "startAudioMuted",
+        "startVideoMuted",
+    ] {
+        let value = tuning
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in tuning.toml:\n{tuning}"))
+            .trim();
+        assert!(
+            config_js.contains(&format!("    {key}: {value},")),
+            "config.js does not carry {key} = {value}:\n{config_js}"
+        );
+    }
+}
+
+/// The unattended box's disk: 7 GiB, so that after the root grows the swap file of the
+/// image's tuning fits with room to spare (the agent skips it on the bare 3 GiB image).
+pub(crate) const UNATTENDED_DISK_BYTES: u64 = 7 << 30;
+
+/// A command run as root on the guest over SSH with the owner's key, from the scan link.
+pub(crate) fn guest_shell(link: &audit::ScanLink, owner: &OwnerKey, command: &str) -> String {
+    let output = link
+        .command("ssh")
+        .args(audit::SSH_OPTIONS)
+        .arg("-i")
+        .arg(&owner.private)
+        .arg(format!("root@{}", link.guest()))
+        .arg(command)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{command} on the guest: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The swap file of the image's tuning is active and listed in fstab once.
+pub(crate) fn check_swap_from_tuning(link: &audit::ScanLink, owner: &OwnerKey) {
+    let tuning = guest_shell(link, owner, "cat /etc/meetbox/tuning.toml");
+    let size_mb: u64 = tuning
+        .split("[swap]")
+        .nth(1)
+        .and_then(|rest| rest.lines().find_map(|l| l.strip_prefix("size_mb = ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no [swap] size_mb in tuning.toml:\n{tuning}"));
+    let file_bytes: u64 = guest_shell(link, owner, "stat -c %s /swap.img")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(file_bytes, size_mb << 20, "size of /swap.img");
+    // swapon counts the usable pages: the file less its one-page header.
+    let swaps = guest_shell(link, owner, "swapon --show=NAME,SIZE --noheadings --bytes");
+    let active: Vec<&str> = swaps.split_whitespace().collect();
+    let usable: u64 = active.get(1).and_then(|b| b.parse().ok()).unwrap_or(0);
+    assert!(
+        active.first() == Some(&"/swap.img") && usable + 4096 == file_bytes,
+        "active swap: {swaps}"
+    );
+    let fstab = guest_shell(link, owner, "cat /etc/fstab");
+    assert_eq!(
+        fstab
+            .lines()
+            .filter(|l| l.starts_with("/swap.img "))
+            .count(),
+        1,
+        "{fstab}"
+    );
+    eprintln!("swap: /swap.img of {size_mb} MiB active, in fstab once");
+}
+
+/// A room name no file of the image contains, searched for on the disk afterwards.
+pub(crate) const PRIVACY_ROOM: &str = "meetbox-privacy-room-5f0c";
+
+/// The owner's SSH key pair, made for the test; the public half goes into the answers file.
+pub(crate) struct OwnerKey {
+    pub(crate) private: PathBuf,
+    pub(crate) public: String,
+}
+
+pub(crate) fn owner_ssh_key(dir: &Path) -> OwnerKey {
+    let private = dir.join("owner_ed25519");
+    let output = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "owner@meetbox.test",
+            "-f",
+        ])
+        .arg(&private)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ssh-keygen failed");
+    let public = fs::read_to_string(private.with_extension("pub")).unwrap();
+    OwnerKey {
+        private,
+        public: public.trim().to_string(),
+    }
+}
