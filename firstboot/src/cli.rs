@@ -137,14 +137,7 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
                 console::clear_screen();
                 println!("{}", console::BANNER);
             }
-            println!(
-                "{}",
-                console::final_screen(
-                    &outcome.settings,
-                    outcome.network.lan_address,
-                    &outcome.certificate_note
-                )
-            );
+            println!("{}", final_screen_of(&outcome));
             keep_on_screen(console_name, None);
             Ok(())
         }
@@ -173,6 +166,15 @@ fn offer_install(root: &Root, stick: &str, console_name: Option<&str>) -> Result
         println!("{}", console::BANNER);
     }
     install::run(root, stick, answer)
+}
+
+/// The last screen of a setup (or a reconfiguration): the meeting address and what to do next.
+fn final_screen_of(outcome: &setup::Outcome) -> String {
+    console::final_screen(
+        &outcome.settings,
+        outcome.network.lan_address,
+        &outcome.certificate_note,
+    )
 }
 
 fn has_recorded_answers(root: &Root) -> bool {
@@ -457,14 +459,7 @@ fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
         ],
     )?;
     let outcome = setup::resume(root, &mut state)?;
-    println!(
-        "{}",
-        console::final_screen(
-            &outcome.settings,
-            outcome.network.lan_address,
-            &outcome.certificate_note
-        )
-    );
+    println!("{}", final_screen_of(&outcome));
     Ok(())
 }
 

@@ -56,19 +56,11 @@ impl TargetFile {
         // SAFETY: lseek on a descriptor we own.
         let end = unsafe { libc::lseek(buffered.as_raw_fd(), 0, libc::SEEK_END) };
         ensure!(end >= 0, "cannot find the size of {}", path.display());
-        let (direct, direct_io) = match OpenOptions::new()
+        let direct = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(direct) => (direct, true),
-            Err(_) => (
-                buffered
-                    .try_clone()
-                    .with_context(|| format!("cannot reopen {}", path.display()))?,
-                false,
-            ),
-        };
+            .open(path);
+        let (direct, direct_io) = direct_or_buffered(direct, &buffered, path)?;
         Ok(TargetFile {
             path: path.to_path_buf(),
             direct,
@@ -109,16 +101,7 @@ impl TargetFile {
                 .set_len(image_size)
                 .with_context(|| format!("cannot grow {} to the image size", path.display()))?;
         }
-        // File systems without O_DIRECT refuse the flag: fall back to the page cache.
-        let (direct, direct_io) = match open(libc::O_DIRECT) {
-            Ok(direct) => (direct, true),
-            Err(_) => (
-                buffered
-                    .try_clone()
-                    .with_context(|| format!("cannot reopen {}", path.display()))?,
-                false,
-            ),
-        };
+        let (direct, direct_io) = direct_or_buffered(open(libc::O_DIRECT), &buffered, path)?;
         Ok(TargetFile {
             path: path.to_path_buf(),
             direct,
@@ -180,6 +163,24 @@ impl TargetFile {
                 libc::POSIX_FADV_DONTNEED,
             );
         }
+    }
+}
+
+/// The O_DIRECT descriptor and true, or, where the file system refuses the flag, a second handle
+/// on the page cache and false.
+fn direct_or_buffered(
+    direct: std::io::Result<File>,
+    buffered: &File,
+    path: &Path,
+) -> Result<(File, bool)> {
+    match direct {
+        Ok(direct) => Ok((direct, true)),
+        Err(_) => Ok((
+            buffered
+                .try_clone()
+                .with_context(|| format!("cannot reopen {}", path.display()))?,
+            false,
+        )),
     }
 }
 
