@@ -96,6 +96,71 @@ fn choose_the_ssd(guest: &mut Guest) {
         .expect("Checking /dev/sda against the signed seal", PROMPT);
 }
 
+/// The offer shows the SSD only; the stick and the small disk are named with their reasons.
+fn check_offer_lists_only_the_ssd(guest: &Guest) {
+    let screen = guest.console.screen(24, 80, usize::MAX).join("\n");
+    assert!(
+        screen.contains("1) Install onto /dev/vdb: ") && screen.contains(SSD_SERIAL),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("2) Run from this USB stick instead"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("/dev/sda: it is the USB stick this box started from"),
+        "{screen}"
+    );
+    assert!(screen.contains("/dev/vda: it is too small"), "{screen}");
+    assert!(!screen.contains("Install onto /dev/vda"), "{screen}");
+}
+
+/// One flipped byte in the root partition: refused before any write, the cause named.
+fn damaged_stick_is_refused(
+    guest: &mut Guest,
+    stick: &Path,
+    stick_disk: &GuestDisk,
+    ssd: &Path,
+    stick_sha256: &str,
+) {
+    let flipped = data_byte_in_root(stick, stick_disk.root_offset());
+    flip(stick, flipped);
+    choose_the_ssd(guest);
+    guest
+        .console
+        .expect("does not hold the signed image", INSTALL);
+    guest.console.expect("write the image to it again", PROMPT);
+    guest
+        .console
+        .expect("Press Enter to return to the choices", PROMPT);
+    assert_eq!(
+        allocated(ssd),
+        0,
+        "nothing may reach the disk from a damaged stick"
+    );
+    flip(stick, flipped);
+    assert_eq!(sha256_of(stick), stick_sha256);
+}
+
+/// Back at the choices, install; the power goes off in the middle of the write, and the disk is
+/// left without a partition table.
+fn power_cut_mid_write(mut guest: Guest, ssd: &Path) {
+    guest.console.type_line("");
+    guest.console.expect("Choose 1-2: ", PROMPT);
+    choose_the_ssd(&mut guest);
+    guest.console.expect("Installing meetbox-", INSTALL);
+    let started = Instant::now();
+    while allocated(ssd) < 300 * MIB {
+        assert!(started.elapsed() < INSTALL, "the write did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(guest); // the plug pulled
+    assert!(
+        partition_table_areas_are_empty(ssd),
+        "a write cut short must leave no partition table"
+    );
+}
+
 #[test]
 fn installs_from_a_usb_stick_onto_the_internal_disk() {
     if !can_run("USB installer") {
@@ -129,58 +194,12 @@ fn installs_from_a_usb_stick_onto_the_internal_disk() {
         (ssd.clone(), SSD_SERIAL.to_string()),
     ];
 
-    // The offer: the SSD only; the stick and the small disk are named with their reasons.
     let mut guest = offer(&stick, &disks, "installer-offer");
-    let screen = guest.console.screen(24, 80, usize::MAX).join("\n");
-    assert!(
-        screen.contains("1) Install onto /dev/vdb: ") && screen.contains(SSD_SERIAL),
-        "{screen}"
-    );
-    assert!(
-        screen.contains("2) Run from this USB stick instead"),
-        "{screen}"
-    );
-    assert!(
-        screen.contains("/dev/sda: it is the USB stick this box started from"),
-        "{screen}"
-    );
-    assert!(screen.contains("/dev/vda: it is too small"), "{screen}");
-    assert!(!screen.contains("Install onto /dev/vda"), "{screen}");
+    check_offer_lists_only_the_ssd(&guest);
 
-    // One flipped byte in the root partition: refused before any write, the cause named.
-    let flipped = data_byte_in_root(&stick, stick_disk.root_offset());
-    flip(&stick, flipped);
-    choose_the_ssd(&mut guest);
-    guest
-        .console
-        .expect("does not hold the signed image", INSTALL);
-    guest.console.expect("write the image to it again", PROMPT);
-    guest
-        .console
-        .expect("Press Enter to return to the choices", PROMPT);
-    assert_eq!(
-        allocated(&ssd),
-        0,
-        "nothing may reach the disk from a damaged stick"
-    );
-    flip(&stick, flipped);
-    assert_eq!(sha256_of(&stick), stick_sha256);
+    damaged_stick_is_refused(&mut guest, &stick, &stick_disk, &ssd, &stick_sha256);
 
-    // Back at the choices, install; the power goes off in the middle of the write.
-    guest.console.type_line("");
-    guest.console.expect("Choose 1-2: ", PROMPT);
-    choose_the_ssd(&mut guest);
-    guest.console.expect("Installing meetbox-", INSTALL);
-    let started = Instant::now();
-    while allocated(&ssd) < 300 * MIB {
-        assert!(started.elapsed() < INSTALL, "the write did not start");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    drop(guest); // the plug pulled
-    assert!(
-        partition_table_areas_are_empty(&ssd),
-        "a write cut short must leave no partition table"
-    );
+    power_cut_mid_write(guest, &ssd);
 
     // The second try from the stick starts cleanly and installs.
     let mut guest = offer(&stick, &disks, "installer-install");

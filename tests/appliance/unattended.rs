@@ -26,30 +26,8 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
 
     let disk_path = fresh_disk("unattended", UNATTENDED_DISK_BYTES);
     let disk = GuestDisk::new(&disk_path, &built().manifest);
-    let answers = dir.path().join("meetbox-setup.toml");
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&answers)
-        .unwrap();
     let owner_key = owner_ssh_key(dir.path());
-    file.write_all(
-        format!(
-            "domain = \"{domain}\"\nadmin_password = \"{password}\"\nemail = \"ops@meetbox.test\"\n\
-             tls = \"letsencrypt\"\nacme_directory = \"{}\"\nacme_ca_cert = '''\n{}'''\n\
-             ssh_authorized_keys = [\"{}\"]\n",
-            pebble.directory_for_guest,
-            pebble.listener_ca_pem,
-            owner_key.public
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    drop(file);
-    disk.put_on_esp(&answers, "meetbox-setup.toml");
-    assert!(disk.esp_has("meetbox-setup.toml"));
+    put_answers(&disk, dir.path(), domain, password, &pebble, &owner_key);
 
     let mut scan_link = audit::ScanLink::create();
     let capture = work_dir().join("unattended-traffic.pcap");
@@ -74,52 +52,8 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     let https = Https::forwarded(domain, ports.https, Some(pebble.issuing_root(dir.path())));
     check_pebble_certificate(&https);
 
-    // The admin logs in with the answers file's password; a wrong one is refused.
-    let jid = retry("admin login", PROMPT, || {
-        login(&https, XMPP_MAIN_HOST, "admin", password)
-    });
-    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
-    let refused = login(
-        &https,
-        XMPP_MAIN_HOST,
-        "admin",
-        "correct pony staple batter",
-    )
-    .expect_err("a wrong password logged in");
-    assert!(refused.contains("not-authorized"), "{refused}");
-
-    // Guests join anonymously on the guest host, never on the main host.
-    let mut main = Session::open(&https, XMPP_MAIN_HOST).unwrap();
-    assert!(
-        !main.mechanisms().iter().any(|m| m == "ANONYMOUS"),
-        "{:?}",
-        main.mechanisms()
-    );
-    main.authenticate(Credentials::Anonymous)
-        .expect_err("anonymous login on the main host");
-    let mut guest_session = Session::open(&https, XMPP_GUEST_HOST).unwrap();
-    guest_session.authenticate(Credentials::Anonymous).unwrap();
-    let guest_jid = guest_session.bind().unwrap();
-    assert!(guest_jid.contains("@guest.meet.jitsi/"), "{guest_jid}");
-
-    // TURN credentials from prosody work with coturn, over TCP and UDP; altered ones do not.
-    let services = guest_session.external_services().unwrap();
-    let turn = services
-        .iter()
-        .find(|s| s.kind == "turn" && s.username.is_some())
-        .unwrap_or_else(|| panic!("no TURN service with credentials: {services:?}"));
-    let (user, secret) = (
-        turn.username.as_deref().unwrap(),
-        turn.password.as_deref().unwrap(),
-    );
-    assert!(turn_allocates(user, secret, ports.turn_tcp, true));
-    assert!(turn_allocates(user, secret, ports.turn_udp, false));
-    assert!(!turn_allocates(
-        user,
-        &format!("{secret}x"),
-        ports.turn_tcp,
-        true
-    ));
+    let (user, secret) = check_logins_and_turn(&https, ports, password);
+    let (user, secret) = (user.as_str(), secret.as_str());
 
     scan_link.connect(PROMPT);
     let shell = |command: &str| guest_shell(&scan_link, &owner_key, command);
@@ -165,6 +99,102 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     );
     eprintln!("{}", allowed.summary(&contacts));
 
+    let (focus, jvb) = check_disk_after_power_off(&disk, domain, password);
+
+    check_after_reboot(&disk_path, ports, &https, &focus, &jvb);
+    fs::remove_file(&disk_path).unwrap();
+}
+
+/// The answers file on the ESP: the domain, the admin password, Pebble as the ACME server, the
+/// owner's SSH key.
+fn put_answers(
+    disk: &GuestDisk,
+    dir: &Path,
+    domain: &str,
+    password: &str,
+    pebble: &Pebble,
+    owner_key: &OwnerKey,
+) {
+    let answers = dir.join("meetbox-setup.toml");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&answers)
+        .unwrap();
+    file.write_all(
+        format!(
+            "domain = \"{domain}\"\nadmin_password = \"{password}\"\nemail = \"ops@meetbox.test\"\n\
+             tls = \"letsencrypt\"\nacme_directory = \"{}\"\nacme_ca_cert = '''\n{}'''\n\
+             ssh_authorized_keys = [\"{}\"]\n",
+            pebble.directory_for_guest,
+            pebble.listener_ca_pem,
+            owner_key.public
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    drop(file);
+    disk.put_on_esp(&answers, "meetbox-setup.toml");
+    assert!(disk.esp_has("meetbox-setup.toml"));
+}
+
+/// The admin's login (a wrong password refused), anonymous guests on the guest host only, and
+/// TURN credentials from prosody that coturn accepts over TCP and UDP; returns those credentials.
+fn check_logins_and_turn(https: &Https, ports: Ports, password: &str) -> (String, String) {
+    // The admin logs in with the answers file's password; a wrong one is refused.
+    let jid = retry("admin login", PROMPT, || {
+        login(https, XMPP_MAIN_HOST, "admin", password)
+    });
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+    let refused = login(https, XMPP_MAIN_HOST, "admin", "correct pony staple batter")
+        .expect_err("a wrong password logged in");
+    assert!(refused.contains("not-authorized"), "{refused}");
+
+    // Guests join anonymously on the guest host, never on the main host.
+    let mut main = Session::open(https, XMPP_MAIN_HOST).unwrap();
+    assert!(
+        !main.mechanisms().iter().any(|m| m == "ANONYMOUS"),
+        "{:?}",
+        main.mechanisms()
+    );
+    main.authenticate(Credentials::Anonymous)
+        .expect_err("anonymous login on the main host");
+    let mut guest_session = Session::open(https, XMPP_GUEST_HOST).unwrap();
+    guest_session.authenticate(Credentials::Anonymous).unwrap();
+    let guest_jid = guest_session.bind().unwrap();
+    assert!(guest_jid.contains("@guest.meet.jitsi/"), "{guest_jid}");
+
+    // TURN credentials from prosody work with coturn, over TCP and UDP; altered ones do not.
+    let services = guest_session.external_services().unwrap();
+    let turn = services
+        .iter()
+        .find(|s| s.kind == "turn" && s.username.is_some())
+        .unwrap_or_else(|| panic!("no TURN service with credentials: {services:?}"));
+    let (user, secret) = (
+        turn.username.clone().unwrap(),
+        turn.password.clone().unwrap(),
+    );
+    assert!(turn_allocates(&user, &secret, ports.turn_tcp, true));
+    assert!(turn_allocates(&user, &secret, ports.turn_udp, false));
+    assert!(!turn_allocates(
+        &user,
+        &format!("{secret}x"),
+        ports.turn_tcp,
+        true
+    ));
+
+    (user, secret)
+}
+
+/// What the powered-off disk holds: nothing of the visit, no answers file or password, the tuning
+/// applied; returns the jicofo and videobridge accounts written on it.
+fn check_disk_after_power_off(
+    disk: &GuestDisk,
+    domain: &str,
+    password: &str,
+) -> ((String, String), (String, String)) {
     // Nothing of the visit reached the disk: not in any file, not in a free block.
     let hits = disk.search_everywhere(&[audit::CLIENT_ADDRESS, PRIVACY_ROOM]);
     assert!(
@@ -182,14 +212,26 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
         !disk.esp_bytes_contain(password.as_bytes()),
         "the admin password is still in the ESP's bytes"
     );
-    check_tuning_applied(&disk, domain);
+    check_tuning_applied(disk, domain);
     let focus = account(&disk.read_root_file("/etc/jitsi/jicofo/jicofo.conf"));
     let jvb = account(&disk.read_root_file("/etc/jitsi/videobridge/jvb.conf"));
     assert_eq!((focus.0.as_str(), jvb.0.as_str()), ("focus", "jvb"));
 
+    (focus, jvb)
+}
+
+/// After a reboot: services start by themselves, the agent does not run again, the service
+/// accounts log in with the secrets written for jicofo and the videobridge.
+fn check_after_reboot(
+    disk_path: &Path,
+    ports: Ports,
+    https: &Https,
+    focus: &(String, String),
+    jvb: &(String, String),
+) {
     // After a reboot: services start by themselves, the agent does not run again, the service
     // accounts log in with the secrets written for jicofo and the videobridge.
-    let mut guest = Guest::boot(&disk_path, "reboot", ports, None, None);
+    let mut guest = Guest::boot(disk_path, "reboot", ports, None, None);
     guest.console.expect("login:", BOOT);
     eprintln!("login prompt after {}", guest.elapsed());
     let transcript = guest.console.transcript();
@@ -198,21 +240,20 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
         "the agent ran again:\n{}",
         guest.console.tail(3000)
     );
-    for (user, password) in [&focus, &jvb] {
+    for (user, password) in [focus, jvb] {
         let jid = retry(&format!("{user} login"), PROMPT, || {
-            login(&https, XMPP_AUTH_HOST, user, password)
+            login(https, XMPP_AUTH_HOST, user, password)
         });
         assert!(
             jid.starts_with(&format!("{user}@auth.meet.jitsi/")),
             "{jid}"
         );
-        login(&https, XMPP_AUTH_HOST, user, &format!("{password}x"))
+        login(https, XMPP_AUTH_HOST, user, &format!("{password}x"))
             .expect_err("a wrong service password logged in");
     }
-    check_pebble_certificate(&https);
+    check_pebble_certificate(https);
     // Nothing is read from the disk after this boot: stop the VM without waiting.
     drop(guest);
-    fs::remove_file(&disk_path).unwrap();
 }
 
 /// The caps the build derived from the profile's hardware and bandwidth

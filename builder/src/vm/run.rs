@@ -96,6 +96,21 @@ fn parse_forward(text: &str) -> std::result::Result<(u16, u16), String> {
     Ok((port(host)?, port(guest)?))
 }
 
+/// Sparse empty disks of these sizes in `dir`, each with a serial number.
+fn empty_disks(dir: &std::path::Path, sizes: &[ByteSize]) -> Result<Vec<(PathBuf, String)>> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(index, size)| {
+            let path = dir.join(format!("internal{index}.img"));
+            std::fs::File::create(&path)
+                .and_then(|file| file.set_len(size.0))
+                .with_context(|| format!("cannot create the internal disk {}", path.display()))?;
+            Ok((path, format!("MEETBOX-RUN-{index}")))
+        })
+        .collect()
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
     qemu::check_host()?;
     let work = tempfile::Builder::new()
@@ -122,14 +137,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let accel = qemu::resolve_accel(args.accel);
     let mut forwards = vec![(args.http_port, 80), (args.https_port, 443)];
     forwards.extend(args.forward.iter().copied());
-    let mut internal_disks = Vec::new();
-    for (index, size) in args.internal_disk.iter().enumerate() {
-        let path = work.path().join(format!("internal{index}.img"));
-        std::fs::File::create(&path)
-            .and_then(|file| file.set_len(size.0))
-            .with_context(|| format!("cannot create the internal disk {}", path.display()))?;
-        internal_disks.push((path, format!("MEETBOX-RUN-{index}")));
-    }
+    let internal_disks = empty_disks(work.path(), &args.internal_disk)?;
     let spec = VmSpec {
         disk,
         disk_as_usb_stick: args.usb_stick,
