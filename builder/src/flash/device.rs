@@ -430,11 +430,13 @@ impl DiskFacts {
     }
 }
 
-/// Serial number: the device's own `serial`, its `wwid`, or (USB) the nearest
+/// Serial number: the disk's or its device's own `serial`, its `wwid`, or (USB) the nearest
 /// parent device's `serial`.
 fn read_serial(disk_dir: &Path) -> Option<String> {
     let device = disk_dir.join("device");
-    read_trimmed(&device.join("serial"))
+    // virtio-blk keeps it beside the disk, not under its device.
+    read_trimmed(&disk_dir.join("serial"))
+        .or_else(|| read_trimmed(&device.join("serial")))
         .or_else(|| read_trimmed(&device.join("wwid")))
         .or_else(|| {
             let device = std::fs::canonicalize(&device).ok()?;

@@ -45,10 +45,14 @@ pub fn label_size(bytes: u64) -> String {
 
 /// One line naming a disk the way its owner recognises it.
 pub fn describe(disk: &DiskChoice) -> String {
+    let model = disk
+        .model
+        .clone()
+        .unwrap_or_else(|| format!("{} disk", disk.transport));
     format!(
         "{}: {}, {}, serial {}",
         disk.device,
-        disk.model.as_deref().unwrap_or("(no model name)"),
+        model,
         label_size(disk.size_bytes),
         disk.serial.as_deref().unwrap_or("(none)")
     )
@@ -283,6 +287,16 @@ mod tests {
         assert!(
             err.contains("several disks") && err.contains("serial NVME"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_disk_without_a_model_name_is_named_by_its_bus() {
+        let mut plain = disk("/dev/vdb", "BIG", 8, &[]);
+        plain.model = None;
+        assert_eq!(
+            describe(&plain),
+            "/dev/vdb: virtio disk, 8.0 GB, serial BIG"
         );
     }
 
