@@ -60,6 +60,9 @@ pub struct VmSpec {
     pub capture: Option<PathBuf>,
 }
 
+/// QEMU's id of the USB stick device (`VmSpec::disk_as_usb_stick`), for [`Vm::pull_out_usb_stick`].
+pub const USB_STICK_DEVICE: &str = "usbstick";
+
 /// MAC address of the second card (`tap`), in QEMU's locally administered range.
 pub const TAP_MAC: &str = "52:54:00:6d:62:01";
 
@@ -147,7 +150,7 @@ impl VmSpec {
                 "-drive".into(),
                 format!("if=none,id=stick,format=raw,file={}", self.disk.display()),
                 "-device".into(),
-                "usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=0".into(),
+                format!("usb-storage,id={USB_STICK_DEVICE},bus=xhci.0,drive=stick,removable=on,bootindex=0"),
             ]);
         } else {
             args.extend([
@@ -365,8 +368,6 @@ impl Vm {
         }
     }
 
-    /// Asks the guest to power off (ACPI power button over QMP) and waits; kills it
-    /// after `timeout`. Returns whether it shut down by itself.
     /// Saves what the guest's screen shows (its VGA console: tty1 on a real box) as a PNG; needs the
     /// QMP socket.
     pub fn screendump(&self, png: &Path) -> Result<()> {
@@ -387,6 +388,23 @@ impl Vm {
         )
     }
 
+    /// Pulls the USB stick out of the running guest (QMP `device_del`), as an owner does.
+    pub fn pull_out_usb_stick(&self) -> Result<()> {
+        let socket = self
+            .spec
+            .qmp_socket
+            .as_ref()
+            .context("pulling out the stick needs the VM's QMP socket")?;
+        qmp_execute(
+            socket,
+            &format!(
+                "{{\"execute\":\"device_del\",\"arguments\":{{\"id\":\"{USB_STICK_DEVICE}\"}}}}"
+            ),
+        )
+    }
+
+    /// Asks the guest to power off (ACPI power button over QMP) and waits; kills it
+    /// after `timeout`. Returns whether it shut down by itself.
     pub fn power_off(&mut self, timeout: Duration) -> Result<bool> {
         if let Some(socket) = &self.spec.qmp_socket {
             if let Err(err) = qmp_command(socket, "system_powerdown") {
@@ -504,7 +522,9 @@ mod tests {
             "{args}"
         );
         assert!(
-            args.contains("-device usb-storage,bus=xhci.0,drive=stick,removable=on,bootindex=0"),
+            args.contains(
+                "-device usb-storage,id=usbstick,bus=xhci.0,drive=stick,removable=on,bootindex=0"
+            ),
             "{args}"
         );
         assert!(

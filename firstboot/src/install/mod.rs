@@ -22,9 +22,6 @@ use crate::layout;
 use offer::{Choice, InstallAnswer};
 use seal::DiskList;
 
-/// How long the "remove the stick" screen stays before the box restarts on its own.
-const REBOOT_DELAY: Duration = Duration::from_secs(20);
-
 /// The stick this session started from (its kernel disk name), when this is a live session.
 pub fn live_stick(root: &Root) -> Option<String> {
     let name = root.read_to_string(layout::LIVE_STICK).ok()?;
@@ -84,15 +81,15 @@ pub fn run(root: &Root, stick: &str, answer: Option<InstallAnswer>) -> Result<()
         if status.success() {
             println!(
                 "\nMeetbox is installed on {}.\n\n\
-                 Remove the USB stick now. The box restarts from the internal disk in {} \
-                 seconds (press Enter to restart now), then sets itself up there.\n\
+                 Remove the USB stick now. The box restarts from the internal disk as soon as \
+                 the stick is out, and sets itself up there.\n\
                  The stick still holds its answers file, if you wrote one: delete it, or write \
                  the image to the stick again, before you lend the stick to anyone.",
-                disk.device,
-                REBOOT_DELAY.as_secs()
+                disk.device
             );
-            wait_for_enter(REBOOT_DELAY);
-            return restart();
+            wait_until_gone(stick);
+            println!("The stick is out: restarting from {}.", disk.device);
+            return restart_now();
         }
         if answer.is_some() {
             bail!(
@@ -195,6 +192,27 @@ fn keep_on_stick(root: &Root) -> Result<()> {
     let _ = Command::new("sync").status();
     remount("ro")?;
     written
+}
+
+/// Waits until the kernel no longer has the stick: the owner pulled it out. Restarting only then
+/// makes the firmware start the internal disk, not the stick again (both hold the same image, with
+/// the same file system ids).
+fn wait_until_gone(stick: &str) {
+    let sysfs = format!("/sys/block/{stick}");
+    while std::path::Path::new(&sysfs).exists() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Restarts at once, without stopping services: the session's root was the stick, which is gone,
+/// and nothing of the session is kept (the internal disk was flushed and read back).
+fn restart_now() -> Result<()> {
+    // SAFETY: sync and reboot take no pointers; reboot only returns on failure.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    Err(std::io::Error::last_os_error()).context("cannot restart")
 }
 
 fn restart() -> Result<()> {
