@@ -196,6 +196,8 @@ fn installs_from_a_usb_stick_onto_the_internal_disk() {
 
     let mut guest = offer(&stick, &disks, "installer-offer");
     check_offer_lists_only_the_ssd(&guest);
+    // The screen of a real box in the live session: the banner and its prompt, nothing else.
+    guest.tty1_shows("tty1-installer-live", &["first-boot setup", "Press Enter"]);
 
     damaged_stick_is_refused(&mut guest, &stick, &stick_disk, &ssd, &stick_sha256);
 
