@@ -5,7 +5,8 @@
 #
 # Usage: tests/bench/install.sh OUT/NAME.img.zst KEY.pub
 #   The build is written to a loop-backed "stick" with meetbox flash first; the target is a
-#   loop device one GiB larger than the image. Both live in WORK (default: a temporary directory).
+#   loop device one GiB larger than the image, both with direct I/O on their backing files, so the
+#   disk under WORK is measured, not the page cache (default WORK: a temporary directory).
 # Environment: MEETBOX (default target/release/meetbox), REPEAT (runs per command, default 3),
 #   WORK, DROP_CACHES=0 to keep the page cache between runs. Needs root (loop devices).
 set -euo pipefail
@@ -16,6 +17,7 @@ image=$1 pubkey=$2
 [[ -x $meetbox ]] || { echo "meetbox not found: cargo build --release, or set MEETBOX" >&2; exit 2; }
 [[ $(id -u) -eq 0 ]] || { echo "needs root for loop devices" >&2; exit 2; }
 work=${WORK:-$(mktemp -d)}
+mkdir -p "$work"
 loops=()
 cleanup() { for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done; [[ -n ${WORK:-} ]] || rm -rf "$work"; }
 trap cleanup EXIT
@@ -25,8 +27,8 @@ size=$(sed -n 's:.*<ImageSize> *\([0-9]*\) *</ImageSize>.*:\1:p' "$bmap")
 mapped=$(( $(sed -n 's:.*<MappedBlocksCount> *\([0-9]*\) *</MappedBlocksCount>.*:\1:p' "$bmap") * 4096 ))
 truncate -s "$size" "$work/stick.img"
 truncate -s $((size + (1 << 30))) "$work/target.img"
-stick=$(losetup --find --show "$work/stick.img"); loops+=("$stick")
-target=$(losetup --find --show "$work/target.img"); loops+=("$target")
+stick=$(losetup --direct-io=on --find --show "$work/stick.img"); loops+=("$stick")
+target=$(losetup --direct-io=on --find --show "$work/target.img"); loops+=("$target")
 echo "==> writing the stick $stick with meetbox flash" >&2
 "$meetbox" flash "$image" "$stick" --yes --pubkey "$pubkey" >/dev/null 2>&1
 
