@@ -242,3 +242,43 @@ fn installs_from_a_usb_stick_onto_the_internal_disk() {
         "the live sessions must not change the stick"
     );
 }
+
+/// The other choice: with no internal disk that can take the image, the offer says so and the
+/// owner runs the box from the stick. The stick is marked (its one write) and restarts as an
+/// ordinary box that asks the setup questions.
+#[test]
+fn running_from_the_stick_makes_it_the_boxs_disk() {
+    if !can_run("USB installer") {
+        return;
+    }
+    let _one_at_a_time = exclusive();
+    let stick = fresh_disk("keep-stick", 0);
+    let small = empty_disk("keep-small", 1024 * MIB);
+    let disks = vec![(small, SMALL_SERIAL.to_string())];
+    let mut guest = Guest::boot_from_stick(&stick, &disks, "keep-on-stick", Ports::new());
+    guest.console.expect("Press Enter to start", BOOT);
+    guest.console.type_line("");
+    guest
+        .console
+        .expect("No internal disk can take the image", PROMPT);
+    guest.console.expect("Choose 1-1: ", PROMPT);
+    guest
+        .console
+        .assert_clean_screen("Meetbox first-boot setup", "Choose 1-1:");
+    guest.console.type_line("1");
+    guest
+        .console
+        .expect("The box will run from this USB stick", PROMPT);
+    // The restart is an ordinary first boot from the stick: the questions, not the offer.
+    guest.console.expect("Press Enter to start", BOOT);
+    guest.console.type_line("");
+    guest.console.expect("Domain name of the server", PROMPT);
+    drop(guest);
+    let mark = GuestDisk::new(&stick, &built().manifest)
+        .read_root_file(meetbox_firstboot::layout::RUN_FROM_THIS_DISK);
+    assert!(
+        mark.contains("the owner chose to run the box from this disk"),
+        "{mark}"
+    );
+    fs::remove_file(&stick).unwrap();
+}
