@@ -91,6 +91,59 @@ fn debconf_value(database: &Path, question: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("Value: ").map(str::to_string))
 }
 
+/// The probe package is installed, with the repository's keyring, source line and debconf
+/// answers in the image, and none of the build's secrets.
+fn check_installed_with_its_keyring_source_and_answers(
+    target: &Path,
+    repository: &Repository,
+    local: &LocalRepository,
+) {
+    assert!(probe_installed(target), "meetbox-probe is not installed");
+    assert!(target.join("usr/share/meetbox-probe/README").is_file());
+    let image_keyring =
+        fs::read(target.join(jitsi::KEYRING_IN_IMAGE.trim_start_matches('/'))).unwrap();
+    assert_eq!(
+        keyring::fingerprints(&image_keyring).unwrap(),
+        std::slice::from_ref(&local.fingerprint)
+    );
+    let sources =
+        fs::read_to_string(target.join(jitsi::SOURCES_IN_IMAGE.trim_start_matches('/'))).unwrap();
+    assert_eq!(sources.trim_end(), repository.source_line());
+    let debconf = target.join("var/cache/debconf");
+    assert_eq!(
+        debconf_value(
+            &debconf.join("config.dat"),
+            "jitsi-videobridge/jvb-hostname"
+        )
+        .as_deref(),
+        Some(jitsi::INTERNAL_DOMAIN)
+    );
+    assert_eq!(
+        debconf_value(&debconf.join("config.dat"), "jitsi-meet/jaas-choice").as_deref(),
+        Some("false")
+    );
+    let passwords = debconf.join("passwords.dat");
+    assert_eq!(
+        fs::metadata(&passwords).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secrets: Vec<String> = [
+        "jitsi-videobridge/jvbsecret",
+        "jicofo/jicofo-authpassword",
+        "jitsi-meet-prosody/turn-secret",
+    ]
+    .iter()
+    .map(|question| debconf_value(&passwords, question).unwrap_or_default())
+    .collect();
+    // The build's secrets served the install (the preseed draws them: unit-tested in jitsi.rs) and
+    // are gone from the image: every box gets its own at first boot.
+    assert_eq!(
+        secrets,
+        ["", "", ""],
+        "the build's secrets stayed in the image's debconf database"
+    );
+}
+
 #[test]
 fn pinned_keyring_installs_and_bad_key_or_tampered_index_install_nothing() {
     let tools = [TOOLS, support::apt_repo::TOOLS].concat();
@@ -148,50 +201,7 @@ fn pinned_keyring_installs_and_bad_key_or_tampered_index_install_nothing() {
         "pinned keyring: mmdebstrap took {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    assert!(probe_installed(&target), "meetbox-probe is not installed");
-    assert!(target.join("usr/share/meetbox-probe/README").is_file());
-    let image_keyring =
-        fs::read(target.join(jitsi::KEYRING_IN_IMAGE.trim_start_matches('/'))).unwrap();
-    assert_eq!(
-        keyring::fingerprints(&image_keyring).unwrap(),
-        std::slice::from_ref(&local.fingerprint)
-    );
-    let sources =
-        fs::read_to_string(target.join(jitsi::SOURCES_IN_IMAGE.trim_start_matches('/'))).unwrap();
-    assert_eq!(sources.trim_end(), repository.source_line());
-    let debconf = target.join("var/cache/debconf");
-    assert_eq!(
-        debconf_value(
-            &debconf.join("config.dat"),
-            "jitsi-videobridge/jvb-hostname"
-        )
-        .as_deref(),
-        Some(jitsi::INTERNAL_DOMAIN)
-    );
-    assert_eq!(
-        debconf_value(&debconf.join("config.dat"), "jitsi-meet/jaas-choice").as_deref(),
-        Some("false")
-    );
-    let passwords = debconf.join("passwords.dat");
-    assert_eq!(
-        fs::metadata(&passwords).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let secrets: Vec<String> = [
-        "jitsi-videobridge/jvbsecret",
-        "jicofo/jicofo-authpassword",
-        "jitsi-meet-prosody/turn-secret",
-    ]
-    .iter()
-    .map(|question| debconf_value(&passwords, question).unwrap_or_default())
-    .collect();
-    // The build's secrets served the install (the preseed draws them: unit-tested in jitsi.rs) and
-    // are gone from the image: every box gets its own at first boot.
-    assert_eq!(
-        secrets,
-        ["", "", ""],
-        "the build's secrets stayed in the image's debconf database"
-    );
+    check_installed_with_its_keyring_source_and_answers(&target, &repository, &local);
 
     // A tampered index: apt refuses it and nothing from the repository is installed.
     local.tamper();

@@ -28,6 +28,42 @@ const UPDATE_RUN: Duration = Duration::from_secs(900);
 /// The maintenance window of profiles/test.toml.
 const REBOOT_TIME: &str = "03:30";
 
+/// Scenario 2, an update that asks for a reboot: installed, and the reboot scheduled for the
+/// maintenance window instead of happening now.
+fn reboot_waits_for_the_window(
+    shell: &dyn Fn(&str) -> String,
+    repository: &JitsiRepository,
+    revisions: &Revisions,
+) {
+    let boot_id = shell("cat /proc/sys/kernel/random/boot_id");
+    repository.publish(std::slice::from_ref(&revisions.reboot));
+    let (status, scheduled) = fire_timers(shell, true);
+    assert!(
+        installed_versions(shell).contains(&format!("jitsi-meet-web {}", Revisions::REBOOT)),
+        "the revision that asks for a reboot was not installed:\n{status}"
+    );
+    assert_eq!(
+        shell("cat /proc/sys/kernel/random/boot_id"),
+        boot_id,
+        "the box rebooted outside its maintenance window"
+    );
+    let scheduled =
+        scheduled.unwrap_or_else(|| panic!("no reboot scheduled for the window:\n{status}"));
+    let now: i64 = shell("date +%s").trim().parse().unwrap();
+    let window = next_time_of_day(now, REBOOT_TIME);
+    assert!(
+        (scheduled - window).abs() <= 60,
+        "the reboot is scheduled for {scheduled}, the window ({REBOOT_TIME} UTC) is at {window}"
+    );
+    assert!(
+        status.contains("reboot: needed by jitsi-meet-web (scheduled for"),
+        "status does not show the pending reboot:\n{status}"
+    );
+    eprintln!(
+        "updates: a reboot was asked for; the box stayed up, the reboot waits for {REBOOT_TIME}"
+    );
+}
+
 /// Runs every update scenario in order; `box_works` checks the services from the host after each.
 pub fn check_updates_through_timers(
     shell: &dyn Fn(&str) -> String,
@@ -79,35 +115,9 @@ pub fn check_updates_through_timers(
     );
     box_works("after the release upgrade");
 
-    // 2. An update that asks for a reboot.
-    let boot_id = shell("cat /proc/sys/kernel/random/boot_id");
     let revisions = Revisions::build(repository);
-    repository.publish(std::slice::from_ref(&revisions.reboot));
-    let (status, scheduled) = fire_timers(shell, true);
-    assert!(
-        installed_versions(shell).contains(&format!("jitsi-meet-web {}", Revisions::REBOOT)),
-        "the revision that asks for a reboot was not installed:\n{status}"
-    );
-    assert_eq!(
-        shell("cat /proc/sys/kernel/random/boot_id"),
-        boot_id,
-        "the box rebooted outside its maintenance window"
-    );
-    let scheduled =
-        scheduled.unwrap_or_else(|| panic!("no reboot scheduled for the window:\n{status}"));
-    let now: i64 = shell("date +%s").trim().parse().unwrap();
-    let window = next_time_of_day(now, REBOOT_TIME);
-    assert!(
-        (scheduled - window).abs() <= 60,
-        "the reboot is scheduled for {scheduled}, the window ({REBOOT_TIME} UTC) is at {window}"
-    );
-    assert!(
-        status.contains("reboot: needed by jitsi-meet-web (scheduled for"),
-        "status does not show the pending reboot:\n{status}"
-    );
-    eprintln!(
-        "updates: a reboot was asked for; the box stayed up, the reboot waits for {REBOOT_TIME}"
-    );
+    // 2. An update that asks for a reboot.
+    reboot_waits_for_the_window(shell, repository, &revisions);
 
     // 3. A broken update.
     repository.publish(std::slice::from_ref(&revisions.broken));
