@@ -1,0 +1,160 @@
+//! The SCAP Security Guide content the CIS scan reads: the newest SSG package of Debian's archive,
+//! fetched through the host's own apt mirror and keyring, and cached in the target directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::*;
+
+/// The Debian archive URI and keyring of the host's apt configuration (deb822
+/// `.sources` first, then one-line `sources.list`): the entry with a plain release
+/// suite (no -security/-updates).
+pub(crate) fn host_debian_mirror() -> Option<(String, String)> {
+    let default_keyring = "/usr/share/keyrings/debian-archive-keyring.gpg".to_string();
+    let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sources"))
+        .collect();
+    files.sort();
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza.lines().find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .map(|v| v.trim().to_string())
+                })
+            };
+            let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) else {
+                continue;
+            };
+            if field("Types").is_some_and(|t| !t.split_whitespace().any(|t| t == "deb")) {
+                continue;
+            }
+            if suites.split_whitespace().any(|s| !s.contains('-')) {
+                let uri = uris.split_whitespace().next()?.to_string();
+                return Some((uri, field("Signed-By").unwrap_or(default_keyring)));
+            }
+        }
+    }
+    let list = fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    for line in list.lines() {
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .filter(|w| !w.starts_with('['))
+            .collect();
+        if words.first() == Some(&"deb") && words.len() >= 3 && !words[2].contains('-') {
+            return Some((words[1].to_string(), default_keyring));
+        }
+    }
+    None
+}
+
+/// Unpacks ssg-debderived into a directory (cached) and returns the datastream.
+pub(crate) fn ssg_content() -> PathBuf {
+    let dir = target_tmp().join("hardening-ssg");
+    let datastream = dir.join("content").join(DATASTREAM);
+    if datastream.is_file() {
+        return datastream;
+    }
+    let deb = match std::env::var_os("MEETBOX_SSG_DEB") {
+        Some(path) => PathBuf::from(path),
+        None => download_ssg(&dir),
+    };
+    let content = dir.join("content");
+    let _ = fs::remove_dir_all(&content);
+    run(
+        "dpkg-deb",
+        &["-x", deb.to_str().unwrap(), content.to_str().unwrap()],
+    );
+    assert!(
+        datastream.is_file(),
+        "{} has no {DATASTREAM}: it must be ssg-debderived 0.1.76 or newer",
+        deb.display()
+    );
+    datastream
+}
+
+/// Fetches ssg-debderived from the SSG_SUITE suite of the host's own Debian mirror,
+/// with a private apt state so the host's apt configuration is left alone.
+pub(crate) fn download_ssg(dir: &Path) -> PathBuf {
+    let (mirror, keyring) = host_debian_mirror().unwrap_or_else(|| {
+        panic!(
+            "no Debian mirror in the host's apt configuration: on a non-Debian host set \
+             MEETBOX_SSG_DEB to a downloaded ssg-debderived_0.1.76 (or newer) .deb"
+        )
+    });
+    let state = dir.join("apt");
+    let _ = fs::remove_dir_all(&state);
+    for sub in ["lists/partial", "cache/archives/partial", "etc/parts"] {
+        fs::create_dir_all(state.join(sub)).unwrap();
+    }
+    fs::write(state.join("status"), "").unwrap();
+    fs::write(
+        state.join("etc/sources.list"),
+        format!("deb [signed-by={keyring}] {mirror} {SSG_SUITE} main\n"),
+    )
+    .unwrap();
+    let options: Vec<String> = [
+        ("Dir::State", state.display().to_string()),
+        (
+            "Dir::State::Lists",
+            state.join("lists").display().to_string(),
+        ),
+        (
+            "Dir::State::status",
+            state.join("status").display().to_string(),
+        ),
+        ("Dir::Cache", state.join("cache").display().to_string()),
+        (
+            "Dir::Etc::SourceList",
+            state.join("etc/sources.list").display().to_string(),
+        ),
+        (
+            "Dir::Etc::SourceParts",
+            state.join("etc/parts").display().to_string(),
+        ),
+        ("Acquire::Languages", "none".to_string()),
+        ("APT::Sandbox::User", "root".to_string()),
+    ]
+    .iter()
+    .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={v}")])
+    .collect();
+    let args = |extra: &[&str]| -> Vec<String> {
+        options
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    eprintln!("==> ssg-debderived from {mirror} {SSG_SUITE}");
+    let update = args(&["update"]);
+    run(
+        "apt-get",
+        &update.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let download = args(&["download", "ssg-debderived"]);
+    let output = Command::new("apt-get")
+        .args(&download)
+        .current_dir(dir)
+        .output()
+        .expect("apt-get runs");
+    assert!(
+        output.status.success(),
+        "apt-get download ssg-debderived failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ssg-debderived_"))
+        })
+        .expect("the downloaded .deb")
+}
