@@ -26,6 +26,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("bmaptool", "bmap-tools"),
     ("sha256sum", "coreutils"),
+    ("debugfs", "e2fsprogs"),
 ];
 
 fn can_run(test: &str) -> bool {
@@ -416,6 +417,75 @@ fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
     (last, ((blocks_hi << 32) | blocks_lo) * block_size)
 }
 
+/// Lists a directory of the image's root file system (debugfs, read-only): entry names.
+fn root_dir_entries(raw: &Path, dir: &str) -> Vec<String> {
+    let root_offset = {
+        let mut file = fs::File::open(raw).unwrap();
+        let mut header = [0u8; 92];
+        file.seek(SeekFrom::Start(512)).unwrap();
+        file.read_exact(&mut header).unwrap();
+        let entries_lba = u64::from_le_bytes(header[72..80].try_into().unwrap());
+        let entry_size = u32::from_le_bytes(header[84..88].try_into().unwrap()) as u64;
+        let mut entry = vec![0u8; entry_size as usize];
+        file.seek(SeekFrom::Start(entries_lba * 512 + entry_size))
+            .unwrap();
+        file.read_exact(&mut entry).unwrap();
+        u64::from_le_bytes(entry[32..40].try_into().unwrap()) * 512
+    };
+    let output = Command::new("debugfs")
+        .args(["-R", &format!("ls -p {dir}")])
+        .arg(format!("{}?offset={root_offset}", raw.display()))
+        .output()
+        .unwrap();
+    // `ls -p`: /inode/mode/uid/gid/name/size/ per entry.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split('/').nth(5).map(str::to_string))
+        .filter(|name| !name.is_empty() && name != "." && name != "..")
+        .collect()
+}
+
+/// The Ubuntu image keeps the firmware its hardware profile names (the test profile: Realtek
+/// RTL8168 and RTL8125, the usual mini-PC NICs) and none of linux-firmware's other files, and
+/// keeps the filter for linux-firmware's updates.
+fn check_firmware_from_the_profile(built: &Built) {
+    let raw = work_dir().join("firmware-check.img");
+    meetbox::vm::qemu::decompress_sparse(&built.file(".img.zst"), &raw, 0).unwrap();
+    let rtl = root_dir_entries(&raw, "/usr/lib/firmware/rtl_nic");
+    for expected in ["rtl8168h-2.fw", "rtl8125b-2.fw"] {
+        assert!(
+            rtl.iter()
+                .any(|f| f == expected || f.starts_with(&format!("{expected}."))),
+            "{expected} is missing from /lib/firmware/rtl_nic: {rtl:?}"
+        );
+    }
+    assert!(
+        rtl.iter()
+            .all(|f| f.starts_with("rtl8168") || f.starts_with("rtl8125")),
+        "firmware the profile does not name: {rtl:?}"
+    );
+    let top = root_dir_entries(&raw, "/usr/lib/firmware");
+    for family in [
+        "amdgpu",
+        "i915",
+        "iwlwifi-cc-a0-77.ucode",
+        "nvidia",
+        "qcom",
+        "mediatek",
+    ] {
+        assert!(
+            !top.iter().any(|f| f.starts_with(family)),
+            "{family} is in the image, the profile does not name it: {top:?}"
+        );
+    }
+    let filters = root_dir_entries(&raw, "/etc/dpkg/dpkg.cfg.d");
+    assert!(
+        filters.iter().any(|f| f == "60meetbox-firmware"),
+        "no dpkg filter for linux-firmware's updates: {filters:?}"
+    );
+    fs::remove_file(&raw).unwrap();
+}
+
 #[test]
 fn ubuntu_image_builds_verifies_reproduces_and_boots() {
     if !can_run("ubuntu image") {
@@ -426,6 +496,7 @@ fn ubuntu_image_builds_verifies_reproduces_and_boots() {
     check_artifacts_with_reference_tools(&built);
     check_updates(&built, "origin=Ubuntu,archive=noble-security");
     check_verify(&built);
+    check_firmware_from_the_profile(&built);
 
     // Determinism: a second assembly from the cached root file system.
     let again = build("ubuntu-24.04", "ubuntu-again");

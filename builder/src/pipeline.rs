@@ -262,6 +262,13 @@ fn prepare_root(
     fs::create_dir(root)?;
     progress::step("Root tree: unpacking the cached root file system");
     rootfs::unpack(&inputs.cached.tarball, root)?;
+    for glob in rootfs::firmware::unmatched(root, &profile.hardware.firmware.files) {
+        progress::detail(format!(
+            "warning: the hardware profile names firmware {glob:?}, but the image has no such \
+             file under /lib/firmware: that device will not work; check the name against \
+             linux-firmware's files"
+        ));
+    }
     let tuning = sizing::tuning(&profile.hardware, &profile.bandwidth);
     if let Some(warning) = sizing::capacity_warning(&tuning, profile.participants) {
         progress::detail(format!("warning: {warning}"));

@@ -27,4 +27,6 @@ pub const BOOKWORM: Distro = Distro {
             format!("origin=Debian,codename={suite}-security,label=Debian-Security"),
         ]
     },
+    // Debian's kernel needs no firmware package; the profile's are per device family.
+    filters_firmware: false,
 };

@@ -43,6 +43,9 @@ pub struct Distro {
     pub security_mirror: fn(&str) -> String,
     /// unattended-upgrades' origin patterns for the security pocket of `suite`.
     pub security_origins: fn(&str) -> Vec<String>,
+    /// Whether the kernel pulls in one firmware package for every device, which the image then
+    /// filters down to the hardware profile's files (rootfs/firmware.rs).
+    pub filters_firmware: bool,
 }
 
 impl Base {

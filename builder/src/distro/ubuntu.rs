@@ -16,4 +16,6 @@ pub const NOBLE: Distro = Distro {
     // Ubuntu mirrors carry the security pocket in the same archive.
     security_mirror: |mirror| mirror.to_string(),
     security_origins: |suite| vec![format!("origin=Ubuntu,archive={suite}-security")],
+    // linux-image-generic depends on linux-firmware: every firmware file Linux knows.
+    filters_firmware: true,
 };

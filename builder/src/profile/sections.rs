@@ -31,6 +31,12 @@ pub struct Firmware {
     pub debian: Vec<String>,
     #[serde(default)]
     pub ubuntu: Vec<String>,
+    /// The firmware files the box's NIC and GPU load, as globs under `/lib/firmware` (e.g.
+    /// `"rtl_nic/*"`). Ubuntu's `linux-firmware` carries firmware for every device Linux knows;
+    /// an Ubuntu image keeps only these (and the CPU microcode), also through its updates
+    /// (rootfs/firmware.rs). Debian's firmware packages are per family already.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 impl Firmware {
@@ -75,8 +81,28 @@ impl Hardware {
                 );
             }
         }
+        for glob in &self.firmware.files {
+            ensure!(
+                is_firmware_glob(glob),
+                "key `firmware.files`: {glob:?} is not a path under /lib/firmware (letters, digits, \
+                 '.', '_', '-', '+', '/', and the wildcards '*' and '?'; no leading '/', no \
+                 '..'); name the files, e.g. \"rtl_nic/*\""
+            );
+        }
         Ok(())
     }
+}
+
+/// A relative path or glob below /lib/firmware that is safe to hand to dpkg's path filters.
+fn is_firmware_glob(glob: &str) -> bool {
+    !glob.is_empty()
+        && !glob.starts_with('/')
+        && !glob
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        && glob
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+/*?".contains(&b))
 }
 
 impl Bandwidth {
@@ -171,6 +197,28 @@ mod tests {
             .to_string();
         assert!(error.contains("available: cable-50-10"), "{error}");
         assert!(load_hardware(&profiles_dir(), "../bandwidth/cable-50-10").is_err());
+    }
+
+    #[test]
+    fn a_bad_firmware_file_glob_is_refused_with_its_key() {
+        for bad in [
+            "/lib/firmware/x",
+            "../etc/passwd",
+            "rtl_nic/a b",
+            "a//b",
+            "",
+            "x;rm",
+        ] {
+            let text =
+                format!("cores = 4\nram_gb = 8\nstorage_gb = 64\n[firmware]\nfiles = [{bad:?}]\n");
+            let message = format!("{:#}", parse_hardware(&text).unwrap_err());
+            assert!(
+                message.contains("key `firmware.files`"),
+                "{bad:?}: {message}"
+            );
+        }
+        let good = "cores = 4\nram_gb = 8\nstorage_gb = 64\n[firmware]\nfiles = [\"rtl_nic/rtl8168*\", \"i915/adlp_dmc*.bin*\"]\n";
+        assert_eq!(parse_hardware(good).unwrap().firmware.files.len(), 2);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! tarball under a key derived from everything that shapes it, and unpacked
 //! fresh for every image assembly.
 
+pub mod firmware;
 pub mod jitsi;
 pub mod keyring;
 
@@ -63,6 +64,8 @@ pub struct Recipe {
     pub packages: Vec<String>,
     /// Shell run by mmdebstrap after installation with the root as `$1`.
     pub customize_hooks: Vec<String>,
+    /// dpkg path filters keeping only the hardware profile's firmware (firmware.rs).
+    pub firmware_filters: Vec<String>,
 }
 
 /// Strips what must differ on every device, and what must not be in an image.
@@ -139,6 +142,10 @@ impl Recipe {
                 live_stick_hook(),
                 CLEANUP_HOOK.to_string(),
             ],
+            firmware_filters: firmware::dpkg_filters(
+                profile.base,
+                &profile.hardware.firmware.files,
+            ),
         }
     }
 
@@ -187,6 +194,11 @@ impl Recipe {
             "--dpkgopt=path-include=/usr/share/doc/*/copyright".to_string(),
             "--dpkgopt=path-exclude=/usr/share/info/*".to_string(),
         ];
+        args.extend(
+            self.firmware_filters
+                .iter()
+                .map(|f| format!("--dpkgopt={f}")),
+        );
         args.extend(customize_hook_args(&self.customize_hooks));
         args.push(self.base.suite().to_string());
         args.push(output.display().to_string());

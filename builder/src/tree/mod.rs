@@ -120,6 +120,11 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
+    let filters =
+        crate::rootfs::firmware::dpkg_filters(profile.base, &profile.hardware.firmware.files);
+    if let Some(config) = crate::rootfs::firmware::dpkg_config(&filters) {
+        install_text(tree, crate::rootfs::firmware::DPKG_CONFIG, &config)?;
+    }
     for file in hardening::rendered_files(profile, inputs.jitsi_upgrade_origin.as_deref()) {
         install_file(file.text.as_bytes(), &tree.join(&file.path), file.mode)?;
     }
