@@ -86,7 +86,7 @@ impl Hardware {
                 is_firmware_glob(glob),
                 "key `firmware.files`: {glob:?} is not a path under /lib/firmware (letters, digits, \
                  '.', '_', '-', '+', '/', and the wildcards '*' and '?'; no leading '/', no \
-                 '..'); name the files, e.g. \"rtl_nic/*\""
+                 '..', wildcards only in the file name); name the files, e.g. \"rtl_nic/*\""
             );
         }
         Ok(())
@@ -100,6 +100,10 @@ fn is_firmware_glob(glob: &str) -> bool {
         && !glob
             .split('/')
             .any(|part| part.is_empty() || part == "." || part == "..")
+        // Wildcards only in the file name: dpkg needs each directory back in by its name.
+        && !glob
+            .rsplit_once('/')
+            .is_some_and(|(dirs, _)| dirs.contains(['*', '?']))
         && glob
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-+/*?".contains(&b))
@@ -204,6 +208,7 @@ mod tests {
         for bad in [
             "/lib/firmware/x",
             "../etc/passwd",
+            "*/x.bin",
             "rtl_nic/a b",
             "a//b",
             "",

@@ -37,6 +37,17 @@ pub fn dpkg_filters(base: Base, files: &[String]) -> Vec<String> {
         .chain(files.iter().map(String::as_str))
     {
         for dir in FIRMWARE_DIRS {
+            // dpkg creates no directory it excluded: each parent comes back in by its name.
+            let parts: Vec<&str> = glob.split('/').collect();
+            let mut parent = String::new();
+            for part in &parts[..parts.len() - 1] {
+                parent.push('/');
+                parent.push_str(part);
+                let include = format!("path-include={dir}{parent}");
+                if !filters.contains(&include) {
+                    filters.push(include);
+                }
+            }
             filters.push(format!("path-include={dir}/{glob}"));
         }
     }
@@ -130,15 +141,21 @@ mod tests {
     fn ubuntu_excludes_firmware_then_keeps_microcode_and_the_profiles_files() {
         let filters = dpkg_filters(Base::Ubuntu2404, &["rtl_nic/*".into()]);
         assert_eq!(
-            filters[..3],
+            filters[..4],
             [
                 "path-exclude=/lib/firmware/*",
                 "path-exclude=/usr/lib/firmware/*",
+                "path-include=/lib/firmware/intel-ucode",
                 "path-include=/lib/firmware/intel-ucode/*",
             ]
         );
-        assert!(filters.contains(&"path-include=/usr/lib/firmware/rtl_nic/*".to_string()));
-        assert_eq!(filters.len(), 2 + 2 * 3);
+        let at = |f: &str| filters.iter().position(|x| x == f).unwrap();
+        assert!(
+            at("path-include=/usr/lib/firmware/rtl_nic")
+                < at("path-include=/usr/lib/firmware/rtl_nic/*"),
+            "{filters:?}"
+        );
+        assert_eq!(filters.len(), 2 + 2 * 3 * 2);
         assert!(dpkg_filters(Base::Debian12, &["rtl_nic/*".into()]).is_empty());
         assert!(dpkg_config(&[]).is_none());
         assert!(dpkg_config(&filters)
