@@ -393,7 +393,8 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// (last LBA of partition 2, ext4 size in bytes) read straight from the disk.
-fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
+/// First and last LBA of the root partition (the second GPT entry).
+fn root_partition(disk: &Path) -> (u64, u64) {
     let mut file = fs::File::open(disk).unwrap();
     let mut header = [0u8; 92];
     file.seek(SeekFrom::Start(512)).unwrap();
@@ -407,6 +408,12 @@ fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
     file.read_exact(&mut entry).unwrap();
     let first = u64::from_le_bytes(entry[32..40].try_into().unwrap());
     let last = u64::from_le_bytes(entry[40..48].try_into().unwrap());
+    (first, last)
+}
+
+fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
+    let (first, last) = root_partition(disk);
+    let mut file = fs::File::open(disk).unwrap();
     let mut sb = [0u8; 1024];
     file.seek(SeekFrom::Start(first * 512 + 1024)).unwrap();
     file.read_exact(&mut sb).unwrap();
@@ -419,19 +426,7 @@ fn root_partition_and_fs_size(disk: &Path) -> (u64, u64) {
 
 /// Lists a directory of the image's root file system (debugfs, read-only): entry names.
 fn root_dir_entries(raw: &Path, dir: &str) -> Vec<String> {
-    let root_offset = {
-        let mut file = fs::File::open(raw).unwrap();
-        let mut header = [0u8; 92];
-        file.seek(SeekFrom::Start(512)).unwrap();
-        file.read_exact(&mut header).unwrap();
-        let entries_lba = u64::from_le_bytes(header[72..80].try_into().unwrap());
-        let entry_size = u32::from_le_bytes(header[84..88].try_into().unwrap()) as u64;
-        let mut entry = vec![0u8; entry_size as usize];
-        file.seek(SeekFrom::Start(entries_lba * 512 + entry_size))
-            .unwrap();
-        file.read_exact(&mut entry).unwrap();
-        u64::from_le_bytes(entry[32..40].try_into().unwrap()) * 512
-    };
+    let root_offset = root_partition(raw).0 * 512;
     let output = Command::new("debugfs")
         .args(["-R", &format!("ls -p {dir}")])
         .arg(format!("{}?offset={root_offset}", raw.display()))

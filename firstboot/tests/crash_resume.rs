@@ -30,6 +30,17 @@ fn agent() -> Command {
     command
 }
 
+/// Runs the agent with `args` and expects success; its output.
+fn agent_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = agent().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A target tree with SSH, the environment files of Jitsi's packages, the image's fstab and tuning file
 /// (with a small swap file), and the answers on the ESP.
 fn fresh_tree() -> tempfile::TempDir {
@@ -178,16 +189,7 @@ fn a_crash_after_any_step_resumes_to_the_same_end_state() {
         return;
     }
     let reference = fresh_tree();
-    let out = agent()
-        .arg("--root")
-        .arg(reference.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = agent_ok(&["--root".as_ref(), reference.path().as_os_str()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("Meetbox first-boot setup\n"), "{stdout}");
     assert!(
@@ -275,12 +277,7 @@ fn secrets_are_private_and_fresh_per_box() {
     let a = fresh_tree();
     let b = fresh_tree();
     for tree in [&a, &b] {
-        let out = agent().arg("--root").arg(tree.path()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        agent_ok(&["--root".as_ref(), tree.path().as_os_str()]);
     }
     let read = |t: &tempfile::TempDir, p: &str| std::fs::read(t.path().join(&p[1..])).unwrap();
     for path in [
@@ -357,12 +354,7 @@ fn status_reconfigure_and_bad_answers() {
     );
 
     std::fs::write(tree.path().join("boot/efi/meetbox-setup.toml"), ANSWERS).unwrap();
-    let out = agent().arg("--root").arg(tree.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent_ok(&["--root".as_ref(), tree.path().as_os_str()]);
     let status = agent()
         .arg("--root")
         .arg(tree.path())
@@ -381,19 +373,13 @@ fn status_reconfigure_and_bad_answers() {
         "domain = \"other.meetbox.test\"\ntls = \"self-signed\"\n",
     )
     .unwrap();
-    let out = agent()
-        .arg("--root")
-        .arg(tree.path())
-        .arg("--answers")
-        .arg(&new)
-        .arg("reconfigure")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    agent_ok(&[
+        "--root".as_ref(),
+        tree.path().as_os_str(),
+        "--answers".as_ref(),
+        new.as_os_str(),
+        "reconfigure".as_ref(),
+    ]);
     let nginx = std::fs::read_to_string(tree.path().join(&layout::NGINX_SITE_AVAIL[1..])).unwrap();
     assert!(nginx.contains("server_name other.meetbox.test;"));
     assert!(tree

@@ -55,21 +55,13 @@ fn rendered_files_match_their_golden_files() {
 
 #[test]
 fn without_jitsi_packages_prosody_uses_only_its_own_modules() {
-    let secrets = common::sample_secrets();
-    let caps = common::sample_caps();
-    let network = common::sample_network();
-    let site = Site {
-        domain: "meet.example.org",
-        secrets: &secrets,
-        network: &network,
-        jitsi_prosody_plugins: false,
-        caps: &caps,
-    };
-    check(
-        "meet.jitsi.cfg.lua.without-jitsi",
-        &render::prosody_site(&site),
-    );
-    check("prosody.cfg.lua.without-jitsi", &render::prosody_cfg(&site));
+    common::with_site(false, |site| {
+        check(
+            "meet.jitsi.cfg.lua.without-jitsi",
+            &render::prosody_site(site),
+        );
+        check("prosody.cfg.lua.without-jitsi", &render::prosody_cfg(site));
+    });
 }
 
 #[test]
@@ -96,17 +88,11 @@ fn without_nat_there_is_no_static_mapping() {
 
 #[test]
 fn privacy_and_hardening_properties_hold() {
-    let secrets = common::sample_secrets();
-    let caps = common::sample_caps();
-    let network = common::sample_network();
-    let site = Site {
-        domain: "meet.example.org",
-        secrets: &secrets,
-        network: &network,
-        jitsi_prosody_plugins: true,
-        caps: &caps,
-    };
-    let all: String = render::all(&site)
+    common::with_site(true, check_privacy_and_hardening);
+}
+
+fn check_privacy_and_hardening(site: &Site) {
+    let all: String = render::all(site)
         .iter()
         .map(|f| String::from_utf8_lossy(&f.content).to_string())
         .collect();
@@ -116,7 +102,7 @@ fn privacy_and_hardening_properties_hold() {
             "a rendered file names {third_party}"
         );
     }
-    let nginx = render::nginx_site(&site);
+    let nginx = render::nginx_site(site);
     // The add_header pitfall: headers only at server level, none inside a location block.
     let mut depth = 0;
     for line in nginx.lines() {
@@ -132,7 +118,7 @@ fn privacy_and_hardening_properties_hold() {
     }
     assert!(nginx.contains("access_log off;"));
     assert!(nginx.contains("server_tokens off;"));
-    let files = render::all(&site);
+    let files = render::all(site);
     let jicofo = files
         .iter()
         .find(|f| f.path.ends_with("jicofo.conf"))

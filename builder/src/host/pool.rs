@@ -235,40 +235,37 @@ mod tests {
         assert!(consumed_items.iter().all(|&i| i < 7), "{consumed_items:?}");
     }
 
+    /// 100 items on 2 workers, each item its own number; `decide` judges each in order.
+    fn count_through(decide: impl Fn(usize) -> Result<ControlFlow<()>>) -> Result<usize> {
+        let pool = Pool::new((0..4).map(|_| ()));
+        run_ordered(
+            100,
+            2,
+            &pool,
+            || Ok(()),
+            |_, index, _| Ok(index),
+            |index, buf, _| {
+                pool.put(buf);
+                decide(index)
+            },
+        )
+    }
+
     #[test]
     fn the_consumers_error_wins_and_break_stops_early() {
-        let pool = Pool::new((0..4).map(|_| ()));
-        let err = run_ordered(
-            100,
-            2,
-            &pool,
-            || Ok(()),
-            |_, index, _| Ok(index),
-            |index, buf, _| {
-                pool.put(buf);
-                anyhow::ensure!(index < 5, "item {index} does not match");
-                Ok(ControlFlow::Continue(()))
-            },
-        )
+        let err = count_through(|index| {
+            anyhow::ensure!(index < 5, "item {index} does not match");
+            Ok(ControlFlow::Continue(()))
+        })
         .unwrap_err();
         assert_eq!(err.to_string(), "item 5 does not match");
-
-        let pool = Pool::new((0..4).map(|_| ()));
-        let consumed = run_ordered(
-            100,
-            2,
-            &pool,
-            || Ok(()),
-            |_, index, _| Ok(index),
-            |index, buf, _| {
-                pool.put(buf);
-                Ok(if index == 9 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                })
-            },
-        )
+        let consumed = count_through(|index| {
+            Ok(if index == 9 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })
         .unwrap();
         assert_eq!(consumed, 10);
     }
