@@ -62,6 +62,10 @@ pub struct BuildArgs {
     /// source tree, statically linked).
     #[arg(long)]
     pub installer: Option<PathBuf>,
+    /// The web admin's binary, `meetbox-admin` (default: built from the source tree, statically
+    /// linked).
+    #[arg(long)]
+    pub admin: Option<PathBuf>,
     #[command(flatten)]
     pub jitsi: jitsi::Source,
     /// zstd level (1-19); the output does not depend on the thread count.
@@ -280,6 +284,7 @@ fn prepare_root(
             overlay: inputs.overlay,
             agent: &inputs.programs.agent,
             installer: &inputs.programs.installer,
+            admin: &inputs.programs.admin,
             root_fs_uuid: inputs.layout.root_fs_uuid.to_string(),
             esp_volume_id: inputs.esp_volume_id.to_string(),
             jitsi_upgrade_origin: inputs.jitsi_upgrade_origin.map(str::to_string),
@@ -398,31 +403,44 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The two programs the image carries: the first-boot agent and `meetbox` itself, which the
-/// box runs as its USB installer (`meetbox install`).
+/// The programs the image carries: the first-boot agent, the web admin, and `meetbox` itself,
+/// which the box runs as its USB installer (`meetbox install`).
 pub struct OnBoxPrograms {
     pub agent: PathBuf,
     pub installer: PathBuf,
+    pub admin: PathBuf,
 }
 
 /// The on-box programs given on the command line, the rest built from the source tree.
 fn on_box_programs(args: &BuildArgs) -> Result<OnBoxPrograms> {
-    let missing: Vec<(&str, &str)> = [
-        (args.agent.is_none(), "meetbox-firstboot", "--agent"),
-        (args.installer.is_none(), "meetbox", "--installer"),
-    ]
-    .into_iter()
-    .filter(|(missing, _, _)| *missing)
-    .map(|(_, package, flag)| (package, flag))
-    .collect();
+    // (given, package, binary, flag)
+    let programs = [
+        (
+            &args.agent,
+            "meetbox-firstboot",
+            "meetbox-firstboot",
+            "--agent",
+        ),
+        (&args.installer, "meetbox", "meetbox", "--installer"),
+        (&args.admin, "meetbox-firstboot", "meetbox-admin", "--admin"),
+    ];
+    let missing: Vec<Program> = programs
+        .iter()
+        .filter(|(given, ..)| given.is_none())
+        .map(|(_, package, binary, flag)| Program {
+            package,
+            binary,
+            flag,
+        })
+        .collect();
     let built = build_static(&missing)?;
-    let pick = |given: &Option<PathBuf>, package: &str| {
+    let pick = |given: &Option<PathBuf>, binary: &str| {
         given
             .clone()
             .or_else(|| {
                 built
                     .iter()
-                    .find(|(p, _)| p == package)
+                    .find(|(b, _)| b == binary)
                     .map(|(_, path)| path.clone())
             })
             .expect("every program not given was built")
@@ -430,16 +448,24 @@ fn on_box_programs(args: &BuildArgs) -> Result<OnBoxPrograms> {
     Ok(OnBoxPrograms {
         agent: pick(&args.agent, "meetbox-firstboot"),
         installer: pick(&args.installer, "meetbox"),
+        admin: pick(&args.admin, "meetbox-admin"),
     })
 }
 
-/// Builds `packages` (name, and the flag that gives one instead) from the source tree, statically
-/// linked so the same binaries run on Ubuntu 24.04 and Debian 12 whatever the build host's glibc.
-fn build_static(packages: &[(&str, &str)]) -> Result<Vec<(String, PathBuf)>> {
-    if packages.is_empty() {
+/// A binary of the source tree, and the flag that gives a built one instead.
+struct Program {
+    package: &'static str,
+    binary: &'static str,
+    flag: &'static str,
+}
+
+/// Builds `programs` from the source tree, statically linked so the same binaries run on Ubuntu
+/// 24.04 and Debian 12 whatever the build host's glibc.
+fn build_static(programs: &[Program]) -> Result<Vec<(String, PathBuf)>> {
+    if programs.is_empty() {
         return Ok(Vec::new());
     }
-    let flags: Vec<&str> = packages.iter().map(|(_, flag)| *flag).collect();
+    let flags: Vec<&str> = programs.iter().map(|p| p.flag).collect();
     let manifest = source_tree().join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
@@ -447,7 +473,10 @@ fn build_static(packages: &[(&str, &str)]) -> Result<Vec<(String, PathBuf)>> {
             flags.join(" and ")
         );
     }
-    let names: Vec<&str> = packages.iter().map(|(name, _)| *name).collect();
+    let names: Vec<&str> = programs.iter().map(|p| p.binary).collect();
+    let mut packages: Vec<&str> = programs.iter().map(|p| p.package).collect();
+    packages.sort_unstable();
+    packages.dedup();
     progress::step(format!(
         "Programs for the image: cargo build (static, release) of {}",
         names.join(", ")
@@ -455,8 +484,8 @@ fn build_static(packages: &[(&str, &str)]) -> Result<Vec<(String, PathBuf)>> {
     let target = "x86_64-unknown-linux-gnu";
     let mut command = Command::new("cargo");
     command.args(["build", "--release", "--quiet"]);
-    for name in &names {
-        command.args(["-p", name]);
+    for package in &packages {
+        command.args(["-p", package]);
     }
     command
         .args(["--target", target, "--manifest-path"])
@@ -493,6 +522,8 @@ fn reexec_with_sudo(args: &BuildArgs, programs: &OnBoxPrograms) -> Result<()> {
         programs.agent.clone().into(),
         "--installer".into(),
         programs.installer.clone().into(),
+        "--admin".into(),
+        programs.admin.clone().into(),
     ];
     if args.signing.key.is_none() {
         // Create (or check) the key as the invoking user, in their config

@@ -12,20 +12,21 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::acme::renew;
 use crate::acme::retry::RetryRecord;
 use crate::acme::tls;
-use crate::apply::services;
 use crate::apply::Root;
 use crate::ask::console::{self, QuietConsole};
 use crate::ask::prompts;
 use crate::ask::validation::{self, TlsChoice};
+use crate::clock::format_time;
 use crate::install;
 use crate::layout;
 use crate::network;
 use crate::settings::LETS_ENCRYPT_DIRECTORY;
 use crate::setup::{self, AnswerSource};
 use crate::state::{State, Step};
-use crate::updates::{self, UpdateRecord};
+use crate::updates;
 
 #[derive(Parser)]
 #[command(
@@ -94,7 +95,9 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Status) => status(&root),
         Some(Command::Reconfigure) => reconfigure(&root, cli.answers),
-        Some(Command::Renew { force }) => renew(&root, force),
+        Some(Command::Renew { force }) => {
+            renew::renew(&root, force).map(|message| println!("{message}"))
+        }
         Some(Command::Update { stage }) => updates::run(&root, stage),
     };
     match result {
@@ -337,57 +340,11 @@ fn status(root: &Root) -> Result<()> {
 
 /// The last run of each update stage, and a reboot an update is waiting for.
 fn print_updates(root: &Root) -> Result<()> {
-    let record = UpdateRecord::load(root)?;
     println!("Updates:");
-    for (what, run, last_ok) in [
-        ("package lists", &record.refresh, record.refreshed_ok),
-        ("installing", &record.install, record.installed_ok),
-    ] {
-        let Some(run) = run else {
-            println!("  {what}: not run yet (apt's timers run it before the maintenance window)");
-            continue;
-        };
-        println!(
-            "  {what}: {} at {}: {}",
-            if run.ok { "ok" } else { "FAILED" },
-            format_time(run.finished),
-            run.summary
-        );
-        for problem in &run.problems {
-            println!("    {problem}");
-        }
-        if !run.ok {
-            match last_ok {
-                Some(at) => println!("    last success: {}", format_time(at)),
-                None => println!("    no success yet"),
-            }
-        }
-    }
-    if let Some(reboot) = updates::pending_reboot(root) {
-        let when = reboot.scheduled.map_or_else(
-            || "not scheduled yet".to_string(),
-            |at| format!("scheduled for {}", format_time(at)),
-        );
-        println!(
-            "  reboot: needed by {} ({when})",
-            if reboot.packages.is_empty() {
-                "an update".to_string()
-            } else {
-                reboot.packages.join(", ")
-            }
-        );
+    for line in updates::describe(root)? {
+        println!("  {line}");
     }
     Ok(())
-}
-
-fn format_time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// What `reconfigure --answers FILE` accepts.
@@ -461,52 +418,4 @@ fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
     let outcome = setup::resume(root, &mut state)?;
     println!("{}", final_screen_of(&outcome));
     Ok(())
-}
-
-fn renew(root: &Root, force: bool) -> Result<()> {
-    if !setup::finished(root) {
-        bail!("setup has not finished; run meetbox-firstboot first");
-    }
-    let settings = State::load(root)?
-        .settings
-        .context("the state file has no settings; run meetbox-firstboot reconfigure")?;
-    if settings.tls != TlsChoice::LetsEncrypt {
-        println!("The box uses a self-signed certificate by choice; nothing to renew.");
-        return Ok(());
-    }
-    let now = setup::now();
-    let installed = tls::installed(root)?;
-    if let Some(info) = &installed {
-        if !info.self_signed && now < tls::renewal_time(info) && !force {
-            println!(
-                "The certificate is renewed after {}.",
-                format_time(tls::renewal_time(info))
-            );
-            return Ok(());
-        }
-    }
-    if let Some(record) = RetryRecord::load(root)? {
-        if now < record.next_attempt && !force {
-            println!(
-                "The last attempt failed; the next one is after {}.",
-                format_time(record.next_attempt)
-            );
-            return Ok(());
-        }
-    }
-    let lan = network::detect(settings.domain.as_str()).lan_address;
-    match setup::obtain_and_install(root, &settings, lan)? {
-        Ok(()) => {
-            services::reload_for_new_certificate(root)?;
-            println!("A new certificate is installed.");
-            Ok(())
-        }
-        Err(failure) => {
-            let record = RetryRecord::record_failure(root, now, &failure.explanation)?;
-            bail!(
-                "{failure}\nThe current certificate stays in place; the next attempt is after {}.",
-                format_time(record.next_attempt)
-            )
-        }
-    }
 }

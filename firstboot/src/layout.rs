@@ -39,6 +39,16 @@ pub const LIVE_LOWER: &str = "/run/meetbox/live/lower";
 /// On a stick's root: the owner chose to run from it, so it boots as an ordinary disk.
 pub const RUN_FROM_THIS_DISK: &str = "/etc/meetbox/run-from-this-disk";
 
+/// The web admin (admin/): nginx serves it with TLS on this port to local-network sources only,
+/// and passes it to the unprivileged web process on loopback.
+pub const ADMIN_PORT: u16 = 8443;
+pub const ADMIN_LISTEN: &str = "127.0.0.1:8180";
+pub const ADMIN_BINARY: &str = "/usr/bin/meetbox-admin";
+/// The system user the web process runs as (overlay's sysusers.d), and its group, the only one
+/// that may talk to the root helper's socket.
+pub const ADMIN_USER: &str = "meetbox-admin";
+pub const ADMIN_HELPER_SOCKET: &str = "/run/meetbox-admin-helper/helper.sock";
+
 /// The answers file at the root of the ESP.
 pub const ESP_ANSWERS: &str = "/boot/efi/meetbox-setup.toml";
 

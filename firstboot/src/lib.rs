@@ -7,11 +7,14 @@
 
 // Around the resumable steps (setup.rs, state.rs): ask, then secrets, render, apply, acme; what the
 // box reads from the image (layout.rs, tuning.rs); and what keeps it working after setup
-// (updates.rs); and, before all of it on a USB stick, the installer (install/).
+// (updates.rs, and the web admin in admin/); and, before all of it on a USB stick, the installer
+// (install/).
 pub mod acme;
+pub mod admin;
 pub mod apply;
 pub mod ask;
 pub mod cli;
+pub mod clock;
 pub mod install;
 pub mod layout;
 pub mod network;

@@ -17,6 +17,26 @@ pub fn resolve(domain: &str) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
+/// The local network's source addresses: private IPv4, IPv6 unique-local and link-local. The
+/// firewall (rendered by `meetbox build`), nginx and the admin itself let only these reach the admin.
+pub const LAN_IPV4: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+pub const LAN_IPV6: [&str; 2] = ["fc00::/7", "fe80::/10"];
+
+/// True for a source address of the local network ([`LAN_IPV4`], [`LAN_IPV6`]); IPv4 in IPv6
+/// (`::ffff:10.0.0.1`) counts as its IPv4 address.
+pub fn is_local_network(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_private(),
+            None => {
+                let first = v6.segments()[0];
+                (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
 /// True for addresses reachable from the internet (not private, loopback, link-local, CGNAT, ...).
 pub fn is_global(ip: IpAddr) -> bool {
     match ip {
@@ -101,5 +121,29 @@ mod tests {
         assert_eq!(facts_from(Some(public), &[public]).public_address, None);
         assert_eq!(facts_from(Some(lan), &[lan]).public_address, None);
         assert_eq!(facts_from(Some(lan), &[]).public_address, None);
+    }
+
+    #[test]
+    fn local_network_sources() {
+        for local in [
+            "10.1.2.3",
+            "172.31.0.1",
+            "192.168.1.4",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_local_network(local.parse().unwrap()), "{local}");
+        }
+        for outside in [
+            "203.0.113.7",
+            "100.64.0.1",
+            "172.32.0.1",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+            "127.0.0.1",
+        ] {
+            assert!(!is_local_network(outside.parse().unwrap()), "{outside}");
+        }
     }
 }

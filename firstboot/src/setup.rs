@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::acme;
 use crate::acme::retry::RetryRecord;
 use crate::acme::tls;
+use crate::admin;
 use crate::apply::jitsi_env;
 use crate::apply::services;
 use crate::apply::swap;
@@ -16,11 +17,12 @@ use crate::apply::{FileSpec, Owner, Root};
 use crate::ask::answers::{self, Answers};
 use crate::ask::prompts;
 use crate::ask::validation::TlsChoice;
+use crate::clock;
 use crate::layout;
 use crate::network;
 use crate::render::{self, NetworkFacts, Site};
 use crate::secrets::scram;
-use crate::secrets::{self, Secrets};
+use crate::secrets::Secrets;
 use crate::settings::{Settings, LETS_ENCRYPT_DIRECTORY};
 use crate::state::{self, State, Step};
 use crate::tuning::{self, Tuning};
@@ -146,11 +148,10 @@ fn wipe_leftover_answers(root: &Root) -> Result<()> {
 
 /// Settings as recorded: the password replaced by its SCRAM form with a fresh salt.
 pub fn settings_from(answers: &Answers) -> Result<Settings> {
-    let salt = secrets::random_alphanumeric(24)?;
     Ok(Settings {
         domain: answers.domain.clone(),
         admin_user: answers.admin_user.clone(),
-        admin_credential: scram::credential(&answers.admin_password, &salt, scram::ITERATIONS),
+        admin_credential: admin::accounts::new_credential(&answers.admin_password)?,
         email: answers.email.clone(),
         tls: answers.tls,
         acme_directory: answers
@@ -371,7 +372,6 @@ fn configuration(
 /// Prosody accounts: the admin (from the recorded SCRAM form), jicofo and the videobridge.
 fn accounts(root: &Root, settings: &Settings) -> Result<()> {
     let secrets = load_or_create_secrets(root)?;
-    let prosody = Owner::new("prosody", "prosody");
     let records = [
         (
             layout::XMPP_DOMAIN,
@@ -394,20 +394,7 @@ fn accounts(root: &Root, settings: &Settings) -> Result<()> {
         ),
     ];
     for (host, user, credential) in records {
-        let path = layout::prosody_account_file(host, user);
-        let host_dir = path
-            .rsplitn(3, '/')
-            .nth(2)
-            .unwrap_or(layout::PROSODY_DATA_DIR)
-            .to_string();
-        root.directory(&host_dir, 0o750, prosody)?;
-        root.directory(&format!("{host_dir}/accounts"), 0o750, prosody)?;
-        root.write(&FileSpec::new(
-            path,
-            scram::account_file(&credential),
-            0o640,
-            prosody,
-        ))?;
+        admin::accounts::write(root, host, user, &credential)?;
     }
     Ok(())
 }
@@ -422,7 +409,7 @@ fn certificate(root: &Root, settings: &Settings, lan: Option<std::net::IpAddr>) 
         Err(failure) => {
             println!("\n{}\n", failure.explanation);
             println!("    details: {}", failure.detail);
-            let record = RetryRecord::record_failure(root, now(), &failure.explanation)?;
+            let record = RetryRecord::record_failure(root, clock::now(), &failure.explanation)?;
             println!(
                 "    The box keeps its self-signed certificate and tries again in {} minutes (then less and less often).",
                 crate::acme::retry::delay_after(record.attempts) / 60
@@ -473,12 +460,6 @@ fn describe_installed_certificate(root: &Root) -> String {
 }
 
 /// Seconds since the epoch.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Marks finished steps to be done again (reconfigure) and removes the done marker first, so that an
 /// interruption resumes on the next boot.
 pub fn reopen(root: &Root, state: &mut State, steps: &[Step]) -> Result<()> {

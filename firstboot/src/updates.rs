@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{FileSpec, Owner, Root};
+use crate::clock::{self, format_time};
 use crate::layout;
 
 /// What a package asks for when it needs a reboot (the kernel's and libc's postinst write it).
@@ -197,7 +198,7 @@ pub fn run(root: &Root, stage: Stage) -> Result<()> {
                     .args(["-q", "update", "--error-on=any"])
                     .env("LC_ALL", "C.UTF-8"),
             )?;
-            refresh_outcome(now(), ok, &output)
+            refresh_outcome(clock::now(), ok, &output)
         }
         Stage::Install => {
             let (ok, output) = capture(
@@ -207,7 +208,7 @@ pub fn run(root: &Root, stage: Stage) -> Result<()> {
             )?;
             let (_, dpkg_status) =
                 capture(Command::new("dpkg-query").args(["-W", "-f", "${Package} ${Status}\\n"]))?;
-            let run = install_outcome(now(), ok, &output, &dpkg_status);
+            let run = install_outcome(clock::now(), ok, &output, &dpkg_status);
             if run.ok {
                 // What apt.systemd.daily's weekly autoclean did: drop downloaded packages that
                 // no mirror offers any more.
@@ -226,10 +227,6 @@ pub fn run(root: &Root, stage: Stage) -> Result<()> {
     record.save(root)?;
     anyhow::ensure!(ok, "the update's {stage:?} stage failed (see above)");
     Ok(())
-}
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Runs `command`, echoing its output (into the journal, under the unit) and returning it.
@@ -303,6 +300,52 @@ pub fn scheduled_reboot(busctl: &str) -> Option<i64> {
     let (_, kind, usec) = (words.next()?, words.next()?, words.next()?);
     let usec: i64 = usec.parse().ok()?;
     (kind.trim_matches('"') == "reboot" && usec > 0).then_some(usec / 1_000_000)
+}
+
+/// The last run of each update stage, and a reboot an update is waiting for, as lines for
+/// `status` and the admin's status page (a failure's problems indented below it).
+pub fn describe(root: &Root) -> Result<Vec<String>> {
+    let record = UpdateRecord::load(root)?;
+    let mut lines = Vec::new();
+    for (what, run, last_ok) in [
+        ("package lists", &record.refresh, record.refreshed_ok),
+        ("installing", &record.install, record.installed_ok),
+    ] {
+        let Some(run) = run else {
+            lines.push(format!(
+                "{what}: not run yet (apt's timers run it before the maintenance window)"
+            ));
+            continue;
+        };
+        lines.push(format!(
+            "{what}: {} at {}: {}",
+            if run.ok { "ok" } else { "FAILED" },
+            format_time(run.finished),
+            run.summary
+        ));
+        lines.extend(run.problems.iter().map(|problem| format!("  {problem}")));
+        if !run.ok {
+            lines.push(match last_ok {
+                Some(at) => format!("  last success: {}", format_time(at)),
+                None => "  no success yet".to_string(),
+            });
+        }
+    }
+    if let Some(reboot) = pending_reboot(root) {
+        let when = reboot.scheduled.map_or_else(
+            || "not scheduled yet".to_string(),
+            |at| format!("scheduled for {}", format_time(at)),
+        );
+        lines.push(format!(
+            "reboot: needed by {} ({when})",
+            if reboot.packages.is_empty() {
+                "an update".to_string()
+            } else {
+                reboot.packages.join(", ")
+            }
+        ));
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]

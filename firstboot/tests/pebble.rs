@@ -214,7 +214,7 @@ fn pebble_issues_a_certificate_and_failures_fall_back_with_a_retry() {
 
     // No DNS record: self-signed kept, retry scheduled, explained in plain words.
     let bad = tree_with_answers("bad.meetbox.test", &directory, &ca_pem);
-    let started = meetbox_firstboot::setup::now();
+    let started = meetbox_firstboot::clock::now();
     let out = agent(bad.path(), http01).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

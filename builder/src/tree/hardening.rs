@@ -7,16 +7,13 @@
 use std::path::PathBuf;
 
 use crate::profile::{Base, Profile};
+use meetbox_firstboot::layout::ADMIN_PORT;
+use meetbox_firstboot::network::{LAN_IPV4, LAN_IPV6};
 
 /// Ports open to everyone: HTTP (ACME and redirect), HTTPS, the videobridge's media
 /// port, and TURN (plain and over TLS).
 pub const PUBLIC_TCP_PORTS: [u16; 4] = [80, 443, 3478, 5349];
 pub const PUBLIC_UDP_PORTS: [u16; 2] = [3478, 10000];
-
-/// Private address ranges SSH answers from when a profile turns it on: RFC 1918,
-/// IPv6 unique local and link-local addresses. The internet never reaches port 22.
-pub const LAN_IPV4: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
-pub const LAN_IPV6: [&str; 2] = ["fc00::/7", "fe80::/10"];
 
 /// Run by mmdebstrap inside the new root (as `$1`) before the clean-up hook: edits
 /// of files the packages own that no drop-in directory covers.
@@ -89,17 +86,19 @@ pub fn render_nftables(ssh: bool) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let ssh_rules = if ssh {
+    let from_lan = |comment: &str, port: u16| {
         format!(
-            "        # SSH (profile: services.ssh), from the local network only.\n\
-             \x20       ip saddr {{ {} }} tcp dport 22 ct state new accept\n\
-             \x20       ip6 saddr {{ {} }} tcp dport 22 ct state new accept\n",
+            "        # {comment}, from the local network only.\n\
+             \x20       ip saddr {{ {} }} tcp dport {port} ct state new accept\n\
+             \x20       ip6 saddr {{ {} }} tcp dport {port} ct state new accept\n",
             LAN_IPV4.join(", "),
             LAN_IPV6.join(", ")
         )
-    } else {
-        String::new()
     };
+    let mut lan_rules = from_lan("The web admin (nginx, docs/admin.md)", ADMIN_PORT);
+    if ssh {
+        lan_rules.push_str(&from_lan("SSH (profile: services.ssh)", 22));
+    }
     format!(
         "#!/usr/sbin/nft -f\n\
          # Written by meetbox build: inbound dropped unless listed here.\n\
@@ -124,7 +123,7 @@ pub fn render_nftables(ssh: bool) -> String {
          \x20       # Web (ACME, redirect, Jitsi Meet), TURN, and the videobridge's media.\n\
          \x20       tcp dport {{ {tcp} }} ct state new accept\n\
          \x20       udp dport {{ {udp} }} accept\n\
-         {ssh_rules}\
+         {lan_rules}\
          \x20   }}\n\
          \n\
          \x20   chain forward {{\n\
@@ -310,6 +309,15 @@ mod tests {
         assert!(rules.contains("iif \"lo\" accept"));
         assert!(rules.contains("nd-neighbor-solicit"));
         assert!(!rules.contains("dport 22"), "SSH is off by default");
+        // The admin's port only from private, unique-local and link-local sources.
+        let admin = format!(
+            "ip saddr {{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 }} tcp dport {ADMIN_PORT}"
+        );
+        assert!(rules.contains(&admin), "{rules}");
+        assert!(rules.contains(&format!(
+            "ip6 saddr {{ fc00::/7, fe80::/10 }} tcp dport {ADMIN_PORT}"
+        )));
+        assert!(!rules.contains(&format!("{{ 80, 443, 3478, 5349, {ADMIN_PORT}")));
     }
 
     /// The real nft parser and kernel check accept both rulesets (`nft -c` changes nothing).

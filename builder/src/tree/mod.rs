@@ -28,6 +28,8 @@ pub struct TreeInputs<'a> {
     pub agent: &'a Path,
     /// `meetbox` itself, for the USB installer.
     pub installer: &'a Path,
+    /// `meetbox-admin`, the web admin.
+    pub admin: &'a Path,
     pub root_fs_uuid: String,
     /// FAT volume id as `/etc/fstab` writes it, e.g. `1A2B-3C4D`.
     pub esp_volume_id: String,
@@ -99,6 +101,7 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
             inputs.installer,
             meetbox_firstboot::layout::INSTALLER_BINARY,
         ),
+        (inputs.admin, meetbox_firstboot::layout::ADMIN_BINARY),
     ] {
         install_file(
             &fs::read(program).with_context(|| format!("cannot read {}", program.display()))?,
@@ -303,6 +306,8 @@ pub const FENCED_SERVICES: &[&str] = &[
     "coturn.service",
     "jicofo.service",
     "jitsi-videobridge2.service",
+    "meetbox-admin-helper.service",
+    "meetbox-admin.service",
     "ssh.service",
     "ssh.socket",
 ];

@@ -4,6 +4,7 @@
 //! running (first boot) or by nginx's Meetbox site (renewals). Failures are explained in the user's
 //! words, combining what the pre-checks saw with the CA's answer.
 
+pub mod renew;
 pub mod retry;
 pub mod tls;
 

@@ -178,7 +178,7 @@ impl Root {
     }
 
     /// Resolves an owner through the target's account files; absent names map to root.
-    fn lookup_owner(&self, owner: Owner) -> Result<(u32, u32)> {
+    pub fn lookup_owner(&self, owner: Owner) -> Result<(u32, u32)> {
         let uid = self.lookup_id("/etc/passwd", owner.user)?.unwrap_or(0);
         let gid = self.lookup_id("/etc/group", owner.group)?.unwrap_or(0);
         Ok((uid, gid))

@@ -9,11 +9,13 @@ use crate::apply::Root;
 
 /// The services of the stack, in start order; sshd (when the image has it) last, once its
 /// host keys are this box's own.
-pub const STACK: [&str; 6] = [
+pub const STACK: [&str; 8] = [
     "prosody.service",
     "coturn.service",
     "jicofo.service",
     "jitsi-videobridge2.service",
+    "meetbox-admin-helper.service",
+    "meetbox-admin.service",
     "nginx.service",
     "ssh.service",
 ];

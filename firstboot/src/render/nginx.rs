@@ -1,11 +1,13 @@
 //! The nginx site: port 80 only answers ACME challenges and redirects; port 443 serves Jitsi with
-//! Mozilla's intermediate TLS settings and security headers.
+//! Mozilla's intermediate TLS settings and security headers; the admin's port passes local-network
+//! visitors to the web admin.
 //!
 //! nginx drops server-level `add_header`s in any location that has its own, so no location here sets a
 //! header: they are all set once, at server level, with `always` so error pages carry them too.
 
 use super::{header, Site};
 use crate::layout::*;
+use crate::network::{LAN_IPV4, LAN_IPV6};
 
 /// A policy that keeps the Jitsi web client working: it needs inline scripts and WebAssembly (noise
 /// suppression, virtual backgrounds), workers from blob: URLs, and its own WebSockets.
@@ -139,7 +141,52 @@ server {{
         rewrite ^/(.*)$ /index.html break;
     }}
 }}
+
+# The web admin (docs/admin.md): local-network sources only (the firewall allows the same), with
+# the same certificate, passed to the unprivileged admin process on loopback.
+server {{
+    listen {ADMIN_PORT} ssl http2 default_server;
+    listen [::]:{ADMIN_PORT} ssl http2 default_server;
+    server_name _;
+    server_tokens off;
+    access_log off;
+    error_log syslog:server=unix:/dev/log,nohostname crit;
+
+    ssl_certificate {TLS_CERT};
+    ssl_certificate_key {TLS_KEY};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_ciphers {CIPHERS};
+    ssl_prefer_server_ciphers off;
+    ssl_session_tickets off;
+
+{admin_sources}
+    add_header Strict-Transport-Security "max-age=63072000" always;
+    add_header X-Content-Type-Options "nosniff" always;
+    add_header Referrer-Policy "no-referrer" always;
+    gzip off;
+    client_max_body_size 64k;
+
+    location / {{
+        proxy_pass http://{ADMIN_LISTEN};
+        proxy_set_header Host $host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_read_timeout 200s;
+    }}
+}}
 "#,
-        header = header("#")
+        header = header("#"),
+        admin_sources = admin_sources()
     )
+}
+
+/// `allow` lines for the local network's sources, then `deny all`.
+fn admin_sources() -> String {
+    let mut lines: String = LAN_IPV4
+        .iter()
+        .chain(LAN_IPV6.iter())
+        .map(|net| format!("    allow {net};\n"))
+        .collect();
+    lines.push_str("    deny all;\n");
+    lines
 }

@@ -1,0 +1,229 @@
+//! The named actions the web process may ask of the root helper, checked again by the helper with the
+//! first-boot questions' own validation (ask::validation), and carried out there.
+//!
+//! The web process never reads prosody's accounts or the state file: the helper checks the admin's
+//! password against prosody's stored SCRAM credential and answers yes or no.
+
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::acme::renew;
+use crate::admin::accounts;
+use crate::admin::status::{self, Status};
+use crate::apply::Root;
+use crate::ask::validation;
+use crate::layout::XMPP_DOMAIN;
+use crate::state::State;
+
+/// One request to the helper. No `Debug`: most carry a password.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Action {
+    CheckLogin { password: String },
+    Status,
+    ListHosts,
+    AddHost { user: String, password: String },
+    RemoveHost { user: String },
+    ResetHostPassword { user: String, password: String },
+    SetAdminPassword { current: String, new: String },
+    RenewCertificate,
+    ApplyUpdates,
+    Reboot,
+    PowerOff,
+}
+
+impl Action {
+    /// The action's name, for the helper's log (never its arguments).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::CheckLogin { .. } => "check-login",
+            Action::Status => "status",
+            Action::ListHosts => "list-hosts",
+            Action::AddHost { .. } => "add-host",
+            Action::RemoveHost { .. } => "remove-host",
+            Action::ResetHostPassword { .. } => "reset-host-password",
+            Action::SetAdminPassword { .. } => "set-admin-password",
+            Action::RenewCertificate => "renew-certificate",
+            Action::ApplyUpdates => "apply-updates",
+            Action::Reboot => "reboot",
+            Action::PowerOff => "power-off",
+        }
+    }
+}
+
+/// The helper's answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// Done; the sentence says what happened.
+    Done(String),
+    /// Refused, with why and what to do, in the owner's words.
+    Refused(String),
+    LoginChecked(bool),
+    Hosts(Vec<String>),
+    Status(Box<Status>),
+}
+
+/// A meeting host's name as the first-boot questions check the admin's, and never the admin's own
+/// account (it has its own page).
+pub fn host_name(input: &str, admin_user: &str) -> Result<String, String> {
+    let user = validation::user(input)?;
+    if user == admin_user {
+        return Err(format!(
+            "\"{user}\" is the admin account; change its password on the Admin password page."
+        ));
+    }
+    Ok(user)
+}
+
+/// Carries out `action` on the box below `root`.
+pub fn perform(root: &Root, action: Action) -> Result<Reply> {
+    let admin_user = State::load(root)?
+        .settings
+        .map(|settings| settings.admin_user)
+        .context("setup has not finished on this box: there is no admin yet")?;
+    let refused = |why: String| Ok(Reply::Refused(why));
+    match action {
+        Action::CheckLogin { password } => Ok(Reply::LoginChecked(
+            accounts::credential(root, XMPP_DOMAIN, &admin_user)?
+                .is_some_and(|credential| accounts::password_matches(&credential, &password)),
+        )),
+        Action::Status => Ok(Reply::Status(Box::new(status::gather(root)?))),
+        Action::ListHosts => {
+            let mut hosts = accounts::list(root, XMPP_DOMAIN)?;
+            hosts.retain(|user| *user != admin_user);
+            Ok(Reply::Hosts(hosts))
+        }
+        Action::AddHost { user, password } => {
+            set_host_password(root, &admin_user, &user, &password, HostIs::New)
+        }
+        Action::ResetHostPassword { user, password } => {
+            set_host_password(root, &admin_user, &user, &password, HostIs::Known)
+        }
+        Action::RemoveHost { user } => match host_name(&user, &admin_user) {
+            Err(why) => refused(why),
+            Ok(user) if accounts::remove(root, XMPP_DOMAIN, &user)? => Ok(Reply::Done(format!(
+                "Host \"{user}\" is removed and can no longer start meetings."
+            ))),
+            Ok(user) => refused(format!("There is no host called \"{user}\".")),
+        },
+        Action::SetAdminPassword { current, new } => {
+            set_admin_password(root, &admin_user, &current, &new)
+        }
+        Action::RenewCertificate => match renew::renew(root, true) {
+            Ok(message) => Ok(Reply::Done(message)),
+            Err(error) => refused(format!("{error:#}")),
+        },
+        Action::ApplyUpdates => {
+            // apt's own units, as the timers start them (ordered: the lists, then the install);
+            // their outcome shows on the status page.
+            systemctl(
+                root,
+                &[
+                    "start",
+                    "--no-block",
+                    "apt-daily.service",
+                    "apt-daily-upgrade.service",
+                ],
+            )?;
+            Ok(Reply::Done(
+                "Updates are being fetched and installed; the status page shows the result in a few minutes."
+                    .into(),
+            ))
+        }
+        Action::Reboot => {
+            systemctl(root, &["--no-block", "reboot"])?;
+            Ok(Reply::Done("The box is restarting.".into()))
+        }
+        Action::PowerOff => {
+            systemctl(root, &["--no-block", "poweroff"])?;
+            Ok(Reply::Done("The box is powering off.".into()))
+        }
+    }
+}
+
+#[derive(PartialEq)]
+enum HostIs {
+    New,
+    Known,
+}
+
+/// Adds a host (`New`) or gives a known one a new password.
+fn set_host_password(
+    root: &Root,
+    admin_user: &str,
+    user: &str,
+    password: &str,
+    host: HostIs,
+) -> Result<Reply> {
+    let user = match host_name(user, admin_user) {
+        Ok(user) => user,
+        Err(why) => return Ok(Reply::Refused(why)),
+    };
+    let exists = accounts::credential(root, XMPP_DOMAIN, &user)?.is_some();
+    if exists && host == HostIs::New {
+        return Ok(Reply::Refused(format!(
+            "There is already a host called \"{user}\"; reset its password instead."
+        )));
+    }
+    if !exists && host == HostIs::Known {
+        return Ok(Reply::Refused(format!(
+            "There is no host called \"{user}\"."
+        )));
+    }
+    if let Err(why) = validation::password(password, &user) {
+        return Ok(Reply::Refused(why));
+    }
+    accounts::write(
+        root,
+        XMPP_DOMAIN,
+        &user,
+        &accounts::new_credential(password)?,
+    )?;
+    Ok(Reply::Done(match host {
+        HostIs::New => format!("Host \"{user}\" can now start meetings."),
+        HostIs::Known => format!("Host \"{user}\" has a new password."),
+    }))
+}
+
+/// The admin's account and the state file's record of it change together, the account first: a
+/// crash between them leaves the new password working, and setup's accounts step is already done.
+fn set_admin_password(root: &Root, admin_user: &str, current: &str, new: &str) -> Result<Reply> {
+    let matches = accounts::credential(root, XMPP_DOMAIN, admin_user)?
+        .is_some_and(|credential| accounts::password_matches(&credential, current));
+    if !matches {
+        return Ok(Reply::Refused(
+            "The current password is not right; nothing was changed.".into(),
+        ));
+    }
+    if let Err(why) = validation::password(new, admin_user) {
+        return Ok(Reply::Refused(why));
+    }
+    let credential = accounts::new_credential(new)?;
+    accounts::write(root, XMPP_DOMAIN, admin_user, &credential)?;
+    let mut state = State::load(root)?;
+    if let Some(settings) = &mut state.settings {
+        settings.admin_credential = credential;
+    }
+    state.save(root)?;
+    Ok(Reply::Done(
+        "The admin password is changed; log in again with the new one.".into(),
+    ))
+}
+
+/// Power and apt's units act on the running box only; under `--root` they are refused.
+fn systemctl(root: &Root, args: &[&str]) -> Result<()> {
+    anyhow::ensure!(
+        root.is_live(),
+        "this action needs the running box (not --root {})",
+        root.dir().display()
+    );
+    let status = Command::new("systemctl")
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run systemctl {}", args.join(" ")))?;
+    anyhow::ensure!(status.success(), "systemctl {} failed", args.join(" "));
+    Ok(())
+}

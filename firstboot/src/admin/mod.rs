@@ -1,0 +1,16 @@
+//! The web admin after setup: the owner runs the box from a browser on the local network, never a
+//! shell (docs/admin.md).
+//!
+//! Two processes: the web process (web.rs, as the unprivileged `meetbox-admin` user, behind nginx)
+//! and the root helper (helper.rs), which carries out only the named actions of actions.rs with
+//! arguments it validates itself. Pages are pure (pages.rs), and so are the session rules
+//! (sessions.rs); accounts.rs writes prosody's accounts for setup and the admin alike.
+
+pub mod accounts;
+pub mod actions;
+pub mod cli;
+pub mod helper;
+pub mod pages;
+pub mod sessions;
+pub mod status;
+pub mod web;

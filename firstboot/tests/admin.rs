@@ -1,0 +1,348 @@
+//! The web admin as its two real processes: the root helper on a box set up in a temporary tree by
+//! the real agent, and the web process on loopback, driven over HTTP as nginx passes visitors
+//! (`X-Real-IP`). The same flows in a booted image, through nginx, with a real browser:
+//! tests/appliance/admin.rs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meetbox_firstboot::admin::{accounts, sessions};
+use meetbox_firstboot::apply::Root;
+use meetbox_firstboot::layout::{self, XMPP_DOMAIN};
+
+const ADMIN_PASSWORD: &str = "horse staple cart moon";
+const LAN_VISITOR: &str = "192.168.1.50";
+
+const ANSWERS: &str = r#"
+domain = "meetbox.test"
+admin_user = "alice"
+admin_password = "horse staple cart moon"
+tls = "self-signed"
+"#;
+
+/// Stopped when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Admin {
+    port: u16,
+    _helper: Running,
+    _web: Running,
+}
+
+/// A box set up by the agent from an answers file, below `root`.
+fn set_up_box(root: &Path) {
+    common::write_small_tuning(root);
+    std::fs::write(root.join("etc/fstab"), "UUID=0f3e / ext4 defaults 0 1\n").unwrap();
+    std::fs::create_dir_all(root.join("boot/efi")).unwrap();
+    std::fs::write(root.join("boot/efi/meetbox-setup.toml"), ANSWERS).unwrap();
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_meetbox-firstboot"))
+            .arg("--root")
+            .arg(root),
+    );
+    assert!(
+        out.status.success(),
+        "setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_admin(root: &Path) -> Admin {
+    let socket: PathBuf = root.join(&layout::ADMIN_HELPER_SOCKET[1..]);
+    let helper = Running(
+        Command::new(env!("CARGO_BIN_EXE_meetbox-admin"))
+            .args(["helper", "--root"])
+            .arg(root)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port = common::free_port();
+    let web = Running(
+        Command::new(env!("CARGO_BIN_EXE_meetbox-admin"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--helper",
+            ])
+            .arg(&socket)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        assert!(Instant::now() < deadline, "the admin did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Admin {
+        port,
+        _helper: helper,
+        _web: web,
+    }
+}
+
+/// One answer: status code, headers, body.
+struct Answer {
+    code: u16,
+    headers: String,
+    body: String,
+}
+
+impl Admin {
+    /// A request from `from` (as nginx's X-Real-IP), with the session cookie `cookie`, posting
+    /// `form` fields when given.
+    fn request(
+        &self,
+        path: &str,
+        from: &str,
+        cookie: Option<&str>,
+        form: Option<&[(&str, &str)]>,
+    ) -> Answer {
+        let dir = tempfile::tempdir().unwrap();
+        let headers = dir.path().join("headers");
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "30", "-o", "-", "-D"])
+            .arg(&headers)
+            .args(["-H", &format!("X-Real-IP: {from}")]);
+        if let Some(cookie) = cookie {
+            curl.args(["-H", &format!("Cookie: meetbox_admin={cookie}")]);
+        }
+        for (name, value) in form.unwrap_or_default() {
+            curl.args(["--data-urlencode", &format!("{name}={value}")]);
+        }
+        if form.is_some_and(|f| f.is_empty()) {
+            curl.args(["-X", "POST"]);
+        }
+        let out = common::run(curl.arg(format!("http://127.0.0.1:{}{path}", self.port)));
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let headers = std::fs::read_to_string(headers).unwrap();
+        let code = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+        Answer {
+            code,
+            headers,
+            body: String::from_utf8_lossy(&out.stdout).into_owned(),
+        }
+    }
+
+    /// Logs in from the LAN; the session cookie.
+    fn log_in(&self, password: &str) -> Result<String, Answer> {
+        let answer = self.request("/login", LAN_VISITOR, None, Some(&[("password", password)]));
+        if answer.code != 303 {
+            return Err(answer);
+        }
+        let cookie = answer
+            .headers
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: meetbox_admin="))
+            .expect("a session cookie")
+            .to_string();
+        for attribute in ["HttpOnly", "Secure", "SameSite=Strict"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        Ok(cookie.split(';').next().unwrap().to_string())
+    }
+
+    /// The page at `path` and its CSRF token.
+    fn page(&self, path: &str, cookie: &str) -> (String, String) {
+        let answer = self.request(path, LAN_VISITOR, Some(cookie), None);
+        assert_eq!(answer.code, 200, "{path}: {}", answer.body);
+        let csrf = answer
+            .body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a CSRF token on the page")
+            .to_string();
+        (answer.body, csrf)
+    }
+}
+
+fn host_password_works(root: &Path, user: &str, password: &str) -> bool {
+    accounts::credential(&Root::new(root), XMPP_DOMAIN, user)
+        .unwrap()
+        .is_some_and(|c| accounts::password_matches(&c, password))
+}
+
+#[test]
+fn admin_logs_in_manages_hosts_and_changes_its_password() {
+    if !common::have_tool("curl", "curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    set_up_box(root);
+    let admin = start_admin(root);
+
+    // Only local-network visitors, and only through nginx (which sets X-Real-IP).
+    for outside in ["203.0.113.9", "2001:db8::5", "100.64.0.1"] {
+        let answer = admin.request("/login", outside, None, None);
+        assert_eq!(answer.code, 403, "{outside}");
+        assert!(answer.body.contains("only computers on the box"));
+    }
+    assert_eq!(
+        admin.request("/", LAN_VISITOR, None, None).code,
+        303,
+        "not logged in: to /login"
+    );
+
+    // Wrong passwords lock the address out; the right one from there is refused too until the
+    // lockout passes, while another computer of the LAN logs in.
+    let guesser = "192.168.1.66";
+    for _ in 0..sessions::FAILURES_PER_ADDRESS {
+        let answer = admin.request(
+            "/login",
+            guesser,
+            None,
+            Some(&[("password", "guess guess guess")]),
+        );
+        assert_eq!(answer.code, 401);
+    }
+    let locked = admin.request(
+        "/login",
+        guesser,
+        None,
+        Some(&[("password", ADMIN_PASSWORD)]),
+    );
+    assert_eq!(locked.code, 429, "{}", locked.body);
+    assert!(locked.body.contains("Logins are paused"));
+    let cookie = admin
+        .log_in(ADMIN_PASSWORD)
+        .unwrap_or_else(|a| panic!("{}", a.body));
+
+    let (status, _) = admin.page("/", &cookie);
+    assert!(status.contains("https://meetbox.test/"), "{status}");
+    assert!(status.contains("Self-signed, valid until"), "{status}");
+
+    // A change without the token is refused, and changes nothing.
+    let (_, csrf) = admin.page("/hosts", &cookie);
+    let forged = admin.request(
+        "/hosts/add",
+        LAN_VISITOR,
+        Some(&cookie),
+        Some(&[("user", "mallory"), ("password", "lamp river stone tree")]),
+    );
+    assert_eq!(forged.code, 403);
+    assert!(!host_password_works(
+        root,
+        "mallory",
+        "lamp river stone tree"
+    ));
+
+    // Bad input gets the first-boot questions' own explanation.
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let answer = admin.request(path, LAN_VISITOR, Some(&cookie), Some(&form));
+        assert_eq!(answer.code, 303, "{path}: {}", answer.body);
+        admin
+            .page(
+                answer
+                    .headers
+                    .lines()
+                    .find_map(|l| l.strip_prefix("location: "))
+                    .unwrap()
+                    .trim(),
+                &cookie,
+            )
+            .0
+    };
+    let page = post("/hosts/add", &[("user", "bob"), ("password", "short")]);
+    assert!(page.contains("Too short"), "{page}");
+    let page = post(
+        "/hosts/add",
+        &[("user", "alice"), ("password", "lamp river stone tree")],
+    );
+    assert!(page.contains("is the admin account"), "{page}");
+    let page = post(
+        "/hosts/add",
+        &[("user", "Bob"), ("password", "lamp river stone tree")],
+    );
+    assert!(
+        page.contains("Host &quot;bob&quot; can now start meetings"),
+        "{page}"
+    );
+    assert!(page.contains("<td>bob</td>"), "{page}");
+    assert!(host_password_works(root, "bob", "lamp river stone tree"));
+    let page = post(
+        "/hosts/reset",
+        &[("user", "bob"), ("password", "quiet orange field song")],
+    );
+    assert!(page.contains("has a new password"), "{page}");
+    assert!(host_password_works(root, "bob", "quiet orange field song"));
+    assert!(!host_password_works(root, "bob", "lamp river stone tree"));
+    post(
+        "/hosts/add",
+        &[("user", "carol"), ("password", "lamp river stone tree")],
+    );
+    let page = post("/hosts/remove", &[("user", "carol")]);
+    assert!(
+        page.contains("is removed") && !page.contains("<td>carol</td>"),
+        "{page}"
+    );
+    assert_eq!(
+        accounts::list(&Root::new(root), XMPP_DOMAIN).unwrap(),
+        ["alice", "bob"]
+    );
+
+    // The admin password: the wrong current one changes nothing; then the new one works, the old
+    // one fails, and every session has ended.
+    let (_, csrf) = admin.page("/password", &cookie);
+    let change = |current: &str| {
+        admin.request(
+            "/password",
+            LAN_VISITOR,
+            Some(&cookie),
+            Some(&[
+                ("csrf", &csrf),
+                ("current", current),
+                ("new", "violet window paper cloud"),
+                ("again", "violet window paper cloud"),
+            ]),
+        )
+    };
+    assert_eq!(change("not the password at all").code, 303);
+    assert!(admin
+        .page("/password", &cookie)
+        .0
+        .contains("The current password is not right"));
+    let changed = change(ADMIN_PASSWORD);
+    assert_eq!(changed.code, 200, "{}", changed.body);
+    assert!(changed.body.contains("log in again"));
+    assert_eq!(
+        admin.request("/", LAN_VISITOR, Some(&cookie), None).code,
+        303,
+        "the old session ended"
+    );
+    assert_eq!(
+        admin.log_in(ADMIN_PASSWORD).err().map(|a| a.code),
+        Some(401)
+    );
+    admin
+        .log_in("violet window paper cloud")
+        .unwrap_or_else(|a| panic!("{}", a.body));
+    // The state file's record follows, so a resumed setup would not bring the old one back.
+    let state = std::fs::read_to_string(root.join(&layout::STATE_FILE[1..])).unwrap();
+    let settings: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let recorded: meetbox_firstboot::secrets::scram::ScramCredential =
+        serde_json::from_value(settings["settings"]["admin_credential"].clone()).unwrap();
+    assert!(accounts::password_matches(
+        &recorded,
+        "violet window paper cloud"
+    ));
+}
