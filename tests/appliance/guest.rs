@@ -104,6 +104,8 @@ pub(crate) struct Ports {
     pub(crate) turn_tcp: u16,
     pub(crate) turn_udp: u16,
     pub(crate) ssh: u16,
+    /// The web admin's port.
+    pub(crate) admin: u16,
 }
 
 impl Ports {
@@ -114,6 +116,7 @@ impl Ports {
             turn_tcp: free_port(),
             turn_udp: free_port(),
             ssh: free_port(),
+            admin: free_port(),
         }
     }
 }
@@ -178,6 +181,7 @@ impl Guest {
                 (ports.https, 443),
                 (ports.turn_tcp, 3478),
                 (ports.ssh, 22),
+                (ports.admin, meetbox_firstboot::layout::ADMIN_PORT),
             ],
             udp_forwards: vec![(ports.turn_udp, 3478)],
             serial_log: Some(work_dir().join(format!("{name}-serial.log"))),

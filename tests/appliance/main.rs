@@ -15,12 +15,15 @@
 //!   power-off, every frame of its user network is recorded, and it contacted no one but its
 //!   update mirrors, the Jitsi repository, the ACME CA and its time servers (contacts.rs).
 //!
+//! - The web admin (admin.rs), after the console's setup, in a real browser: login, a meeting host
+//!   who then logs in, CSRF and guessing refused, the admin password changed.
 //! - From a USB stick (installer.rs): the offer, a damaged stick refused, a power cut mid-write,
 //!   the install, and first boot from the internal disk alone.
 //!
 //! Needs root and the host packages of tests/run. Outside CI a missing prerequisite skips with the
 //! reason; with CI=true it fails.
 
+mod admin;
 mod audit;
 mod console;
 mod contacts;
@@ -93,6 +96,7 @@ fn can_run(test: &str) -> bool {
         &TOOLS[..],
         support::apt_repo::TOOLS,
         support::jitsi_packages::TOOLS,
+        support::webdriver::TOOLS,
     ]
     .concat();
     let missing = support::root_and_tools_missing("building images (mmdebstrap)", &tools)
@@ -185,6 +189,10 @@ fn console_questions_refuse_bad_answers_then_set_up() {
         login(&https, XMPP_MAIN_HOST, "admin", password)
     });
     assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+
+    // After setup, the owner runs the box from the web admin.
+    let password = admin::hosts_and_password("box.meetbox.test", ports, password);
+    admin::guessing_locks_out("box.meetbox.test", ports, &password);
     guest.power_off();
     fs::remove_file(&disk).unwrap();
 }

@@ -60,6 +60,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     jitsi::check_components(&https);
     jitsi::check_prosody_log(&shell);
     jitsi::check_services_fenced_then_started(&shell);
+    admin::check_processes(&shell);
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);

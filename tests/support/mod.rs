@@ -17,6 +17,8 @@ pub mod apt_repo;
 pub mod flash;
 #[allow(dead_code)]
 pub mod jitsi_packages;
+#[allow(dead_code)] // the appliance tests drive a browser; the others do not
+pub mod webdriver;
 
 /// The arguments of `meetbox build` for the `test` profile on `base` into `out`,
 /// signed with `key`, with the root file system cache in `cache`.
