@@ -16,6 +16,7 @@ use crate::acme::renew;
 use crate::acme::retry::RetryRecord;
 use crate::acme::tls;
 use crate::apply::Root;
+use crate::ask::answers;
 use crate::ask::console::{self, QuietConsole};
 use crate::ask::prompts;
 use crate::ask::validation::{self, TlsChoice};
@@ -124,7 +125,7 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
         return Ok(());
     }
     let unattended =
-        answers.is_some() || root.exists(layout::ESP_ANSWERS) || has_recorded_answers(root);
+        answers.is_some() || answers::on_esp(root)?.is_some() || has_recorded_answers(root);
     let (lock, pending_enter) = acquire(root, console_name.is_some() && !unattended)?;
     let Some(_lock) = lock else {
         keep_on_screen(console_name, pending_enter);

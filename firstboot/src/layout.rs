@@ -49,7 +49,10 @@ pub const ADMIN_BINARY: &str = "/usr/bin/meetbox-admin";
 pub const ADMIN_USER: &str = "meetbox-admin";
 pub const ADMIN_HELPER_SOCKET: &str = "/run/meetbox-admin-helper/helper.sock";
 
-/// The answers file at the root of the ESP.
+/// Where the ESP is mounted.
+pub const ESP_DIR: &str = "/boot/efi";
+/// The answers file at the root of the ESP, as the docs name it (ask::editors also finds the names
+/// editors give it).
 pub const ESP_ANSWERS: &str = "/boot/efi/meetbox-setup.toml";
 
 /// The agent's own state.

@@ -119,9 +119,8 @@ fn collect_answers(root: &Root, source: AnswerSource) -> Result<(Answers, Option
             Ok((answers, Some(path)))
         }
         AnswerSource::EspOrQuestions => {
-            let esp = root.path(layout::ESP_ANSWERS);
-            if esp.exists() {
-                println!("Using the answers in {}.", layout::ESP_ANSWERS);
+            if let Some(esp) = answers::on_esp(root)? {
+                println!("Using the answers in {}.", esp.display());
                 let answers = answers::read(&esp)?;
                 println!("{}", prompts::summary(&answers));
                 Ok((answers, Some(esp)))
@@ -139,8 +138,7 @@ fn collect_answers(root: &Root, source: AnswerSource) -> Result<(Answers, Option
 
 /// The ESP file is consumed once its answers are recorded; a crash between the two leaves it behind.
 fn wipe_leftover_answers(root: &Root) -> Result<()> {
-    let esp = root.path(layout::ESP_ANSWERS);
-    if esp.exists() {
+    if let Some(esp) = answers::on_esp(root)? {
         answers::wipe(&esp)?;
     }
     Ok(())

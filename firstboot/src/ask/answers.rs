@@ -3,12 +3,15 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::apply::Root;
+use crate::ask::editors;
 use crate::ask::validation::{self, Domain, TlsChoice};
+use crate::layout;
 
 /// The answers as a user writes them.
 #[derive(Debug, Deserialize)]
@@ -26,10 +29,9 @@ struct AnswersFile {
     /// Public keys allowed to log in as root over SSH (images built with SSH on).
     #[serde(default)]
     ssh_authorized_keys: Vec<String>,
-    /// Read by the USB installer before setup (install/); checked there.
-    #[serde(default)]
-    #[allow(dead_code)]
-    install: Option<crate::install::offer::InstallAnswer>,
+    /// The USB installer's section, read and checked by install/ before setup.
+    #[serde(default, rename = "install")]
+    _install: Option<toml::Table>,
 }
 
 fn default_admin() -> String {
@@ -122,11 +124,33 @@ pub fn parse(text: &str) -> Result<Answers> {
     }
 }
 
-/// Reads an answers file (without removing it).
+/// Reads an answers file (without removing it), as editors save it (ask::editors).
 pub fn read(path: &Path) -> Result<Answers> {
-    let text = fs::read_to_string(path)
+    let text = read_text(path)?;
+    let answers = match (parse(&text), editors::straighten_quotes(&text)) {
+        (Ok(answers), _) => Ok(answers),
+        (Err(error), Some(straight)) => match parse(&straight) {
+            Ok(answers) => {
+                println!("Note: the answers file has curly quotes (“ ”); they were read as straight quotes.");
+                Ok(answers)
+            }
+            Err(_) => Err(error),
+        },
+        (Err(error), None) => Err(error),
+    };
+    answers.with_context(|| format!("in {}", path.display()))
+}
+
+/// The text of an answers file, decoded as ask::editors reads it.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = fs::read(path)
         .with_context(|| format!("cannot read the answers file {}", path.display()))?;
-    parse(&text).with_context(|| format!("in {}", path.display()))
+    editors::decode(&bytes).with_context(|| format!("in {}", path.display()))
+}
+
+/// The answers file on the ESP below `root`, under any name an editor gives it.
+pub fn on_esp(root: &Root) -> Result<Option<PathBuf>> {
+    editors::find_in(&root.path(layout::ESP_DIR))
 }
 
 /// Overwrites the file with zeros, flushes, then removes it: the ESP is FAT, where a plain unlink

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::apply::Root;
+use crate::ask::answers;
 use crate::layout;
 use offer::{Choice, InstallAnswer};
 use seal::DiskList;
@@ -36,10 +37,10 @@ pub fn answer_from_esp(root: &Root) -> Result<Option<InstallAnswer>> {
     struct InstallSection {
         install: Option<InstallAnswer>,
     }
-    if !root.exists(layout::ESP_ANSWERS) {
+    let Some(path) = answers::on_esp(root)? else {
         return Ok(None);
-    }
-    let text = root.read_to_string(layout::ESP_ANSWERS)?;
+    };
+    let text = answers::read_text(&path)?;
     let section: InstallSection = toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
             "the [install] section of {} is not valid: {}\nIt takes onto = \"internal\" (or a \
