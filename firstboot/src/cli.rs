@@ -22,8 +22,8 @@ use crate::ask::prompts;
 use crate::ask::validation::{self, TlsChoice};
 use crate::clock::format_time;
 use crate::install;
-use crate::layout;
 use crate::network;
+use crate::reconfigure;
 use crate::settings::LETS_ENCRYPT_DIRECTORY;
 use crate::setup::{self, AnswerSource};
 use crate::state::{State, Step};
@@ -362,19 +362,12 @@ struct ReconfigureFile {
 
 fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
     println!("{}", console::BANNER);
-    let mut state = State::load(root)?;
-    let mut settings = state
+    let mut settings = State::load(root)?
         .settings
-        .clone()
         .context("setup has not run yet; run meetbox-firstboot first")?;
-    let Some(_lock) = console::try_lock(root)? else {
-        bail!("setup is running on another console; wait for it to finish");
-    };
-    let old_domain = settings.domain.clone();
     match answers {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = answers::read_text(&path)?;
             let file: ReconfigureFile = toml::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
                     "{} is not valid: {} (keys: domain, email, tls, acme_directory, acme_ca_cert)",
@@ -401,22 +394,7 @@ fn reconfigure(root: &Root, answers: Option<PathBuf>) -> Result<()> {
             settings.tls = prompts::ask_tls()?;
         }
     }
-    if settings.domain != old_domain {
-        root.remove(&layout::jitsi_config_js(old_domain.as_str()))?;
-    }
-    RetryRecord::clear(root)?;
-    state.settings = Some(settings);
-    setup::reopen(
-        root,
-        &mut state,
-        &[
-            Step::SelfSignedCertificate,
-            Step::Configuration,
-            Step::Certificate,
-            Step::Services,
-        ],
-    )?;
-    let outcome = setup::resume(root, &mut state)?;
+    let outcome = reconfigure::apply(root, settings)?;
     println!("{}", final_screen_of(&outcome));
     Ok(())
 }

@@ -63,6 +63,8 @@ pub const SECRETS_FILE: &str = "/var/lib/meetbox/secrets.json";
 pub const ACME_ACCOUNT_FILE: &str = "/var/lib/meetbox/acme-account.json";
 /// The last run of each update stage (updates.rs), shown by `meetbox-firstboot status`.
 pub const UPDATES_FILE: &str = "/var/lib/meetbox/updates.json";
+/// The web admin's last long-running change (admin/jobs.rs).
+pub const ADMIN_JOB_FILE: &str = "/var/lib/meetbox/admin-job.json";
 pub const ACME_RETRY_FILE: &str = "/var/lib/meetbox/acme-retry.json";
 pub const ACME_CA_FILE: &str = "/var/lib/meetbox/acme-ca.pem";
 /// Served on port 80 under `/.well-known/acme-challenge/`, by nginx or by the agent itself.

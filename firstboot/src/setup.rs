@@ -246,7 +246,8 @@ fn do_step(
             return certificate(root, settings, network.lan_address);
         }
         Step::Services => {
-            let started = services::enable_and_restart(root, &services::STACK)?;
+            let mut started = services::enable_and_restart(root, &services::STACK)?;
+            started.extend(services::enable_and_start(root, &services::ADMIN)?);
             if !started.is_empty() {
                 println!("    enabled: {}", started.join(", "));
             }

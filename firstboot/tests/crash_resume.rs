@@ -400,4 +400,38 @@ fn status_reconfigure_and_bad_answers() {
         "{}",
         info.subject
     );
+
+    // A change whose certificate cannot be had is rolled back whole: every file as it was.
+    let failing = tree.path().join("reconf-failing.toml");
+    std::fs::write(
+        &failing,
+        "domain = \"third.meetbox.test\"\ntls = \"letsencrypt\"\nacme_directory = \"https://127.0.0.1:9/directory\"\n",
+    )
+    .unwrap();
+    let before = snapshot(tree.path());
+    let out = agent()
+        .arg("--root")
+        .arg(tree.path())
+        .arg("--answers")
+        .arg(&failing)
+        .arg("reconfigure")
+        .env("MEETBOX_ACME_HTTP_PORT", common::free_port().to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nothing was changed: the box still serves other.meetbox.test"),
+        "{stderr}"
+    );
+    let after = snapshot(tree.path());
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|path| before.get(*path) != after.get(*path))
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "changed by a failed reconfigure: {changed:?}"
+    );
 }

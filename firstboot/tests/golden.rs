@@ -124,4 +124,7 @@ fn check_privacy_and_hardening(site: &Site) {
         .find(|f| f.path.ends_with("jicofo.conf"))
         .unwrap();
     assert_eq!(jicofo.mode, 0o640, "jicofo.conf holds a password");
+    // A domain change snapshots exactly what rendering writes.
+    let written: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+    assert_eq!(written, render::paths(site.domain));
 }

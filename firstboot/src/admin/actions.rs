@@ -11,23 +11,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::renew;
 use crate::admin::accounts;
+use crate::admin::jobs;
 use crate::admin::status::{self, Status};
 use crate::apply::Root;
 use crate::ask::validation;
 use crate::layout::XMPP_DOMAIN;
+use crate::reconfigure;
+use crate::reset;
 use crate::state::State;
 
 /// One request to the helper. No `Debug`: most carry a password.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Action {
-    CheckLogin { password: String },
+    CheckLogin {
+        password: String,
+    },
     Status,
     ListHosts,
-    AddHost { user: String, password: String },
-    RemoveHost { user: String },
-    ResetHostPassword { user: String, password: String },
-    SetAdminPassword { current: String, new: String },
+    AddHost {
+        user: String,
+        password: String,
+    },
+    RemoveHost {
+        user: String,
+    },
+    ResetHostPassword {
+        user: String,
+        password: String,
+    },
+    SetAdminPassword {
+        current: String,
+        new: String,
+    },
+    /// A new public name and certificate choice, all or nothing (reconfigure.rs).
+    ChangeDomain {
+        domain: String,
+        tls: String,
+    },
+    /// Erase everything per-device (reset.rs); needs the password and the typed word.
+    FactoryReset {
+        password: String,
+        confirm: String,
+    },
     RenewCertificate,
     ApplyUpdates,
     Reboot,
@@ -45,6 +71,8 @@ impl Action {
             Action::RemoveHost { .. } => "remove-host",
             Action::ResetHostPassword { .. } => "reset-host-password",
             Action::SetAdminPassword { .. } => "set-admin-password",
+            Action::ChangeDomain { .. } => "change-domain",
+            Action::FactoryReset { .. } => "factory-reset",
             Action::RenewCertificate => "renew-certificate",
             Action::ApplyUpdates => "apply-updates",
             Action::Reboot => "reboot",
@@ -66,6 +94,9 @@ pub enum Reply {
     Status(Box<Status>),
 }
 
+/// What the owner types to confirm a factory reset.
+pub const RESET_WORD: &str = "RESET";
+
 /// A meeting host's name as the first-boot questions check the admin's, and never the admin's own
 /// account (it has its own page).
 pub fn host_name(input: &str, admin_user: &str) -> Result<String, String> {
@@ -86,10 +117,11 @@ pub fn perform(root: &Root, action: Action) -> Result<Reply> {
         .context("setup has not finished on this box: there is no admin yet")?;
     let refused = |why: String| Ok(Reply::Refused(why));
     match action {
-        Action::CheckLogin { password } => Ok(Reply::LoginChecked(
-            accounts::credential(root, XMPP_DOMAIN, &admin_user)?
-                .is_some_and(|credential| accounts::password_matches(&credential, &password)),
-        )),
+        Action::CheckLogin { password } => Ok(Reply::LoginChecked(admin_password_matches(
+            root,
+            &admin_user,
+            &password,
+        )?)),
         Action::Status => Ok(Reply::Status(Box::new(status::gather(root)?))),
         Action::ListHosts => {
             let mut hosts = accounts::list(root, XMPP_DOMAIN)?;
@@ -111,6 +143,18 @@ pub fn perform(root: &Root, action: Action) -> Result<Reply> {
         },
         Action::SetAdminPassword { current, new } => {
             set_admin_password(root, &admin_user, &current, &new)
+        }
+        Action::ChangeDomain { domain, tls } => change_domain(root, &domain, &tls),
+        Action::FactoryReset { password, confirm } => {
+            if !admin_password_matches(root, &admin_user, &password)? {
+                return refused("The password is not right; nothing was erased.".into());
+            }
+            if confirm.trim() != RESET_WORD {
+                return refused(format!(
+                    "Type {RESET_WORD} in capitals to confirm; nothing was erased."
+                ));
+            }
+            jobs::start(root, "Factory reset".into(), reset::erase_and_restart)
         }
         Action::RenewCertificate => match renew::renew(root, true) {
             Ok(message) => Ok(Reply::Done(message)),
@@ -191,9 +235,7 @@ fn set_host_password(
 /// The admin's account and the state file's record of it change together, the account first: a
 /// crash between them leaves the new password working, and setup's accounts step is already done.
 fn set_admin_password(root: &Root, admin_user: &str, current: &str, new: &str) -> Result<Reply> {
-    let matches = accounts::credential(root, XMPP_DOMAIN, admin_user)?
-        .is_some_and(|credential| accounts::password_matches(&credential, current));
-    if !matches {
+    if !admin_password_matches(root, admin_user, current)? {
         return Ok(Reply::Refused(
             "The current password is not right; nothing was changed.".into(),
         ));
@@ -211,6 +253,42 @@ fn set_admin_password(root: &Root, admin_user: &str, current: &str, new: &str) -
     Ok(Reply::Done(
         "The admin password is changed; log in again with the new one.".into(),
     ))
+}
+
+/// Checked against prosody's stored credential, the one the meeting client logs in with.
+fn admin_password_matches(root: &Root, admin_user: &str, password: &str) -> Result<bool> {
+    Ok(accounts::credential(root, XMPP_DOMAIN, admin_user)?
+        .is_some_and(|credential| accounts::password_matches(&credential, password)))
+}
+
+/// Validates like the first-boot questions, then runs the change in the background: it restarts
+/// the web server this request came through.
+fn change_domain(root: &Root, domain: &str, tls: &str) -> Result<Reply> {
+    let domain = match validation::domain(domain) {
+        Ok(domain) => domain,
+        Err(why) => return Ok(Reply::Refused(why)),
+    };
+    let tls = match validation::tls_choice(tls) {
+        Ok(tls) => tls,
+        Err(why) => return Ok(Reply::Refused(why)),
+    };
+    let mut settings = State::load(root)?
+        .settings
+        .context("setup has not finished on this box")?;
+    if settings.domain == domain && settings.tls == tls {
+        return Ok(Reply::Refused(format!(
+            "The box already serves {domain} with this certificate choice; nothing to change."
+        )));
+    }
+    settings.domain = domain.clone();
+    settings.tls = tls;
+    jobs::start(root, format!("Domain change to {domain}"), move |root| {
+        let outcome = reconfigure::apply(root, settings)?;
+        Ok(format!(
+            "The box now serves https://{}/ ({}).",
+            outcome.settings.domain, outcome.certificate_note
+        ))
+    })
 }
 
 /// Power and apt's units act on the running box only; under `--root` they are refused.

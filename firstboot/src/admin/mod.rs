@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod actions;
 pub mod cli;
 pub mod helper;
+pub mod jobs;
 pub mod pages;
 pub mod sessions;
 pub mod status;

@@ -1,8 +1,12 @@
 //! The admin's pages as HTML: pure functions of what they show. Plain forms and links, no script,
 //! no third-party font or style; every change is a POST that carries the session's CSRF token.
 
+use crate::admin::actions::RESET_WORD;
+use crate::admin::jobs::Job;
 use crate::admin::sessions::Notice;
 use crate::admin::status::Status;
+use crate::ask::validation::TlsChoice;
+use crate::clock::format_time;
 
 /// The one style sheet, served by the admin itself (`/style.css`).
 pub const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}\
@@ -16,7 +20,7 @@ label{display:block;margin:.6em 0 .2em}input[type=text],input[type=password]{wid
 button{margin-top:.8em;padding:.45em 1em;border:0;border-radius:4px;background:#2457c5;color:#fff;cursor:pointer}\
 button.danger{background:#b3261e}form.inline{display:inline}form.inline button{margin:0 .3em}\
 .notice{padding:.7em 1em;border-radius:4px;margin-bottom:1em}.done{background:#e3f4e6}.refused{background:#fbe4e2}\
-.active{color:#1b7a32}.failed{color:#b3261e}";
+.active{color:#1b7a32}.failed{color:#b3261e}fieldset{border:0;padding:0;margin-top:.8em}fieldset label{margin:.3em 0}";
 
 /// The login form; `problem` is why the last attempt failed.
 pub fn login(problem: Option<&str>) -> String {
@@ -151,6 +155,70 @@ pub fn password(csrf: &str, notice: Option<&Notice>) -> String {
     page("Admin password", csrf, notice, &body)
 }
 
+/// The domain and the certificate choice, changed as one step; the last change's outcome (the page
+/// reloads itself while one runs).
+pub fn domain(csrf: &str, notice: Option<&Notice>, status: &Status) -> String {
+    let running = status
+        .last_change
+        .as_ref()
+        .is_some_and(|job| job.finished.is_none());
+    let checked = |choice: TlsChoice| {
+        if status.tls == Some(choice) {
+            " checked"
+        } else {
+            ""
+        }
+    };
+    let body = format!(
+        "<h1>Domain and certificate</h1>{last}\
+         <section><p>The box serves <strong>{current}</strong>. A new name needs its DNS record pointing at \
+         this line (and ports 80 and 443 forwarded) before Let's Encrypt can certify it. If any part \
+         fails, the box goes back to the old name by itself.</p>\
+         <form method=\"post\" action=\"/domain\">{token}\
+         <label for=\"domain\">Domain name</label><input type=\"text\" id=\"domain\" name=\"domain\" value=\"{current}\" required>\
+         <fieldset><legend>Certificate</legend>\
+         <label><input type=\"radio\" name=\"tls\" value=\"letsencrypt\"{le}> Let's Encrypt (browsers trust it)</label>\
+         <label><input type=\"radio\" name=\"tls\" value=\"self-signed\"{ss}> Self-signed (local network only; browsers warn)</label>\
+         </fieldset><button type=\"submit\"{disabled}>Change</button></form></section>",
+        last = status.last_change.as_ref().map(job).unwrap_or_default(),
+        current = escape(&status.domain),
+        token = csrf_field(csrf),
+        le = checked(TlsChoice::LetsEncrypt),
+        ss = checked(TlsChoice::SelfSigned),
+        disabled = if running { " disabled" } else { "" },
+    );
+    page_with_head(
+        "Domain",
+        csrf,
+        notice,
+        &body,
+        if running {
+            "<meta http-equiv=\"refresh\" content=\"5\">"
+        } else {
+            ""
+        },
+    )
+}
+
+/// The record of a long-running change.
+fn job(job: &Job) -> String {
+    let (class, state) = match (job.finished, job.ok) {
+        (None, _) => ("notice", "running since".to_string()),
+        (Some(at), true) => ("notice done", format!("done at {}", format_time(at))),
+        (Some(at), false) => ("notice refused", format!("FAILED at {}", format_time(at))),
+    };
+    let since = if job.finished.is_none() {
+        format!(" {}", format_time(job.started))
+    } else {
+        String::new()
+    };
+    format!(
+        "<section class=\"{class}\"><strong>{}</strong>: {state}{since}<br>{}</section>",
+        escape(&job.what),
+        escape(&job.message)
+    )
+}
+
 /// Renew, update, restart, power off.
 pub fn maintenance(csrf: &str, notice: Option<&Notice>) -> String {
     let button = |action: &str, label: &str, class: &str, text: &str| {
@@ -181,6 +249,18 @@ pub fn maintenance(csrf: &str, notice: Option<&Notice>) -> String {
             "danger",
             "Meetings in progress end; the box stays off until someone presses its power button.",
         ),
+        format!(
+            "<section><h2>Factory reset</h2><p>Erases everything of this box: settings, accounts, \
+             certificates and their keys. It restarts and asks the first-boot questions again. \
+             Download a backup first if you may want them back.</p>\
+             <form method=\"post\" action=\"/maintenance/factory-reset\">{token}\
+             <label for=\"reset-password\">Admin password</label>\
+             <input type=\"password\" id=\"reset-password\" name=\"password\" autocomplete=\"current-password\" required>\
+             <label for=\"reset-confirm\">Type {RESET_WORD} to confirm</label>\
+             <input type=\"text\" id=\"reset-confirm\" name=\"confirm\" autocomplete=\"off\" required>\
+             <button class=\"danger\" type=\"submit\">Erase everything and restart</button></form></section>",
+            token = csrf_field(csrf)
+        ),
     ]
     .concat();
     page("Maintenance", csrf, notice, &body)
@@ -188,6 +268,16 @@ pub fn maintenance(csrf: &str, notice: Option<&Notice>) -> String {
 
 /// A page of the logged-in admin: the menu, the notice, the body.
 fn page(title: &str, csrf: &str, notice: Option<&Notice>, body: &str) -> String {
+    page_with_head(title, csrf, notice, body, "")
+}
+
+fn page_with_head(
+    title: &str,
+    csrf: &str,
+    notice: Option<&Notice>,
+    body: &str,
+    head: &str,
+) -> String {
     let notice = match notice {
         Some(Notice::Done(text)) => format!("<p class=\"notice done\">{}</p>", escape(text)),
         Some(Notice::Refused(text)) => {
@@ -197,17 +287,21 @@ fn page(title: &str, csrf: &str, notice: Option<&Notice>, body: &str) -> String 
     };
     let menu = format!(
         "<header><strong>Meetbox admin</strong><a href=\"/\">Status</a><a href=\"/hosts\">Meeting hosts</a>\
-         <a href=\"/password\">Admin password</a><a href=\"/maintenance\">Maintenance</a>\
+         <a href=\"/domain\">Domain</a><a href=\"/password\">Admin password</a><a href=\"/maintenance\">Maintenance</a>\
          <form class=\"inline\" method=\"post\" action=\"/logout\">{}<button type=\"submit\">Log out</button></form></header>",
         csrf_field(csrf)
     );
-    document(title, &menu, &format!("{notice}{body}"))
+    document_with_head(title, &menu, &format!("{notice}{body}"), head)
 }
 
 fn document(title: &str, header: &str, main: &str) -> String {
+    document_with_head(title, header, main, "")
+}
+
+fn document_with_head(title: &str, header: &str, main: &str, head: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{head}\
          <title>{} · Meetbox admin</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\
          <body>{header}<main>{main}</main></body></html>\n",
         escape(title)

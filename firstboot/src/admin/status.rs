@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acme::retry::RetryRecord;
 use crate::acme::tls;
+use crate::admin::jobs::{self, Job};
 use crate::apply::services;
 use crate::apply::Root;
 use crate::ask::validation::TlsChoice;
@@ -29,6 +30,10 @@ pub struct Status {
     pub disk: (u64, u64),
     /// Bytes available and in all.
     pub memory: (u64, u64),
+    pub domain: String,
+    pub tls: Option<TlsChoice>,
+    /// The last domain change or reset started from the admin.
+    pub last_change: Option<Job>,
 }
 
 /// The services the owner cares about (the stack without sshd, and the admin itself).
@@ -62,6 +67,9 @@ pub fn gather(root: &Root) -> Result<Status> {
         updates: updates::describe(root)?,
         disk: disk_usage(root),
         memory: memory(root),
+        tls: settings.as_ref().map(|s| s.tls),
+        domain,
+        last_change: jobs::last(root)?,
     })
 }
 

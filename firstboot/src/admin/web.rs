@@ -47,6 +47,7 @@ pub fn serve(listen: SocketAddr, helper: PathBuf) -> Result<()> {
         .route("/hosts/remove", post(remove_host))
         .route("/hosts/reset", post(reset_host))
         .route("/password", get(password_page).post(change_password))
+        .route("/domain", get(domain_page).post(change_domain))
         .route("/maintenance", get(maintenance_page))
         .route("/maintenance/{action}", post(maintenance))
         .with_state(app);
@@ -444,6 +445,10 @@ async fn maintenance(
         "updates" => Action::ApplyUpdates,
         "reboot" => Action::Reboot,
         "power-off" => Action::PowerOff,
+        "factory-reset" => Action::FactoryReset {
+            password: field(&form, "password"),
+            confirm: field(&form, "confirm"),
+        },
         _ => {
             return html(
                 StatusCode::NOT_FOUND,
@@ -452,4 +457,36 @@ async fn maintenance(
         }
     };
     app.change_and_show(&token, action, "/maintenance").await
+}
+
+async fn domain_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    let (token, session) = match app.logged_in(&headers) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    let notice = app.notice(&token);
+    match app.ask(Action::Status).await {
+        Reply::Status(status) => html(
+            StatusCode::OK,
+            pages::domain(&session.csrf, notice.as_ref(), &status),
+        ),
+        other => unexpected(other),
+    }
+}
+
+async fn change_domain(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    match app.change(&headers, &form) {
+        Err(response) => *response,
+        Ok(token) => {
+            let action = Action::ChangeDomain {
+                domain: field(&form, "domain"),
+                tls: field(&form, "tls"),
+            };
+            app.change_and_show(&token, action, "/domain").await
+        }
+    }
 }

@@ -100,6 +100,25 @@ pub fn set_identity(root: &Root, secrets: &Secrets) -> Result<()> {
     Ok(())
 }
 
+/// Empties the service accounts' passwords that [`set_identity`] wrote (factory reset).
+pub fn clear_identity(root: &Root) -> Result<()> {
+    for (file, key) in [
+        (layout::JVB_ENV_FILE, "JVB_SECRET"),
+        (layout::JICOFO_ENV_FILE, "JICOFO_AUTH_PASSWORD"),
+    ] {
+        if !root.exists(file) {
+            continue;
+        }
+        let text = root.read_to_string(file)?;
+        let updated = set_shell_var(&text, key, "");
+        if updated != text {
+            root.replace(file, updated.as_bytes())
+                .with_context(|| format!("cannot clear {key} in {file}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `text` (a shell-style `KEY=value` file) with `key` set to `value`: every active assignment of `key`
 /// is replaced in place (the last one would win when the file is sourced); without one, the first
 /// commented-out assignment (`#KEY=...`, where packages document a default) becomes the active line;

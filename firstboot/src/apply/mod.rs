@@ -4,6 +4,7 @@
 
 pub mod jitsi_env;
 pub mod services;
+pub mod snapshot;
 pub mod swap;
 
 use std::fs;

@@ -9,16 +9,17 @@ use crate::apply::Root;
 
 /// The services of the stack, in start order; sshd (when the image has it) last, once its
 /// host keys are this box's own.
-pub const STACK: [&str; 8] = [
+pub const STACK: [&str; 6] = [
     "prosody.service",
     "coturn.service",
     "jicofo.service",
     "jitsi-videobridge2.service",
-    "meetbox-admin-helper.service",
-    "meetbox-admin.service",
     "nginx.service",
     "ssh.service",
 ];
+/// The web admin (admin/): started, never restarted, by setup and reconfiguration, since its
+/// helper is what runs a reconfiguration from the admin.
+pub const ADMIN: [&str; 2] = ["meetbox-admin-helper.service", "meetbox-admin.service"];
 /// Runs `meetbox-firstboot renew` hourly: renewals and retries after a failed validation.
 pub const ACME_TIMER: &str = "meetbox-acme.timer";
 
@@ -40,6 +41,15 @@ pub fn installed(root: &Root, unit: &str) -> bool {
 
 /// Enables `units` in the target; on the live system also (re)starts them now.
 pub fn enable_and_restart(root: &Root, units: &[&str]) -> Result<Vec<String>> {
+    enable_then(root, units, "restart")
+}
+
+/// Enables `units` in the target; on the live system also starts those not running.
+pub fn enable_and_start(root: &Root, units: &[&str]) -> Result<Vec<String>> {
+    enable_then(root, units, "start")
+}
+
+fn enable_then(root: &Root, units: &[&str], verb: &str) -> Result<Vec<String>> {
     let present: Vec<&str> = units
         .iter()
         .copied()
@@ -56,10 +66,27 @@ pub fn enable_and_restart(root: &Root, units: &[&str]) -> Result<Vec<String>> {
     run(&mut enable)?;
     if root.is_live() && systemd_running() {
         for unit in &present {
-            run(Command::new("systemctl").args(["restart", unit]))?;
+            run(Command::new("systemctl").args([verb, unit]))?;
         }
     }
     Ok(present.iter().map(|u| u.to_string()).collect())
+}
+
+/// Disables `units` in the target (factory reset: off until setup again, as the image ships them).
+pub fn disable(root: &Root, units: &[&str]) -> Result<()> {
+    let present: Vec<&str> = units
+        .iter()
+        .copied()
+        .filter(|u| installed(root, u))
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let mut disable = Command::new("systemctl");
+    if !root.is_live() {
+        disable.arg(format!("--root={}", root.dir().display()));
+    }
+    run(disable.arg("disable").args(&present))
 }
 
 /// Makes running services pick up a new certificate.

@@ -68,6 +68,44 @@ pub fn fstab_with_swap(fstab: &str, file: &str) -> String {
     out
 }
 
+/// `fstab` without the swap line of `file`.
+pub fn fstab_without_swap(fstab: &str, file: &str) -> String {
+    fstab
+        .lines()
+        .filter(|line| {
+            let mut fields = line.split_whitespace();
+            let (source, _mount_point, kind) = (fields.next(), fields.next(), fields.next());
+            !(source == Some(file) && kind == Some("swap"))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// Stops using the swap file (it holds pages of this box's memory), removes it and its fstab line
+/// (factory reset; setup makes a new one).
+pub fn remove(root: &Root) -> Result<()> {
+    let file = layout::SWAP_FILE;
+    if !root.exists(file) {
+        return Ok(());
+    }
+    if root.is_live() && active(file)? {
+        let status = std::process::Command::new("swapoff")
+            .arg(file)
+            .status()
+            .context("cannot run swapoff")?;
+        anyhow::ensure!(status.success(), "swapoff {file} failed");
+    }
+    root.remove(file)?;
+    if root.exists(layout::FSTAB) {
+        let fstab = root.read_to_string(layout::FSTAB)?;
+        let without = fstab_without_swap(&fstab, file);
+        if without != fstab {
+            root.replace(layout::FSTAB, without.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates (or keeps) the swap file, lists it in fstab and activates it on the live system; returns the
 /// note for the console.
 pub fn apply(root: &Root, swap: Swap) -> Result<String> {
@@ -220,6 +258,15 @@ fn list_in_fstab(root: &Root) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_swap_line_comes_out_again() {
+        let fstab = "UUID=1 / ext4 defaults 0 1\n";
+        let with = fstab_with_swap(fstab, "/swap.img");
+        assert_ne!(with, fstab);
+        assert_eq!(fstab_without_swap(&with, "/swap.img"), fstab);
+        assert_eq!(fstab_without_swap(fstab, "/swap.img"), fstab);
+    }
 
     /// What `meetbox build` writes (builder/src/tree.rs, render_fstab).
     const IMAGE_FSTAB: &str = "# Written by meetbox build.\nUUID=0f3e / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\ntmpfs /tmp tmpfs defaults,mode=1777,size=25%,nodev,nosuid,noexec 0 0\n";

@@ -95,6 +95,19 @@ pub fn all(site: &Site) -> Vec<FileSpec> {
     ]
 }
 
+/// The paths [`all`] writes for `domain` (config.js is the only one named after it).
+pub fn paths(domain: &str) -> Vec<String> {
+    vec![
+        layout::PROSODY_CFG.to_string(),
+        layout::PROSODY_SITE_AVAIL.to_string(),
+        layout::JICOFO_CONF.to_string(),
+        layout::JVB_CONF.to_string(),
+        layout::jitsi_config_js(domain),
+        layout::NGINX_SITE_AVAIL.to_string(),
+        layout::TURN_CONF.to_string(),
+    ]
+}
+
 /// Links that enable the rendered sites: (link, relative target).
 pub const LINKS: [(&str, &str); 2] = [
     (
