@@ -53,8 +53,8 @@ impl AdminVisit {
 
 /// Logs in (a wrong password first), adds a meeting host who then logs in over BOSH, and changes
 /// the admin password, after which the old one fails in the admin and over BOSH. Returns the
-/// new admin password.
-pub fn hosts_and_password(domain: &str, ports: Ports, password: &str) -> String {
+/// logged-in browser and the new admin password.
+pub fn hosts_and_password(domain: &str, ports: Ports, password: &str) -> (AdminVisit, String) {
     let visit = AdminVisit::start(domain, ports);
     let https = Https::forwarded(domain, ports.https, None);
 
@@ -138,7 +138,21 @@ pub fn hosts_and_password(domain: &str, ports: Ports, password: &str) -> String 
     visit.goto("/maintenance");
     visit.shot("admin-maintenance");
     eprintln!("admin: login, a host added who logs in, CSRF refused, admin password changed");
-    new_password.to_string()
+    (visit, new_password.to_string())
+}
+
+/// The factory reset from the maintenance page (the typed word first wrong); the box restarts.
+pub fn factory_reset(visit: &AdminVisit, password: &str) {
+    visit.goto("/maintenance");
+    visit.browser.fill("#reset-password", password);
+    visit.browser.fill("#reset-confirm", "reset");
+    let refused = visit.submit("/maintenance/factory-reset");
+    assert!(refused.contains("Type RESET in capitals"), "{refused}");
+    visit.browser.fill("#reset-password", password);
+    visit.browser.fill("#reset-confirm", "RESET");
+    let started = visit.submit("/maintenance/factory-reset");
+    assert!(started.contains("Factory reset: started"), "{started}");
+    eprintln!("admin: factory reset started");
 }
 
 /// Guessing the password locks the guesser out (here the host's address, so this comes last).
