@@ -13,6 +13,7 @@ pub mod acme;
 pub mod admin;
 pub mod apply;
 pub mod ask;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod install;

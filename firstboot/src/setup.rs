@@ -17,6 +17,7 @@ use crate::apply::{FileSpec, Owner, Root};
 use crate::ask::answers::{self, Answers};
 use crate::ask::prompts;
 use crate::ask::validation::TlsChoice;
+use crate::backup;
 use crate::clock;
 use crate::layout;
 use crate::network;
@@ -48,6 +49,11 @@ pub struct Outcome {
 /// Runs (or resumes) setup to the end.
 pub fn run(root: &Root, source: AnswerSource) -> Result<Outcome> {
     let mut state = State::load(root)?;
+    if state.settings.is_none() && matches!(source, AnswerSource::EspOrQuestions) {
+        if let Some(restored) = backup::restore_from_esp(root)? {
+            state = restored;
+        }
+    }
     if state.settings.is_none() || !state.is_done(Step::Answers) {
         let (answers, file) = collect_answers(root, source)?;
         state.settings = Some(settings_from(&answers)?);
@@ -402,6 +408,11 @@ fn accounts(root: &Root, settings: &Settings) -> Result<()> {
 fn certificate(root: &Root, settings: &Settings, lan: Option<std::net::IpAddr>) -> Result<String> {
     if settings.tls == TlsChoice::SelfSigned {
         return Ok("self-signed (as chosen)".into());
+    }
+    if let Some(info) = tls::installed(root)? {
+        if tls::still_good_for(&info, settings.domain.as_str(), clock::now()) {
+            return Ok("kept (still valid), renewed automatically".into());
+        }
     }
     match obtain_and_install(root, settings, lan)? {
         Ok(()) => Ok("from the ACME server, renewed automatically".into()),

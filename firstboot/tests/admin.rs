@@ -97,6 +97,7 @@ fn start_admin(root: &Path) -> Admin {
 }
 
 /// One answer: status code, headers, body.
+#[derive(Debug)]
 struct Answer {
     code: u16,
     headers: String,
@@ -141,6 +142,30 @@ impl Admin {
             headers,
             body: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
+    }
+
+    /// Downloads the backup into `file`; the answer's headers.
+    fn download(&self, cookie: &str, csrf: &str, passphrase: &str, file: &Path) -> String {
+        let headers = file.with_extension("headers");
+        let out = common::run(
+            Command::new("curl")
+                .args(["-sS", "--fail", "--max-time", "60", "-o"])
+                .arg(file)
+                .arg("-D")
+                .arg(&headers)
+                .args(["-H", &format!("X-Real-IP: {LAN_VISITOR}")])
+                .args(["-H", &format!("Cookie: meetbox_admin={cookie}")])
+                .args(["--data-urlencode", &format!("csrf={csrf}")])
+                .args(["--data-urlencode", &format!("passphrase={passphrase}")])
+                .args(["--data-urlencode", &format!("again={passphrase}")])
+                .arg(format!("http://127.0.0.1:{}/backup", self.port)),
+        );
+        assert!(
+            out.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(headers).unwrap()
     }
 
     /// Logs in from the LAN; the session cookie.
@@ -348,6 +373,90 @@ fn admin_logs_in_manages_hosts_and_changes_its_password() {
         &recorded,
         "violet window paper cloud"
     ));
+
+    // A backup, downloaded, restores a fresh box in place of the questions: the same logins.
+    let cookie = admin.log_in("violet window paper cloud").unwrap();
+    let (_, csrf) = admin.page("/backup", &cookie);
+    let passphrase = "seven blue kites over the harbour";
+    let file = dir.path().join("downloaded.meetbox-backup");
+    let headers = admin.download(&cookie, &csrf, passphrase, &file);
+    assert!(
+        headers.contains("content-disposition: attachment; filename=\"meetbox-meetbox.test-"),
+        "{headers}"
+    );
+    let sealed = std::fs::read(&file).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("bob"),
+        "the backup is not encrypted"
+    );
+
+    let fresh = tempfile::tempdir().unwrap();
+    let esp = fresh.path().join("boot/efi");
+    std::fs::create_dir_all(&esp).unwrap();
+    std::fs::copy(
+        &file,
+        esp.join("meetbox-meetbox.test-2026-12-01.meetbox-backup"),
+    )
+    .unwrap();
+    std::fs::write(
+        esp.join("meetbox-setup.toml"),
+        "restore_passphrase = \"seven blue kites over the harbor\"\n",
+    )
+    .unwrap();
+    let wrong = restore(fresh.path());
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase is wrong"));
+    assert!(
+        esp.join("meetbox-meetbox.test-2026-12-01.meetbox-backup")
+            .exists(),
+        "kept after a failed restore"
+    );
+    std::fs::write(
+        esp.join("meetbox-setup.toml"),
+        format!("restore_passphrase = \"{passphrase}\"\n"),
+    )
+    .unwrap();
+    let restored = restore(fresh.path());
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(String::from_utf8_lossy(&restored.stdout).contains("The backup is restored"));
+    assert!(
+        std::fs::read_dir(&esp).unwrap().next().is_none(),
+        "the backup and the passphrase were not wiped"
+    );
+    assert!(host_password_works(
+        fresh.path(),
+        "bob",
+        "quiet orange field song"
+    ));
+    assert!(host_password_works(
+        fresh.path(),
+        "alice",
+        "violet window paper cloud"
+    ));
+    for same in [layout::SECRETS_FILE, layout::TLS_KEY] {
+        assert_eq!(
+            std::fs::read(root.join(&same[1..])).unwrap(),
+            std::fs::read(fresh.path().join(&same[1..])).unwrap(),
+            "{same} differs after the restore"
+        );
+    }
+    assert!(fresh.path().join(&layout::DONE_MARKER[1..]).exists());
+}
+
+/// The agent's first boot on a fresh tree whose ESP holds a backup.
+fn restore(root: &Path) -> std::process::Output {
+    common::write_small_tuning(root);
+    std::fs::write(root.join("etc/fstab"), "UUID=0f3e / ext4 defaults 0 1\n").unwrap();
+    common::run(
+        Command::new(env!("CARGO_BIN_EXE_meetbox-firstboot"))
+            .arg("--root")
+            .arg(root)
+            .stdin(Stdio::null()),
+    )
 }
 
 impl Admin {

@@ -197,7 +197,10 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     admin::guessing_locks_out("box.meetbox.test", ports, &password);
     admin::factory_reset(&visit, &password);
     guest.console.expect("Press Enter to start the setup", BOOT);
-    eprintln!("after the factory reset the box asks again, {}", guest.elapsed());
+    eprintln!(
+        "after the factory reset the box asks again, {}",
+        guest.elapsed()
+    );
     assert!(
         login(&https, XMPP_MAIN_HOST, "admin", &password).is_err(),
         "the admin account survived the factory reset"

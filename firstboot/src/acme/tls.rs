@@ -67,6 +67,8 @@ pub struct CertificateInfo {
     pub not_before: i64,
     pub not_after: i64,
     pub self_signed: bool,
+    /// The DNS names it certifies (subject alternative names).
+    pub names: Vec<String>,
 }
 
 /// Reads the first certificate of a PEM chain.
@@ -82,7 +84,30 @@ pub fn inspect(chain_pem: &str) -> Result<CertificateInfo> {
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         self_signed: cert.subject() == cert.issuer(),
+        names: cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        x509_parser::extensions::GeneralName::DNSName(dns) => {
+                            Some(dns.to_ascii_lowercase())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
+}
+
+/// True for a CA-issued certificate of `domain` that is not yet due for renewal at `now`: a
+/// restored box keeps it instead of asking the CA again.
+pub fn still_good_for(info: &CertificateInfo, domain: &str, now: i64) -> bool {
+    !info.self_signed && info.names.iter().any(|name| name == domain) && now < renewal_time(info)
 }
 
 /// The moment to renew: two thirds into the lifetime (day 60 of Let's Encrypt's 90, and it follows

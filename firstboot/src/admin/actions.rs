@@ -9,12 +9,16 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use base64::Engine;
+
 use crate::acme::renew;
 use crate::admin::accounts;
 use crate::admin::jobs;
 use crate::admin::status::{self, Status};
 use crate::apply::Root;
 use crate::ask::validation;
+use crate::backup;
+use crate::clock;
 use crate::layout::XMPP_DOMAIN;
 use crate::reconfigure;
 use crate::reset;
@@ -49,6 +53,10 @@ pub enum Action {
         domain: String,
         tls: String,
     },
+    /// The encrypted backup (backup.rs) under the passphrase the owner typed.
+    Backup {
+        passphrase: String,
+    },
     /// Erase everything per-device (reset.rs); needs the password and the typed word.
     FactoryReset {
         password: String,
@@ -72,6 +80,7 @@ impl Action {
             Action::ResetHostPassword { .. } => "reset-host-password",
             Action::SetAdminPassword { .. } => "set-admin-password",
             Action::ChangeDomain { .. } => "change-domain",
+            Action::Backup { .. } => "backup",
             Action::FactoryReset { .. } => "factory-reset",
             Action::RenewCertificate => "renew-certificate",
             Action::ApplyUpdates => "apply-updates",
@@ -92,6 +101,8 @@ pub enum Reply {
     LoginChecked(bool),
     Hosts(Vec<String>),
     Status(Box<Status>),
+    /// (file name, the backup in base64)
+    Backup(String, String),
 }
 
 /// What the owner types to confirm a factory reset.
@@ -145,6 +156,30 @@ pub fn perform(root: &Root, action: Action) -> Result<Reply> {
             set_admin_password(root, &admin_user, &current, &new)
         }
         Action::ChangeDomain { domain, tls } => change_domain(root, &domain, &tls),
+        Action::Backup { passphrase } => {
+            if let Err(why) = validation::password(&passphrase, "") {
+                return refused(format!("The passphrase: {why}"));
+            }
+            let content = backup::gather(root)?;
+            let name = format!(
+                "meetbox-{}-{}.{}",
+                content
+                    .state
+                    .settings
+                    .as_ref()
+                    .map(|s| s.domain.to_string())
+                    .unwrap_or_default(),
+                clock::format_time(clock::now())
+                    .get(..10)
+                    .unwrap_or("backup"),
+                backup::EXTENSION
+            );
+            let sealed = backup::seal(&content, &passphrase)?;
+            Ok(Reply::Backup(
+                name,
+                base64::engine::general_purpose::STANDARD.encode(sealed),
+            ))
+        }
         Action::FactoryReset { password, confirm } => {
             if !admin_password_matches(root, &admin_user, &password)? {
                 return refused("The password is not right; nothing was erased.".into());

@@ -219,6 +219,24 @@ fn job(job: &Job) -> String {
     )
 }
 
+/// The backup download.
+pub fn backup(csrf: &str, notice: Option<&Notice>) -> String {
+    let body = format!(
+        "<h1>Backup</h1><section><p>The backup holds the settings, the box's own secrets, every \
+         meeting account and the certificate, encrypted with the passphrase you choose here. Keep \
+         the file and the passphrase apart. To restore, copy the file to the boot partition of a \
+         freshly written Meetbox disk or stick before its first start (docs/admin.md).</p>\
+         <form method=\"post\" action=\"/backup\">{token}\
+         <label for=\"passphrase\">Passphrase (12 characters or more, or four words)</label>\
+         <input type=\"password\" id=\"passphrase\" name=\"passphrase\" autocomplete=\"new-password\" required>\
+         <label for=\"again\">Passphrase again</label>\
+         <input type=\"password\" id=\"again\" name=\"again\" autocomplete=\"new-password\" required>\
+         <button type=\"submit\">Download the backup</button></form></section>",
+        token = csrf_field(csrf)
+    );
+    page("Backup", csrf, notice, &body)
+}
+
 /// Renew, update, restart, power off.
 pub fn maintenance(csrf: &str, notice: Option<&Notice>) -> String {
     let button = |action: &str, label: &str, class: &str, text: &str| {
@@ -287,7 +305,7 @@ fn page_with_head(
     };
     let menu = format!(
         "<header><strong>Meetbox admin</strong><a href=\"/\">Status</a><a href=\"/hosts\">Meeting hosts</a>\
-         <a href=\"/domain\">Domain</a><a href=\"/password\">Admin password</a><a href=\"/maintenance\">Maintenance</a>\
+         <a href=\"/domain\">Domain</a><a href=\"/password\">Admin password</a><a href=\"/backup\">Backup</a><a href=\"/maintenance\">Maintenance</a>\
          <form class=\"inline\" method=\"post\" action=\"/logout\">{}<button type=\"submit\">Log out</button></form></header>",
         csrf_field(csrf)
     );
@@ -354,6 +372,7 @@ mod tests {
             hosts.as_str(),
             &password("tok123", None),
             &maintenance("tok123", None),
+            &backup("tok123", None),
         ] {
             let forms = page.matches("<form").count();
             let tokens = page.matches("name=\"csrf\" value=\"tok123\"").count();

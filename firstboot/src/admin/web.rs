@@ -48,6 +48,7 @@ pub fn serve(listen: SocketAddr, helper: PathBuf) -> Result<()> {
         .route("/hosts/reset", post(reset_host))
         .route("/password", get(password_page).post(change_password))
         .route("/domain", get(domain_page).post(change_domain))
+        .route("/backup", get(backup_page).post(download_backup))
         .route("/maintenance", get(maintenance_page))
         .route("/maintenance/{action}", post(maintenance))
         .with_state(app);
@@ -488,5 +489,67 @@ async fn change_domain(
             };
             app.change_and_show(&token, action, "/domain").await
         }
+    }
+}
+
+async fn backup_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    match app.logged_in(&headers) {
+        Err(response) => *response,
+        Ok((token, session)) => {
+            let notice = app.notice(&token);
+            html(
+                StatusCode::OK,
+                pages::backup(&session.csrf, notice.as_ref()),
+            )
+        }
+    }
+}
+
+/// The backup as a download; a refusal goes back to the form with the reason.
+async fn download_backup(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let token = match app.change(&headers, &form) {
+        Ok(token) => token,
+        Err(response) => return *response,
+    };
+    let refuse_with = |text: String| {
+        app.sessions
+            .lock()
+            .unwrap()
+            .notify(&token, Notice::Refused(text));
+        Redirect::to("/backup").into_response()
+    };
+    if field(&form, "passphrase") != field(&form, "again") {
+        return refuse_with("The two passphrases differ.".into());
+    }
+    match app
+        .ask(Action::Backup {
+            passphrase: field(&form, "passphrase"),
+        })
+        .await
+    {
+        Reply::Backup(name, data) => {
+            use base64::Engine;
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
+                return refuse_with("The box gave a damaged backup; try again.".into());
+            };
+            let disposition = format!("attachment; filename=\"{name}\"");
+            let mut response = (StatusCode::OK, bytes).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Ok(value) = HeaderValue::from_str(&disposition) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        Reply::Refused(text) => refuse_with(text),
+        other => unexpected(other),
     }
 }
