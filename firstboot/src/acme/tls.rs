@@ -163,6 +163,7 @@ mod tests {
         let info = inspect(&certified.chain_pem).unwrap();
         assert!(info.self_signed);
         assert!(info.subject.contains("meet.example.org"));
+        assert_eq!(info.names, ["meet.example.org"]);
         assert!(certified.key_pem.contains("PRIVATE KEY"));
         let days = (info.not_after - info.not_before) / 86_400;
         assert!((824..=826).contains(&days), "{days}");
@@ -176,8 +177,15 @@ mod tests {
             not_before: 0,
             not_after: 90 * 86_400,
             self_signed: false,
+            names: vec!["meet.example.org".into()],
         };
         assert_eq!(renewal_time(&info), 60 * 86_400);
+        // Kept (after a restore) only for its own name, and only until renewal is due.
+        assert!(still_good_for(&info, "meet.example.org", 59 * 86_400));
+        assert!(!still_good_for(&info, "meet.example.org", 60 * 86_400));
+        assert!(!still_good_for(&info, "other.example.org", 0));
+        let self_signed = CertificateInfo { self_signed: true, ..info };
+        assert!(!still_good_for(&self_signed, "meet.example.org", 0));
     }
 
     #[test]
