@@ -16,7 +16,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
 use crate::acme::tls::{self, CertifiedKey};
-use crate::admin::accounts;
+use crate::apply::accounts;
 use crate::apply::{FileSpec, Owner, Root};
 use crate::ask::{answers, hidden_input};
 use crate::layout;
@@ -84,8 +84,9 @@ pub fn gather(root: &Root) -> Result<Content> {
     })
 }
 
-/// Writes `content` into the box below `root`: the state with no step done (setup then runs every
-/// step with the restored settings and secrets), every account, the certificate.
+/// Writes `content` into the box below `root`: every account, the certificate, and the state with
+/// only the answers (and the certificate's first step) done, so that setup then runs every other
+/// step with the restored settings and secrets.
 pub fn put_back(root: &Root, content: Content) -> Result<State> {
     let private =
         |path: &str, text: String| root.write(&FileSpec::new(path, text, 0o600, Owner::ROOT));
@@ -101,14 +102,15 @@ pub fn put_back(root: &Root, content: Content) -> Result<State> {
     if let Some(account) = content.acme_account {
         private(layout::ACME_ACCOUNT_FILE, account)?;
     }
+    let mut state = State {
+        settings: content.state.settings,
+        completed: vec![Step::Answers],
+    };
     if let Some((chain_pem, key_pem)) = content.certificate {
         tls::inspect(&chain_pem).context("the backup's certificate is damaged")?;
         tls::install(root, &CertifiedKey { chain_pem, key_pem })?;
+        state.mark_done(Step::SelfSignedCertificate);
     }
-    let state = State {
-        settings: content.state.settings,
-        completed: Vec::new(),
-    };
     state.save(root)?;
     Ok(state)
 }
@@ -164,13 +166,7 @@ pub fn restore_from_esp(root: &Root) -> Result<Option<State>> {
             layout::ESP_ANSWERS
         ),
     };
-    let certificate = content.certificate.is_some();
-    let mut state = put_back(root, content)?;
-    state.mark_done(Step::Answers);
-    if certificate {
-        state.mark_done(Step::SelfSignedCertificate);
-    }
-    state.save(root)?;
+    let state = put_back(root, content)?;
     answers::wipe(&path)?;
     if let Some(file) = answers_file {
         answers::wipe(&file)?;
@@ -192,7 +188,8 @@ fn passphrase_in(file: &Path) -> Result<Option<String>> {
         .map(|answers| answers.restore_passphrase))
 }
 
-fn ask_and_open(bytes: &[u8]) -> Result<Content> {
+/// Asks for the passphrase on the console (three tries) and opens the backup.
+pub fn ask_and_open(bytes: &[u8]) -> Result<Content> {
     for attempt in 1..=3 {
         let passphrase = hidden_input::read_hidden_line("Passphrase of the backup")?;
         match open(bytes, &passphrase) {

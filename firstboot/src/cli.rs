@@ -2,7 +2,6 @@
 //! act on a finished box. Exit codes: 0 done, 1 failed (the message says what and how to retry),
 //! 2 usage error.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use crate::acme::renew;
 use crate::acme::retry::RetryRecord;
 use crate::acme::tls;
+use crate::admin;
 use crate::apply::Root;
 use crate::ask::answers;
 use crate::ask::console::{self, QuietConsole};
@@ -81,6 +81,10 @@ enum Command {
         #[arg(value_enum)]
         stage: updates::Stage,
     },
+    /// The box's own screen after setup: the status, where the web admin is, and a factory reset
+    /// or a restore from a USB stick (run on tty1 by meetbox-screen@tty1.service).
+    #[command(after_help = "Example:\n  meetbox-firstboot screen")]
+    Screen,
 }
 
 pub fn main() -> ExitCode {
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
             renew::renew(&root, force).map(|message| println!("{message}"))
         }
         Some(Command::Update { stage }) => updates::run(&root, stage),
+        Some(Command::Screen) => admin::screen::run(&root),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +134,7 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
     let (lock, pending_enter) = acquire(root, console_name.is_some() && !unattended)?;
     let Some(_lock) = lock else {
         keep_on_screen(console_name, pending_enter);
+        show_status_screen(root, console_name);
         return Ok(());
     };
     if setup::finished(root) {
@@ -143,6 +149,7 @@ fn run_setup(root: &Root, answers: Option<PathBuf>, console_name: Option<&str>) 
             }
             println!("{}", final_screen_of(&outcome));
             keep_on_screen(console_name, None);
+            show_status_screen(root, console_name);
             Ok(())
         }
         Err(error) => {
@@ -201,10 +208,10 @@ fn next_step_name(root: &Root) -> String {
 fn acquire(
     root: &Root,
     wait_for_enter: bool,
-) -> Result<(Option<console::SetupLock>, Option<mpsc::Receiver<()>>)> {
+) -> Result<(Option<console::SetupLock>, Option<mpsc::Receiver<String>>)> {
     let enter = if wait_for_enter {
         println!("Press Enter to start the setup on this screen.");
-        Some(spawn_line_reader())
+        Some(console::spawn_line_reader())
     } else {
         None
     };
@@ -249,22 +256,11 @@ fn print_result_of_other_console(root: &Root) {
     }
 }
 
-fn spawn_line_reader() -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        if std::io::stdin().lock().read_line(&mut line).is_ok() {
-            let _ = tx.send(());
-        }
-    });
-    rx
-}
-
 /// Keeps a failure on screen until read (the login prompt would otherwise replace it).
 /// On a screen (tty1 and the other virtual consoles), keeps the final screen until Enter: the
 /// getty that follows clears the screen, and on a real box this screen, with the meeting address
 /// and the ports to forward, is all the owner has. A serial console moves on to its login prompt.
-fn keep_on_screen(console_name: Option<&str>, pending_enter: Option<mpsc::Receiver<()>>) {
+fn keep_on_screen(console_name: Option<&str>, pending_enter: Option<mpsc::Receiver<String>>) {
     let Some(name) = console_name else {
         return;
     };
@@ -277,13 +273,28 @@ fn keep_on_screen(console_name: Option<&str>, pending_enter: Option<mpsc::Receiv
     println!("This screen stays until Enter is pressed; the box works without it.");
     console::drain_output();
     let _quiet = console::QuietConsole::hold();
-    let _ = pending_enter.unwrap_or_else(spawn_line_reader).recv();
+    let _ = pending_enter
+        .unwrap_or_else(console::spawn_line_reader)
+        .recv();
+}
+
+/// After setup on a console, its status screen follows (at boot, systemd starts it; this once,
+/// its condition was not met yet when the boot began).
+fn show_status_screen(root: &Root, console_name: Option<&str>) {
+    let Some(name) = console_name else {
+        return;
+    };
+    if root.is_live() {
+        let unit = format!("meetbox-screen@{name}.service");
+        let _ = std::process::Command::new("systemctl")
+            .args(["start", "--no-block", &unit])
+            .status();
+    }
 }
 
 fn wait_for_enter_before_login(limit: Duration) {
     println!("Press Enter for a login prompt.");
-    let rx = spawn_line_reader();
-    let _ = rx.recv_timeout(limit);
+    console::wait_for_enter(limit);
 }
 
 fn status(root: &Root) -> Result<()> {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::acme;
 use crate::acme::retry::RetryRecord;
 use crate::acme::tls;
-use crate::admin;
+use crate::apply::accounts;
 use crate::apply::jitsi_env;
 use crate::apply::services;
 use crate::apply::swap;
@@ -155,7 +155,7 @@ pub fn settings_from(answers: &Answers) -> Result<Settings> {
     Ok(Settings {
         domain: answers.domain.clone(),
         admin_user: answers.admin_user.clone(),
-        admin_credential: admin::accounts::new_credential(&answers.admin_password)?,
+        admin_credential: accounts::new_credential(&answers.admin_password)?,
         email: answers.email.clone(),
         tls: answers.tls,
         acme_directory: answers
@@ -399,7 +399,7 @@ fn accounts(root: &Root, settings: &Settings) -> Result<()> {
         ),
     ];
     for (host, user, credential) in records {
-        admin::accounts::write(root, host, user, &credential)?;
+        accounts::write(root, host, user, &credential)?;
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meetbox_firstboot::admin::{accounts, sessions};
+use meetbox_firstboot::admin::sessions;
+use meetbox_firstboot::apply::accounts;
 use meetbox_firstboot::apply::Root;
 use meetbox_firstboot::layout::{self, XMPP_DOMAIN};
 

@@ -168,12 +168,13 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     console.type_line("yes");
     console.expect("Setup is complete", SETUP);
     console.expect("https://box.meetbox.test/", PROMPT);
-    console.expect("meetbox-firstboot reconfigure", PROMPT);
+    console.expect("open the web admin from a", PROMPT);
+    console.expect(":8443/", PROMPT);
     eprintln!("setup done after {}", guest.elapsed());
     // The final screen, on a clean screen of its own.
     guest
         .console
-        .assert_clean_screen_at_match("Meetbox first-boot setup", "To change the name");
+        .assert_clean_screen_at_match("Meetbox first-boot setup", "To manage the box");
     guest.tty1_shows(
         "tty1-final-screen",
         &["first-boot setup", "Setup is complete", "box.meetbox.test"],

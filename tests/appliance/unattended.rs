@@ -233,8 +233,13 @@ fn check_after_reboot(
     // After a reboot: services start by themselves, the agent does not run again, the service
     // accounts log in with the secrets written for jicofo and the videobridge.
     let mut guest = Guest::boot(disk_path, "reboot", ports, None, None);
-    guest.console.expect("login:", BOOT);
-    eprintln!("login prompt after {}", guest.elapsed());
+    // The box's status screen, in place of a login prompt.
+    guest
+        .console
+        .expect(meetbox_firstboot::admin::screen::HEADING, BOOT);
+    guest.console.expect("Web admin:", PROMPT);
+    guest.tty1_shows("tty1-status-screen", &["Meetbox meeting server", "Web admin", ":8443/"]);
+    eprintln!("status screen after {}", guest.elapsed());
     let transcript = guest.console.transcript();
     assert!(
         !transcript.contains("Meetbox first-boot setup"),

@@ -184,7 +184,10 @@ mod tests {
         assert!(still_good_for(&info, "meet.example.org", 59 * 86_400));
         assert!(!still_good_for(&info, "meet.example.org", 60 * 86_400));
         assert!(!still_good_for(&info, "other.example.org", 0));
-        let self_signed = CertificateInfo { self_signed: true, ..info };
+        let self_signed = CertificateInfo {
+            self_signed: true,
+            ..info
+        };
         assert!(!still_good_for(&self_signed, "meet.example.org", 0));
     }
 

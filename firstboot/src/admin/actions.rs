@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use base64::Engine;
 
 use crate::acme::renew;
-use crate::admin::accounts;
 use crate::admin::jobs;
 use crate::admin::status::{self, Status};
+use crate::apply::accounts;
 use crate::apply::Root;
 use crate::ask::validation;
 use crate::backup;
@@ -128,11 +128,9 @@ pub fn perform(root: &Root, action: Action) -> Result<Reply> {
         .context("setup has not finished on this box: there is no admin yet")?;
     let refused = |why: String| Ok(Reply::Refused(why));
     match action {
-        Action::CheckLogin { password } => Ok(Reply::LoginChecked(admin_password_matches(
-            root,
-            &admin_user,
-            &password,
-        )?)),
+        Action::CheckLogin { password } => Ok(Reply::LoginChecked(
+            accounts::admin_password_matches(root, &admin_user, &password)?,
+        )),
         Action::Status => Ok(Reply::Status(Box::new(status::gather(root)?))),
         Action::ListHosts => {
             let mut hosts = accounts::list(root, XMPP_DOMAIN)?;
@@ -181,7 +179,7 @@ pub fn perform(root: &Root, action: Action) -> Result<Reply> {
             ))
         }
         Action::FactoryReset { password, confirm } => {
-            if !admin_password_matches(root, &admin_user, &password)? {
+            if !accounts::admin_password_matches(root, &admin_user, &password)? {
                 return refused("The password is not right; nothing was erased.".into());
             }
             if confirm.trim() != RESET_WORD {
@@ -270,7 +268,7 @@ fn set_host_password(
 /// The admin's account and the state file's record of it change together, the account first: a
 /// crash between them leaves the new password working, and setup's accounts step is already done.
 fn set_admin_password(root: &Root, admin_user: &str, current: &str, new: &str) -> Result<Reply> {
-    if !admin_password_matches(root, admin_user, current)? {
+    if !accounts::admin_password_matches(root, admin_user, current)? {
         return Ok(Reply::Refused(
             "The current password is not right; nothing was changed.".into(),
         ));
@@ -288,12 +286,6 @@ fn set_admin_password(root: &Root, admin_user: &str, current: &str, new: &str) -
     Ok(Reply::Done(
         "The admin password is changed; log in again with the new one.".into(),
     ))
-}
-
-/// Checked against prosody's stored credential, the one the meeting client logs in with.
-fn admin_password_matches(root: &Root, admin_user: &str, password: &str) -> Result<bool> {
-    Ok(accounts::credential(root, XMPP_DOMAIN, admin_user)?
-        .is_some_and(|credential| accounts::password_matches(&credential, password)))
 }
 
 /// Validates like the first-boot questions, then runs the change in the background: it restarts

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::admin::accounts::constant_time_eq;
+use crate::apply::accounts::constant_time_eq;
 
 /// A session ends after this long without a request ...
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);

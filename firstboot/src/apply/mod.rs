@@ -2,6 +2,7 @@
 //! rename), with its mode and owner set before it becomes visible. Owners are looked up in the target's
 //! own /etc/passwd and /etc/group; a user the target lacks (a package not installed) leaves root as owner.
 
+pub mod accounts;
 pub mod jitsi_env;
 pub mod services;
 pub mod snapshot;

@@ -2,7 +2,10 @@
 //! console run setup, and the texts of the last screen and of a failure.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::BufRead;
 use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -10,6 +13,39 @@ use crate::apply::Root;
 use crate::ask::validation::TlsChoice;
 use crate::layout;
 use crate::settings::Settings;
+
+/// The console's next line, read on a thread so that the caller can wait with a limit (or show
+/// other things meanwhile); the line ending is removed. Nothing is sent when the console closes.
+pub fn spawn_line_reader() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        if matches!(std::io::stdin().lock().read_line(&mut line), Ok(n) if n > 0) {
+            let _ = tx.send(line.trim_end_matches(['\n', '\r']).to_string());
+        }
+    });
+    rx
+}
+
+/// Waits for Enter, at most `limit`.
+pub fn wait_for_enter(limit: Duration) {
+    let _ = spawn_line_reader().recv_timeout(limit);
+}
+
+/// Shows `prompt` and reads one answer (echoed; the line ending is removed).
+pub fn read_answer(prompt: &str) -> Result<String> {
+    print!("{prompt}");
+    std::io::Write::flush(&mut std::io::stdout()).ok();
+    let mut line = String::new();
+    let read = std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the answer")?;
+    if read == 0 {
+        anyhow::bail!("the console closed before an answer was typed");
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
 
 /// The first line on every console.
 pub const BANNER: &str = "Meetbox first-boot setup";
@@ -169,7 +205,14 @@ pub fn final_screen(
     if settings.tls == TlsChoice::SelfSigned {
         out += "\nBrowsers will warn about the self-signed certificate until you accept it once.\n";
     }
-    out += "\nTo change the name or the certificate later: meetbox-firstboot reconfigure\n";
+    let admin_host = lan_address.map_or(settings.domain.to_string(), |ip| match ip {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    });
+    out += &format!(
+        "\nTo manage the box (meeting hosts, the name, backups), open the web admin from a\ncomputer on this network: https://{admin_host}:{}/\n",
+        layout::ADMIN_PORT
+    );
     out
 }
 
@@ -212,6 +255,7 @@ mod tests {
             "3478/udp",
             "5349/tcp",
             "192.168.1.9",
+            "https://192.168.1.9:8443/",
         ] {
             assert!(screen.contains(needle), "{needle}");
         }

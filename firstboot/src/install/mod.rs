@@ -9,16 +9,14 @@
 pub mod offer;
 pub mod seal;
 
-use std::io::BufRead;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::apply::Root;
-use crate::ask::answers;
+use crate::ask::{answers, console};
 use crate::layout;
 use offer::{Choice, InstallAnswer};
 use seal::DiskList;
@@ -104,7 +102,7 @@ pub fn run(root: &Root, stick: &str, answer: Option<InstallAnswer>) -> Result<()
              and will not boot half an image. Press Enter to return to the choices.",
             disk.device
         );
-        wait_for_enter(Duration::MAX);
+        console::wait_for_enter(Duration::MAX);
     }
 }
 
@@ -129,7 +127,7 @@ fn ask(list: &DiskList, stick: &str) -> Result<Choice> {
     loop {
         println!("\n{}", offer::screen(list, stick));
         let count = offer::offered(list).len() + 1;
-        let input = read_line(&format!("Choose 1-{count}: "))?;
+        let input = console::read_answer(&format!("Choose 1-{count}: "))?;
         let choice = match offer::parse_number(&input, list) {
             Ok(choice) => choice,
             Err(problem) => {
@@ -140,7 +138,7 @@ fn ask(list: &DiskList, stick: &str) -> Result<Choice> {
         let Choice::Install(disk) = &choice else {
             return Ok(choice);
         };
-        if offer::confirmed(&read_line(&format!(
+        if offer::confirmed(&console::read_answer(&format!(
             "{}: ",
             offer::confirmation_prompt(disk)
         ))?) {
@@ -148,20 +146,6 @@ fn ask(list: &DiskList, stick: &str) -> Result<Choice> {
         }
         println!("Nothing was erased.");
     }
-}
-
-fn read_line(prompt: &str) -> Result<String> {
-    print!("{prompt}");
-    std::io::Write::flush(&mut std::io::stdout()).ok();
-    let mut line = String::new();
-    let read = std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the answer")?;
-    if read == 0 {
-        bail!("the console closed before an answer was typed");
-    }
-    Ok(line)
 }
 
 /// Marks the stick's own root so the next start is an ordinary boot from it: the live-stick script
@@ -223,15 +207,4 @@ fn restart() -> Result<()> {
         .context("cannot run systemctl reboot")?;
     anyhow::ensure!(status.success(), "systemctl reboot failed");
     Ok(())
-}
-
-/// Waits for Enter on the console, at most `limit`.
-fn wait_for_enter(limit: Duration) {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(limit);
 }

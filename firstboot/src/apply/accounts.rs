@@ -78,6 +78,13 @@ pub fn password_matches(credential: &ScramCredential, password: &str) -> bool {
     )
 }
 
+/// True when `password` is the admin's (`admin_user` on the main host), checked against prosody's
+/// stored credential, the one the meeting client logs in with.
+pub fn admin_password_matches(root: &Root, admin_user: &str, password: &str) -> Result<bool> {
+    Ok(credential(root, layout::XMPP_DOMAIN, admin_user)?
+        .is_some_and(|stored| password_matches(&stored, password)))
+}
+
 /// A credential with a fresh salt, as setup makes the admin's.
 pub fn new_credential(password: &str) -> Result<ScramCredential> {
     let salt = crate::secrets::random_alphanumeric(24)?;
