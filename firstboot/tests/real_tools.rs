@@ -1,85 +1,39 @@
-//! The rendered configuration accepted by the real programs: nginx (syntax, then serving with its
+//! The rendered configuration accepted by the real programs: the firewall (nft -c), nginx (syntax, then serving with its
 //! headers), prosody (config check, and its own SCRAM code agreeing with our account records), coturn,
 //! HOCON parsing of jicofo.conf and jvb.conf, and node on config.js.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meetbox_firstboot::acme::tls;
 use meetbox_firstboot::layout;
 use meetbox_firstboot::render;
 use meetbox_firstboot::secrets::scram;
 
-/// Writes a self-signed certificate and key into `dir`; returns their paths.
-fn certificate_in(dir: &Path) -> (String, String) {
-    let certified = tls::self_signed(&["meet.example.org"]).unwrap();
-    let cert = dir.join("fullchain.pem");
-    let key = dir.join("privkey.pem");
-    std::fs::write(&cert, certified.chain_pem).unwrap();
-    std::fs::write(&key, certified.key_pem).unwrap();
-    (cert.display().to_string(), key.display().to_string())
-}
-
-/// A server stopped with SIGTERM when dropped (nginx's master then stops its workers too).
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        // SAFETY: signalling a child we started, by its id.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
+/// The real nft parser and kernel check accept both rulesets (`nft -c` changes nothing).
+#[test]
+fn nft_accepts_both_rulesets() {
+    if !common::have_tool("nft", "nftables") || !common::is_root() {
+        return;
     }
-}
-
-/// The nginx site, with its absolute paths moved into `dir` (and optionally its ports moved).
-fn nginx_setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
-    let (cert, key) = certificate_in(dir);
-    let web = dir.join("web");
-    std::fs::create_dir_all(web.join("static")).unwrap();
-    std::fs::write(web.join("index.html"), "<html>jitsi</html>\n".repeat(100)).unwrap();
-    std::fs::create_dir_all(web.join("libs")).unwrap();
-    std::fs::write(
-        web.join("libs/app.bundle.min.js"),
-        "var meetbox = 1;\n".repeat(200),
-    )
-    .unwrap();
-    let acme = dir.join("acme");
-    std::fs::create_dir_all(acme.join(".well-known/acme-challenge")).unwrap();
-    std::fs::write(acme.join(".well-known/acme-challenge/tok-1"), "tok-1.thumb").unwrap();
-    let config_js = dir.join("config.js");
-    std::fs::write(&config_js, "var config = {};\n").unwrap();
-    let mut site = common::with_site(true, render::nginx_site)
-        .replace(layout::TLS_CERT, &cert)
-        .replace(layout::TLS_KEY, &key)
-        .replace(
-            &layout::jitsi_config_js("meet.example.org"),
-            &config_js.display().to_string(),
-        )
-        .replace(layout::ACME_WEBROOT, &acme.display().to_string())
-        .replace(layout::JITSI_WEB_ROOT, &web.display().to_string())
-        .replace(
-            "/var/log/nginx/error.log",
-            &dir.join("site-error.log").display().to_string(),
+    let dir = tempfile::tempdir().unwrap();
+    for ssh in [false, true] {
+        let path = dir.path().join(format!("nftables-ssh-{ssh}.conf"));
+        std::fs::write(&path, render::firewall::nftables(ssh)).unwrap();
+        let output = std::process::Command::new("nft")
+            .arg("-c")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .expect("nft runs");
+        assert!(
+            output.status.success(),
+            "nft -c rejects the ruleset (ssh {ssh}): {}",
+            String::from_utf8_lossy(&output.stderr)
         );
-    if let Some((http, https)) = ports {
-        site = site
-            .lines()
-            .filter(|l| !l.contains("listen [::]"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replace("listen 80;", &format!("listen 127.0.0.1:{http};"))
-            .replace("listen 443 ssl", &format!("listen 127.0.0.1:{https} ssl"));
     }
-    std::fs::write(dir.join("site.conf"), site).unwrap();
-    let d = dir.display();
-    let conf = format!(
-        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  access_log off;\n  gzip on;\n  include {d}/site.conf;\n}}\n"
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    path
 }
 
 #[test]
@@ -88,7 +42,7 @@ fn nginx_accepts_the_site() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let conf = nginx_setup(dir.path(), None);
+    let conf = common::nginx::setup(dir.path(), None);
     let out = common::run(
         Command::new("nginx")
             .arg("-t")
@@ -121,8 +75,8 @@ fn nginx_serves_the_security_headers_everywhere() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (http, https) = (common::free_port(), common::free_port());
-    let conf = nginx_setup(dir.path(), Some((http, https)));
-    let _nginx = Killed(
+    let conf = common::nginx::setup(dir.path(), Some((http, https)));
+    let _nginx = common::nginx::Stopped(
         Command::new("nginx")
             .args(["-g", "daemon off;", "-p"])
             .arg(dir.path())
@@ -304,7 +258,7 @@ fn coturn_runs_with_the_configuration() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate_in(dir.path());
+    let (cert, key) = common::nginx::certificate_in(dir.path());
     let (plain, tls_port) = (common::free_port(), common::free_port());
     let conf = common::with_site(true, render::turnserver_conf)
         .replace(layout::TURN_TLS_CERT, &cert)
@@ -335,7 +289,7 @@ fn coturn_runs_with_the_configuration() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let killed = Killed(child);
+    let killed = common::nginx::Stopped(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut text = String::new();
     while Instant::now() < deadline {

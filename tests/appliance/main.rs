@@ -174,7 +174,7 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     // The final screen, on a clean screen of its own.
     guest
         .console
-        .assert_clean_screen_at_match("Meetbox first-boot setup", "To manage the box");
+        .assert_clean_screen_at_match("Meetbox first-boot setup", ":8443/");
     guest.tty1_shows(
         "tty1-final-screen",
         &["first-boot setup", "Setup is complete", "box.meetbox.test"],

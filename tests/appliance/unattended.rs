@@ -238,7 +238,10 @@ fn check_after_reboot(
         .console
         .expect(meetbox_firstboot::admin::screen::HEADING, BOOT);
     guest.console.expect("Web admin:", PROMPT);
-    guest.tty1_shows("tty1-status-screen", &["Meetbox meeting server", "Web admin", ":8443/"]);
+    guest.tty1_shows(
+        "tty1-status-screen",
+        &["Meetbox meeting server", "Web admin", ":8443/"],
+    );
     eprintln!("status screen after {}", guest.elapsed());
     let transcript = guest.console.transcript();
     assert!(

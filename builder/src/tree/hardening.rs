@@ -7,13 +7,7 @@
 use std::path::PathBuf;
 
 use crate::profile::{Base, Profile};
-use meetbox_firstboot::layout::ADMIN_PORT;
-use meetbox_firstboot::network::{LAN_IPV4, LAN_IPV6};
-
-/// Ports open to everyone: HTTP (ACME and redirect), HTTPS, the videobridge's media
-/// port, and TURN (plain and over TLS).
-pub const PUBLIC_TCP_PORTS: [u16; 4] = [80, 443, 3478, 5349];
-pub const PUBLIC_UDP_PORTS: [u16; 2] = [3478, 10000];
+use meetbox_firstboot::render::firewall;
 
 /// Run by mmdebstrap inside the new root (as `$1`) before the clean-up hook: edits
 /// of files the packages own that no drop-in directory covers.
@@ -47,7 +41,7 @@ pub fn rendered_files(profile: &Profile, jitsi_origin: Option<&str>) -> Vec<Rend
     let mut files = vec![
         file(
             "etc/nftables.conf",
-            render_nftables(profile.services.ssh),
+            firewall::nftables(profile.services.ssh),
             0o700,
         ),
         file(
@@ -74,69 +68,6 @@ pub fn rendered_files(profile: &Profile, jitsi_origin: Option<&str>) -> Vec<Rend
         files.push(file("etc/ssh/sshd_config", render_sshd_config(), 0o600));
     }
     files
-}
-
-/// `/etc/nftables.conf`: inbound and forwarded traffic dropped unless listed;
-/// outbound open (updates, ACME, DNS, NTP).
-pub fn render_nftables(ssh: bool) -> String {
-    let ports = |ports: &[u16]| {
-        ports
-            .iter()
-            .map(u16::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let from_lan = |comment: &str, port: u16| {
-        format!(
-            "        # {comment}, from the local network only.\n\
-             \x20       ip saddr {{ {} }} tcp dport {port} ct state new accept\n\
-             \x20       ip6 saddr {{ {} }} tcp dport {port} ct state new accept\n",
-            LAN_IPV4.join(", "),
-            LAN_IPV6.join(", ")
-        )
-    };
-    let mut lan_rules = from_lan("The web admin (nginx, docs/admin.md)", ADMIN_PORT);
-    if ssh {
-        lan_rules.push_str(&from_lan("SSH (profile: services.ssh)", 22));
-    }
-    format!(
-        "#!/usr/sbin/nft -f\n\
-         # Written by meetbox build: inbound dropped unless listed here.\n\
-         flush ruleset\n\
-         \n\
-         table inet meetbox {{\n\
-         \x20   chain input {{\n\
-         \x20       type filter hook input priority filter; policy drop;\n\
-         \x20       iif \"lo\" accept\n\
-         \x20       # Loopback addresses arriving on another interface are spoofed.\n\
-         \x20       iif != \"lo\" ip daddr 127.0.0.0/8 drop\n\
-         \x20       iif != \"lo\" ip6 daddr ::1 drop\n\
-         \x20       ct state established,related accept\n\
-         \x20       ct state invalid drop\n\
-         \x20       # ICMP needed for path MTU discovery, errors and reachability checks.\n\
-         \x20       ip protocol icmp icmp type {{ echo-request, destination-unreachable, time-exceeded, parameter-problem }} limit rate 20/second accept\n\
-         \x20       # ICMPv6 needed for neighbour discovery, router advertisements and path MTU discovery.\n\
-         \x20       ip6 nexthdr icmpv6 icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem, echo-request, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
-         \x20       # DHCPv4 and DHCPv6 replies for the wired interface.\n\
-         \x20       udp sport 67 udp dport 68 accept\n\
-         \x20       ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept\n\
-         \x20       # Web (ACME, redirect, Jitsi Meet), TURN, and the videobridge's media.\n\
-         \x20       tcp dport {{ {tcp} }} ct state new accept\n\
-         \x20       udp dport {{ {udp} }} accept\n\
-         {lan_rules}\
-         \x20   }}\n\
-         \n\
-         \x20   chain forward {{\n\
-         \x20       type filter hook forward priority filter; policy drop;\n\
-         \x20   }}\n\
-         \n\
-         \x20   chain output {{\n\
-         \x20       type filter hook output priority filter; policy accept;\n\
-         \x20   }}\n\
-         }}\n",
-        tcp = ports(&PUBLIC_TCP_PORTS),
-        udp = ports(&PUBLIC_UDP_PORTS),
-    )
 }
 
 /// `/etc/ssh/sshd_config` itself (not a drop-in: CIS scanners read only the main
@@ -296,65 +227,6 @@ mod tests {
     fn build_hook_sets_the_umask_and_removes_syslog() {
         assert!(BUILD_HOOK.contains("UMASK\\t\\t027"));
         assert!(BUILD_HOOK.contains("purge -y -q rsyslog"));
-    }
-
-    #[test]
-    fn firewall_drops_inbound_and_opens_only_the_jitsi_ports() {
-        let rules = render_nftables(false);
-        assert!(rules.contains("hook input priority filter; policy drop;"));
-        assert!(rules.contains("hook forward priority filter; policy drop;"));
-        assert!(rules.contains("tcp dport { 80, 443, 3478, 5349 } ct state new accept"));
-        assert!(rules.contains("udp dport { 3478, 10000 } accept"));
-        assert!(rules.contains("ct state established,related accept"));
-        assert!(rules.contains("iif \"lo\" accept"));
-        assert!(rules.contains("nd-neighbor-solicit"));
-        assert!(!rules.contains("dport 22"), "SSH is off by default");
-        // The admin's port only from private, unique-local and link-local sources.
-        let admin = format!(
-            "ip saddr {{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 }} tcp dport {ADMIN_PORT}"
-        );
-        assert!(rules.contains(&admin), "{rules}");
-        assert!(rules.contains(&format!(
-            "ip6 saddr {{ fc00::/7, fe80::/10 }} tcp dport {ADMIN_PORT}"
-        )));
-        assert!(!rules.contains(&format!("{{ 80, 443, 3478, 5349, {ADMIN_PORT}")));
-    }
-
-    /// The real nft parser and kernel check accept both rulesets (`nft -c` changes nothing).
-    #[test]
-    fn nft_accepts_both_rulesets() {
-        if !crate::host::test_tools::tool_available("nft", "nftables") {
-            return;
-        }
-        use crate::host::test_tools::{can_run, missing_root};
-        if !can_run("nft -c", missing_root("nft -c (CAP_NET_ADMIN)")) {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        for ssh in [false, true] {
-            let path = dir.path().join(format!("nftables-ssh-{ssh}.conf"));
-            std::fs::write(&path, render_nftables(ssh)).unwrap();
-            let output = std::process::Command::new("nft")
-                .arg("-c")
-                .arg("-f")
-                .arg(&path)
-                .output()
-                .expect("nft runs");
-            assert!(
-                output.status.success(),
-                "nft -c rejects the ruleset (ssh {ssh}): {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
-
-    #[test]
-    fn ssh_opens_port_22_to_private_ranges_only() {
-        let rules = render_nftables(true);
-        let ssh: Vec<&str> = rules.lines().filter(|l| l.contains("dport 22")).collect();
-        assert_eq!(ssh.len(), 2, "{rules}");
-        assert!(ssh[0].contains("ip saddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 }"));
-        assert!(ssh[1].contains("ip6 saddr { fc00::/7, fe80::/10 }"));
     }
 
     #[test]

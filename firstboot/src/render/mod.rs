@@ -2,6 +2,7 @@
 //! functions of the public name, the per-device secrets, the network facts and the image's tuning.
 
 mod coturn;
+pub mod firewall;
 mod jicofo;
 mod jitsi_web;
 mod jvb;

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::net::TcpListener;
 use std::process::Command;
 
