@@ -17,7 +17,9 @@
 //!
 //! - The web admin (admin.rs), after the console's setup, in a real browser: login, a meeting host
 //!   who then logs in, CSRF and guessing refused, the admin password changed, and a factory
-//!   reset, after which the box asks the first-boot questions again.
+//!   reset, after which the box asks the first-boot questions again. On the unattended box after
+//!   its reboot: a rename with a Pebble certificate, a failed rename rolled back, and a backup
+//!   downloaded that then restores a fresh box, where the same logins work.
 //! - From a USB stick (installer.rs): the offer, a damaged stick refused, a power cut mid-write,
 //!   the install, and first boot from the internal disk alone.
 //!
@@ -225,7 +227,11 @@ fn every_boot_reaches_a_clean_banner_under_meetbox_run() {
     for boot in 1..=BOOTS {
         let session = format!("meetbox-boot-{}-{boot}", std::process::id());
         let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-        let (http, https) = (free_port().to_string(), free_port().to_string());
+        let (http, https, admin) = (
+            free_port().to_string(),
+            free_port().to_string(),
+            free_port().to_string(),
+        );
         let started = tmux(&[
             "new-session",
             "-d",
@@ -242,6 +248,8 @@ fn every_boot_reaches_a_clean_banner_under_meetbox_run() {
             &http,
             "--https-port",
             &https,
+            "--admin-port",
+            &admin,
         ]);
         assert!(started.status.success(), "tmux: {started:?}");
         let deadline = Instant::now() + BOOT;

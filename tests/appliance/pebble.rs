@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Points `name` at 127.0.0.1 in pebble-challtestsrv's DNS (where Pebble validates).
+fn add_name(dns_management: u16, name: &str) {
+    let add = Command::new("curl")
+        .args(["-sf", "--max-time", "5", "-d"])
+        .arg(format!(r#"{{"host":"{name}","addresses":["127.0.0.1"]}}"#))
+        .arg(format!("http://127.0.0.1:{dns_management}/add-a"))
+        .status()
+        .unwrap();
+    assert!(add.success(), "cannot add the DNS record for {name}");
+}
+
 /// The host as seen from a guest under QEMU user networking.
 pub const HOST_FROM_GUEST: &str = "10.0.2.2";
 
@@ -27,6 +38,7 @@ pub struct Pebble {
     /// PEM of the CA that signed Pebble's listener certificate (the answers file's `acme_ca_cert`).
     pub listener_ca_pem: String,
     management_port: u16,
+    dns_management_port: u16,
     _dns: Stopped,
     _pebble: Stopped,
 }
@@ -63,15 +75,7 @@ impl Pebble {
                 .expect("pebble-challtestsrv starts"),
         );
         wait_for_port(dns_management, "pebble-challtestsrv");
-        let add = Command::new("curl")
-            .args(["-sf", "--max-time", "5", "-d"])
-            .arg(format!(
-                r#"{{"host":"{domain}","addresses":["127.0.0.1"]}}"#
-            ))
-            .arg(format!("http://127.0.0.1:{dns_management}/add-a"))
-            .status()
-            .unwrap();
-        assert!(add.success(), "cannot add the DNS record for {domain}");
+        add_name(dns_management, domain);
         let pebble = Stopped(
             Command::new("pebble")
                 .arg("-config")
@@ -90,12 +94,18 @@ impl Pebble {
             directory_for_guest: format!("https://{HOST_FROM_GUEST}:{acme}/dir"),
             listener_ca_pem,
             management_port: management,
+            dns_management_port: dns_management,
             _dns: dns_server,
             _pebble: pebble,
         }
     }
 
     /// Pebble's issuing root (fresh on every start), written to `dir/pebble-root.pem`.
+    /// Gives `name` a DNS record, as an owner does before moving the box to it.
+    pub fn add_name(&self, name: &str) {
+        add_name(self.dns_management_port, name);
+    }
+
     pub fn issuing_root(&self, dir: &Path) -> PathBuf {
         let output = Command::new("curl")
             .args(["-skf", "--max-time", "5"])

@@ -102,7 +102,58 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
 
     let (focus, jvb) = check_disk_after_power_off(&disk, domain, password);
 
-    check_after_reboot(&disk_path, ports, &https, &focus, &jvb);
+    let guest = check_after_reboot(&disk_path, ports, &https, &focus, &jvb);
+
+    // The owner renames the box in the web admin and downloads a backup; the backup then
+    // restores a fresh box, where the same logins work under the new name.
+    let new_domain = "renamed.meetbox.test";
+    let backup =
+        admin::rename_then_back_up(domain, new_domain, ports, password, &pebble, dir.path());
+    drop(guest);
+    fs::remove_file(&disk_path).unwrap();
+    restore_onto_a_fresh_box(&backup, new_domain, ports, password, &pebble, dir.path());
+}
+
+/// A fresh disk from the image with the backup and its passphrase on the ESP: first boot restores
+/// it instead of asking, keeps its certificate, and the admin and the host log in.
+fn restore_onto_a_fresh_box(
+    backup: &Path,
+    domain: &str,
+    ports: Ports,
+    password: &str,
+    pebble: &Pebble,
+    dir: &Path,
+) {
+    let disk_path = fresh_disk("restored", UNATTENDED_DISK_BYTES);
+    let disk = GuestDisk::new(&disk_path, &built().manifest);
+    disk.put_on_esp(backup, backup.file_name().unwrap().to_str().unwrap());
+    let answers = dir.join("restore.toml");
+    fs::write(
+        &answers,
+        format!("restore_passphrase = \"{}\"\n", admin::BACKUP_PASSPHRASE),
+    )
+    .unwrap();
+    disk.put_on_esp(&answers, "meetbox-setup.toml");
+    let mut guest = Guest::boot(&disk_path, "restored", ports, None, None);
+    guest.console.expect("The backup is restored", BOOT);
+    guest.console.expect("Setup is complete", SETUP);
+    eprintln!("restored box set up after {}", guest.elapsed());
+    assert!(
+        !guest
+            .console
+            .transcript()
+            .contains("Domain name of the server"),
+        "the restored box asked the questions"
+    );
+    let https = Https::forwarded(domain, ports.https, Some(pebble.issuing_root(dir)));
+    check_pebble_certificate(&https);
+    for (user, secret) in [("admin", password), ("erin", admin::HOST_PASSWORD)] {
+        let jid = retry(&format!("{user} on the restored box"), PROMPT, || {
+            login(&https, XMPP_MAIN_HOST, user, secret)
+        });
+        assert!(jid.starts_with(&format!("{user}@meet.jitsi/")), "{jid}");
+    }
+    guest.power_off();
     fs::remove_file(&disk_path).unwrap();
 }
 
@@ -222,14 +273,15 @@ fn check_disk_after_power_off(
 }
 
 /// After a reboot: services start by themselves, the agent does not run again, the service
-/// accounts log in with the secrets written for jicofo and the videobridge.
+/// accounts log in with the secrets written for jicofo and the videobridge. The running guest
+/// is returned, for the web admin.
 fn check_after_reboot(
     disk_path: &Path,
     ports: Ports,
     https: &Https,
     focus: &(String, String),
     jvb: &(String, String),
-) {
+) -> Guest {
     // After a reboot: services start by themselves, the agent does not run again, the service
     // accounts log in with the secrets written for jicofo and the videobridge.
     let mut guest = Guest::boot(disk_path, "reboot", ports, None, None);
@@ -261,8 +313,7 @@ fn check_after_reboot(
             .expect_err("a wrong service password logged in");
     }
     check_pebble_certificate(https);
-    // Nothing is read from the disk after this boot: stop the VM without waiting.
-    drop(guest);
+    guest
 }
 
 /// The caps the build derived from the profile's hardware and bandwidth

@@ -21,7 +21,7 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct Browser {
     driver: Child,
     base: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -46,6 +46,8 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().unwrap();
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir_all(&downloads).unwrap();
         let rules = names
             .iter()
             .map(|name| format!("MAP {name} 127.0.0.1"))
@@ -68,7 +70,7 @@ impl Browser {
         let mut browser = Browser {
             driver,
             base,
-            _profile: profile,
+            profile,
         };
         let created = browser.call(
             "POST",
@@ -76,7 +78,14 @@ impl Browser {
             json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "acceptInsecureCerts": true,
-                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": args,
+                    "prefs": {
+                        "download.default_directory": downloads,
+                        "download.prompt_for_download": false,
+                    },
+                },
             }}}),
         );
         let session = created["sessionId"]
@@ -194,6 +203,33 @@ impl Browser {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The file whose name ends with `suffix` in the download folder, once chromium has finished
+    /// writing it (its partial `.crdownload` is gone).
+    pub fn downloaded(&self, suffix: &str, timeout: Duration) -> std::path::PathBuf {
+        let dir = self.profile.path().join("downloads");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let names: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            let partial = names
+                .iter()
+                .any(|p| p.to_string_lossy().ends_with(".crdownload"));
+            if let Some(done) = names.iter().find(|p| p.to_string_lossy().ends_with(suffix)) {
+                if !partial {
+                    return done.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no download ending with {suffix}: {names:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Saves the viewport as a PNG.

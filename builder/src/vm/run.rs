@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Host port on 127.0.0.1 forwarded to the guest's port 443.
     #[arg(long, default_value_t = 8443)]
     pub https_port: u16,
+    /// Host port on 127.0.0.1 forwarded to the guest's web admin (its port 8443): the guest sees
+    /// QEMU's private address, as a computer on the owner's network.
+    #[arg(long, default_value_t = 9443)]
+    pub admin_port: u16,
     /// Extra forward HOST:GUEST (TCP, host side on 127.0.0.1), repeatable.
     #[arg(long, value_parser = parse_forward)]
     pub forward: Vec<(u16, u16)>,
@@ -135,7 +139,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let vars = work.path().join("OVMF_VARS.fd");
     qemu::fresh_vars(&vars)?;
     let accel = qemu::resolve_accel(args.accel);
-    let mut forwards = vec![(args.http_port, 80), (args.https_port, 443)];
+    let mut forwards = vec![
+        (args.http_port, 80),
+        (args.https_port, 443),
+        (args.admin_port, meetbox_firstboot::layout::ADMIN_PORT),
+    ];
     forwards.extend(args.forward.iter().copied());
     let internal_disks = empty_disks(work.path(), &args.internal_disk)?;
     let spec = VmSpec {
