@@ -332,3 +332,120 @@ fn systemctl(root: &Root, args: &[&str]) -> Result<()> {
     anyhow::ensure!(status.success(), "systemctl {} failed", args.join(" "));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ask::validation::TlsChoice;
+    use crate::settings::Settings;
+
+    /// A set-up box's records below a temporary root: the state and the admin's account.
+    fn set_up_root() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        let credential = accounts::new_credential("horse staple cart moon").unwrap();
+        accounts::write(&root, XMPP_DOMAIN, "admin", &credential).unwrap();
+        State {
+            settings: Some(Settings {
+                domain: validation::domain("meet.example.org").unwrap(),
+                admin_user: "admin".into(),
+                admin_credential: credential,
+                email: None,
+                tls: TlsChoice::SelfSigned,
+                acme_directory: String::new(),
+                acme_ca_cert: None,
+                ssh_authorized_keys: Vec::new(),
+            }),
+            completed: Vec::new(),
+        }
+        .save(&root)
+        .unwrap();
+        (dir, root)
+    }
+
+    fn refusal(root: &Root, action: Action) -> String {
+        match perform(root, action).unwrap() {
+            Reply::Refused(why) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_names_are_checked_like_the_admin_s_and_never_the_admin() {
+        assert_eq!(host_name(" Dana ", "admin").unwrap(), "dana");
+        assert!(host_name("admin", "admin")
+            .unwrap_err()
+            .contains("admin account"));
+        assert!(host_name("focus", "admin").is_err(), "a service account");
+        assert!(host_name("a b", "admin").is_err());
+    }
+
+    #[test]
+    fn every_argument_is_validated_by_the_helper_itself() {
+        let (_dir, root) = set_up_root();
+        let weak = Action::AddHost {
+            user: "dana".into(),
+            password: "short".into(),
+        };
+        assert!(refusal(&root, weak).contains("Too short"));
+        let unknown = Action::ResetHostPassword {
+            user: "nobody".into(),
+            password: "lamp river stone tree".into(),
+        };
+        assert!(refusal(&root, unknown).contains("no host called"));
+        let bad_domain = Action::ChangeDomain {
+            domain: "https://meet.example.org".into(),
+            tls: "self-signed".into(),
+        };
+        assert!(refusal(&root, bad_domain).contains("without \"https://\""));
+        let bad_tls = Action::ChangeDomain {
+            domain: "new.example.org".into(),
+            tls: "manual".into(),
+        };
+        assert!(refusal(&root, bad_tls).contains("not a TLS choice"));
+        let unchanged = Action::ChangeDomain {
+            domain: "meet.example.org".into(),
+            tls: "self-signed".into(),
+        };
+        assert!(refusal(&root, unchanged).contains("nothing to change"));
+        let word = Action::FactoryReset {
+            password: "horse staple cart moon".into(),
+            confirm: "yes".into(),
+        };
+        assert!(refusal(&root, word).contains("Type RESET"));
+        let wrong = Action::FactoryReset {
+            password: "horse staple cart mon".into(),
+            confirm: "RESET".into(),
+        };
+        assert!(refusal(&root, wrong).contains("nothing was erased"));
+        let weak_passphrase = Action::Backup {
+            passphrase: "abc".into(),
+        };
+        assert!(refusal(&root, weak_passphrase).contains("The passphrase"));
+        let current = Action::SetAdminPassword {
+            current: "not it at all".into(),
+            new: "violet window paper cloud".into(),
+        };
+        assert!(refusal(&root, current).contains("current password is not right"));
+        assert!(matches!(
+            perform(
+                &root,
+                Action::CheckLogin {
+                    password: "horse staple cart moon".into()
+                }
+            )
+            .unwrap(),
+            Reply::LoginChecked(true)
+        ));
+    }
+
+    #[test]
+    fn requests_name_an_action_and_nothing_else() {
+        let parsed: Result<Action, _> =
+            serde_json::from_str(r#"{"action":"add-host","user":"a","password":"b","shell":"x"}"#);
+        assert!(parsed.is_err(), "unknown fields are refused");
+        assert!(serde_json::from_str::<Action>(r#"{"action":"run-shell"}"#).is_err());
+        let request = serde_json::to_string(&Action::Reboot).unwrap();
+        assert_eq!(request, r#"{"action":"reboot"}"#);
+    }
+}
