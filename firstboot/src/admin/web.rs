@@ -196,11 +196,7 @@ async fn login_page(State(app): State<App>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn login(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
+async fn login(State(app): State<App>, headers: HeaderMap, Form(form): Form<Fields>) -> Response {
     let visit = match app.visit(&headers) {
         Ok(visit) => visit,
         Err(response) => return *response,
@@ -255,11 +251,7 @@ async fn login(
     }
 }
 
-async fn logout(
-    State(app): State<App>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
+async fn logout(State(app): State<App>, headers: HeaderMap, Form(form): Form<Fields>) -> Response {
     match app.change(&headers, &form) {
         Err(response) => *response,
         Ok(token) => {
@@ -276,33 +268,55 @@ async fn logout(
     }
 }
 
-async fn status_page(State(app): State<App>, headers: HeaderMap) -> Response {
-    let (token, session) = match app.logged_in(&headers) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let notice = app.notice(&token);
-    match app.ask(Action::Status).await {
-        Reply::Status(status) => html(
-            StatusCode::OK,
-            pages::status(&session.csrf, notice.as_ref(), &status),
-        ),
-        other => unexpected(other),
+type Fields = HashMap<String, String>;
+
+/// A page of the logged-in admin that needs nothing of the helper.
+async fn plain_page(
+    app: &App,
+    headers: &HeaderMap,
+    render: fn(&str, Option<&Notice>) -> String,
+) -> Response {
+    match app.logged_in(headers) {
+        Err(response) => *response,
+        Ok((token, session)) => {
+            let notice = app.notice(&token);
+            html(StatusCode::OK, render(&session.csrf, notice.as_ref()))
+        }
     }
 }
 
-async fn hosts_page(State(app): State<App>, headers: HeaderMap) -> Response {
-    let (token, session) = match app.logged_in(&headers) {
+/// A page drawn from the helper's answer to `action`; None from `render` means the answer was not
+/// the expected kind.
+async fn helper_page(
+    app: &App,
+    headers: &HeaderMap,
+    action: Action,
+    render: impl FnOnce(&str, Option<&Notice>, &Reply) -> Option<String>,
+) -> Response {
+    let (token, session) = match app.logged_in(headers) {
         Ok(found) => found,
         Err(response) => return *response,
     };
     let notice = app.notice(&token);
-    match app.ask(Action::ListHosts).await {
-        Reply::Hosts(hosts) => html(
-            StatusCode::OK,
-            pages::hosts(&session.csrf, notice.as_ref(), &hosts),
-        ),
-        other => unexpected(other),
+    let reply = app.ask(action).await;
+    match render(&session.csrf, notice.as_ref(), &reply) {
+        Some(page) => html(StatusCode::OK, page),
+        None => unexpected(reply),
+    }
+}
+
+/// A change: the session and its token checked, the action built from the form, its outcome shown
+/// once on `then`.
+async fn post_change(
+    app: &App,
+    headers: &HeaderMap,
+    form: &Fields,
+    action: impl FnOnce(&Fields) -> Action,
+    then: &str,
+) -> Response {
+    match app.change(headers, form) {
+        Err(response) => *response,
+        Ok(token) => app.change_and_show(&token, action(form), then).await,
     }
 }
 
@@ -314,133 +328,114 @@ fn unexpected(reply: Reply) -> Response {
     html(StatusCode::SERVICE_UNAVAILABLE, pages::refusal(&why))
 }
 
-fn field(form: &HashMap<String, String>, name: &str) -> String {
+fn field(form: &Fields, name: &str) -> String {
     form.get(name).cloned().unwrap_or_default()
+}
+
+async fn status_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    helper_page(
+        &app,
+        &headers,
+        Action::Status,
+        |csrf, notice, reply| match reply {
+            Reply::Status(status) => Some(pages::status(csrf, notice, status)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn domain_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    helper_page(
+        &app,
+        &headers,
+        Action::Status,
+        |csrf, notice, reply| match reply {
+            Reply::Status(status) => Some(pages::domain(csrf, notice, status)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn hosts_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    helper_page(
+        &app,
+        &headers,
+        Action::ListHosts,
+        |csrf, notice, reply| match reply {
+            Reply::Hosts(hosts) => Some(pages::hosts(csrf, notice, hosts)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+async fn password_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    plain_page(&app, &headers, pages::password).await
+}
+
+async fn backup_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    plain_page(&app, &headers, pages::backup).await
+}
+
+async fn maintenance_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    plain_page(&app, &headers, pages::maintenance).await
 }
 
 async fn add_host(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
-    match app.change(&headers, &form) {
-        Err(response) => *response,
-        Ok(token) => {
-            let action = Action::AddHost {
-                user: field(&form, "user"),
-                password: field(&form, "password"),
-            };
-            app.change_and_show(&token, action, "/hosts").await
-        }
-    }
+    let action = |f: &Fields| Action::AddHost {
+        user: field(f, "user"),
+        password: field(f, "password"),
+    };
+    post_change(&app, &headers, &form, action, "/hosts").await
 }
 
 async fn remove_host(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
-    match app.change(&headers, &form) {
-        Err(response) => *response,
-        Ok(token) => {
-            let action = Action::RemoveHost {
-                user: field(&form, "user"),
-            };
-            app.change_and_show(&token, action, "/hosts").await
-        }
-    }
+    let action = |f: &Fields| Action::RemoveHost {
+        user: field(f, "user"),
+    };
+    post_change(&app, &headers, &form, action, "/hosts").await
 }
 
 async fn reset_host(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
-    match app.change(&headers, &form) {
-        Err(response) => *response,
-        Ok(token) => {
-            let action = Action::ResetHostPassword {
-                user: field(&form, "user"),
-                password: field(&form, "password"),
-            };
-            app.change_and_show(&token, action, "/hosts").await
-        }
-    }
+    let action = |f: &Fields| Action::ResetHostPassword {
+        user: field(f, "user"),
+        password: field(f, "password"),
+    };
+    post_change(&app, &headers, &form, action, "/hosts").await
 }
 
-async fn password_page(State(app): State<App>, headers: HeaderMap) -> Response {
-    match app.logged_in(&headers) {
-        Err(response) => *response,
-        Ok((token, session)) => {
-            let notice = app.notice(&token);
-            html(
-                StatusCode::OK,
-                pages::password(&session.csrf, notice.as_ref()),
-            )
-        }
-    }
-}
-
-async fn change_password(
+async fn change_domain(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
-    let token = match app.change(&headers, &form) {
-        Ok(token) => token,
-        Err(response) => return *response,
+    let action = |f: &Fields| Action::ChangeDomain {
+        domain: field(f, "domain"),
+        tls: field(f, "tls"),
     };
-    if field(&form, "new") != field(&form, "again") {
-        app.sessions.lock().unwrap().notify(
-            &token,
-            Notice::Refused("The two new passwords differ; nothing was changed.".into()),
-        );
-        return Redirect::to("/password").into_response();
-    }
-    let action = Action::SetAdminPassword {
-        current: field(&form, "current"),
-        new: field(&form, "new"),
-    };
-    match app.ask(action).await {
-        // Every session ends with the old password, this one too.
-        Reply::Done(text) => {
-            app.sessions.lock().unwrap().end_all();
-            html(StatusCode::OK, pages::login(Some(&text)))
-        }
-        Reply::Refused(text) => {
-            app.sessions
-                .lock()
-                .unwrap()
-                .notify(&token, Notice::Refused(text));
-            Redirect::to("/password").into_response()
-        }
-        other => unexpected(other),
-    }
-}
-
-async fn maintenance_page(State(app): State<App>, headers: HeaderMap) -> Response {
-    match app.logged_in(&headers) {
-        Err(response) => *response,
-        Ok((token, session)) => {
-            let notice = app.notice(&token);
-            html(
-                StatusCode::OK,
-                pages::maintenance(&session.csrf, notice.as_ref()),
-            )
-        }
-    }
+    post_change(&app, &headers, &form, action, "/domain").await
 }
 
 async fn maintenance(
     State(app): State<App>,
     axum::extract::Path(name): axum::extract::Path<String>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
-    let token = match app.change(&headers, &form) {
-        Ok(token) => token,
-        Err(response) => return *response,
-    };
     let action = match name.as_str() {
         "renew" => Action::RenewCertificate,
         "updates" => Action::ApplyUpdates,
@@ -457,51 +452,40 @@ async fn maintenance(
             )
         }
     };
-    app.change_and_show(&token, action, "/maintenance").await
+    post_change(&app, &headers, &form, |_| action, "/maintenance").await
 }
 
-async fn domain_page(State(app): State<App>, headers: HeaderMap) -> Response {
-    let (token, session) = match app.logged_in(&headers) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
-    let notice = app.notice(&token);
-    match app.ask(Action::Status).await {
-        Reply::Status(status) => html(
-            StatusCode::OK,
-            pages::domain(&session.csrf, notice.as_ref(), &status),
-        ),
-        other => unexpected(other),
-    }
-}
-
-async fn change_domain(
+/// The admin password: both new ones must agree; on success every session ends, this one too.
+async fn change_password(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
-    match app.change(&headers, &form) {
-        Err(response) => *response,
-        Ok(token) => {
-            let action = Action::ChangeDomain {
-                domain: field(&form, "domain"),
-                tls: field(&form, "tls"),
-            };
-            app.change_and_show(&token, action, "/domain").await
-        }
+    let token = match app.change(&headers, &form) {
+        Ok(token) => token,
+        Err(response) => return *response,
+    };
+    let refused = |text: String| {
+        app.sessions
+            .lock()
+            .unwrap()
+            .notify(&token, Notice::Refused(text));
+        Redirect::to("/password").into_response()
+    };
+    if field(&form, "new") != field(&form, "again") {
+        return refused("The two new passwords differ; nothing was changed.".into());
     }
-}
-
-async fn backup_page(State(app): State<App>, headers: HeaderMap) -> Response {
-    match app.logged_in(&headers) {
-        Err(response) => *response,
-        Ok((token, session)) => {
-            let notice = app.notice(&token);
-            html(
-                StatusCode::OK,
-                pages::backup(&session.csrf, notice.as_ref()),
-            )
+    let action = Action::SetAdminPassword {
+        current: field(&form, "current"),
+        new: field(&form, "new"),
+    };
+    match app.ask(action).await {
+        Reply::Done(text) => {
+            app.sessions.lock().unwrap().end_all();
+            html(StatusCode::OK, pages::login(Some(&text)))
         }
+        Reply::Refused(text) => refused(text),
+        other => unexpected(other),
     }
 }
 
@@ -509,13 +493,13 @@ async fn backup_page(State(app): State<App>, headers: HeaderMap) -> Response {
 async fn download_backup(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    Form(form): Form<Fields>,
 ) -> Response {
     let token = match app.change(&headers, &form) {
         Ok(token) => token,
         Err(response) => return *response,
     };
-    let refuse_with = |text: String| {
+    let refused = |text: String| {
         app.sessions
             .lock()
             .unwrap()
@@ -523,20 +507,17 @@ async fn download_backup(
         Redirect::to("/backup").into_response()
     };
     if field(&form, "passphrase") != field(&form, "again") {
-        return refuse_with("The two passphrases differ.".into());
+        return refused("The two passphrases differ.".into());
     }
-    match app
-        .ask(Action::Backup {
-            passphrase: field(&form, "passphrase"),
-        })
-        .await
-    {
+    let action = Action::Backup {
+        passphrase: field(&form, "passphrase"),
+    };
+    match app.ask(action).await {
         Reply::Backup(name, data) => {
             use base64::Engine;
             let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
-                return refuse_with("The box gave a damaged backup; try again.".into());
+                return refused("The box gave a damaged backup; try again.".into());
             };
-            let disposition = format!("attachment; filename=\"{name}\"");
             let mut response = (StatusCode::OK, bytes).into_response();
             let headers = response.headers_mut();
             headers.insert(
@@ -544,12 +525,12 @@ async fn download_backup(
                 HeaderValue::from_static("application/octet-stream"),
             );
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if let Ok(value) = HeaderValue::from_str(&disposition) {
+            if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
                 headers.insert(header::CONTENT_DISPOSITION, value);
             }
             response
         }
-        Reply::Refused(text) => refuse_with(text),
+        Reply::Refused(text) => refused(text),
         other => unexpected(other),
     }
 }

@@ -50,20 +50,11 @@ pub fn enable_and_start(root: &Root, units: &[&str]) -> Result<Vec<String>> {
 }
 
 fn enable_then(root: &Root, units: &[&str], verb: &str) -> Result<Vec<String>> {
-    let present: Vec<&str> = units
-        .iter()
-        .copied()
-        .filter(|u| installed(root, u))
-        .collect();
+    let present = present(root, units);
     if present.is_empty() {
         return Ok(Vec::new());
     }
-    let mut enable = Command::new("systemctl");
-    if !root.is_live() {
-        enable.arg(format!("--root={}", root.dir().display()));
-    }
-    enable.arg("enable").args(&present);
-    run(&mut enable)?;
+    run(systemctl_on(root).arg("enable").args(&present))?;
     if root.is_live() && systemd_running() {
         for unit in &present {
             run(Command::new("systemctl").args([verb, unit]))?;
@@ -74,19 +65,29 @@ fn enable_then(root: &Root, units: &[&str], verb: &str) -> Result<Vec<String>> {
 
 /// Disables `units` in the target (factory reset: off until setup again, as the image ships them).
 pub fn disable(root: &Root, units: &[&str]) -> Result<()> {
-    let present: Vec<&str> = units
-        .iter()
-        .copied()
-        .filter(|u| installed(root, u))
-        .collect();
+    let present = present(root, units);
     if present.is_empty() {
         return Ok(());
     }
-    let mut disable = Command::new("systemctl");
+    run(systemctl_on(root).arg("disable").args(&present))
+}
+
+/// The units of `units` the target has.
+fn present<'a>(root: &Root, units: &[&'a str]) -> Vec<&'a str> {
+    units
+        .iter()
+        .copied()
+        .filter(|u| installed(root, u))
+        .collect()
+}
+
+/// systemctl acting on the target: the running system, or `--root`.
+fn systemctl_on(root: &Root) -> Command {
+    let mut systemctl = Command::new("systemctl");
     if !root.is_live() {
-        disable.arg(format!("--root={}", root.dir().display()));
+        systemctl.arg(format!("--root={}", root.dir().display()));
     }
-    run(disable.arg("disable").args(&present))
+    systemctl
 }
 
 /// Makes running services pick up a new certificate.

@@ -53,16 +53,7 @@ server {{
     access_log off;
     error_log syslog:server=unix:/dev/log,nohostname crit;
 
-    ssl_certificate {TLS_CERT};
-    ssl_certificate_key {TLS_KEY};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ecdh_curve X25519:prime256v1:secp384r1;
-    ssl_ciphers {CIPHERS};
-    ssl_prefer_server_ciphers off;
-    ssl_session_timeout 1d;
-    ssl_session_cache shared:MeetboxTLS:10m;
-    ssl_session_tickets off;
-
+{tls}
     # All headers here, none in a location (a location's add_header would drop these).
     add_header Strict-Transport-Security "max-age=63072000" always;
     add_header X-Content-Type-Options "nosniff" always;
@@ -152,14 +143,7 @@ server {{
     access_log off;
     error_log syslog:server=unix:/dev/log,nohostname crit;
 
-    ssl_certificate {TLS_CERT};
-    ssl_certificate_key {TLS_KEY};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ecdh_curve X25519:prime256v1:secp384r1;
-    ssl_ciphers {CIPHERS};
-    ssl_prefer_server_ciphers off;
-    ssl_session_tickets off;
-
+{tls}
 {admin_sources}
     add_header Strict-Transport-Security "max-age=63072000" always;
     add_header X-Content-Type-Options "nosniff" always;
@@ -176,7 +160,24 @@ server {{
 }}
 "#,
         header = header("#"),
+        tls = tls_settings(),
         admin_sources = admin_sources()
+    )
+}
+
+/// The certificate and Mozilla's intermediate settings, the same for Jitsi's site and the admin's.
+fn tls_settings() -> String {
+    format!(
+        "    ssl_certificate {TLS_CERT};
+    ssl_certificate_key {TLS_KEY};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_ciphers {CIPHERS};
+    ssl_prefer_server_ciphers off;
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:MeetboxTLS:10m;
+    ssl_session_tickets off;
+"
     )
 }
 
