@@ -42,12 +42,13 @@ impl AdminVisit {
     fn log_in(&self, password: &str) -> String {
         self.goto("/login");
         self.browser.fill("#password", password);
-        self.browser.click("form[action='/login'] button");
+        self.browser.click_and_wait("form[action='/login'] button");
         self.browser.text()
     }
 
     fn submit(&self, form: &str) -> String {
-        self.browser.click(&format!("form[action='{form}'] button"));
+        self.browser
+            .click_and_wait(&format!("form[action='{form}'] button"));
         self.browser.text()
     }
 }

@@ -97,6 +97,12 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body)
+            .unwrap_or_else(|error| panic!("WebDriver {method} {path}: {error}"))
+    }
+
+    /// One WebDriver command; Err with the driver's error when it answers with one.
+    fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(240)))
@@ -111,17 +117,17 @@ impl Browser {
                 .header("content-type", "application/json")
                 .send(body.to_string()),
         }
-        .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        .map_err(|e| e.to_string())?;
         let text = response
             .body_mut()
             .read_to_string()
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
-        let answer: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: no JSON ({e}): {text}"));
+            .map_err(|e| e.to_string())?;
+        let answer: Value =
+            serde_json::from_str(&text).map_err(|e| format!("no JSON ({e}): {text}"))?;
         if response.status().as_u16() >= 400 {
-            panic!("WebDriver {method} {path}: {}", answer["value"]);
+            return Err(answer["value"].to_string());
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
     }
 
     pub fn goto(&self, url: &str) {
@@ -175,6 +181,24 @@ impl Browser {
     pub fn click(&self, css: &str) {
         let element = self.find(css);
         self.click_element(&element);
+    }
+
+    /// Clicks what submits a form and waits until the browser shows the answer: the old page's
+    /// document is gone (a click returns before a slow server has answered).
+    pub fn click_and_wait(&self, css: &str) {
+        let old_page = self.find("html");
+        self.click(css);
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while self
+            .try_call("GET", &format!("/element/{old_page}/name"), Value::Null)
+            .is_ok()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the page did not change after clicking {css}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn click_element(&self, element: &str) {
