@@ -288,7 +288,7 @@ fn prepare_root(
             root_fs_uuid: inputs.layout.root_fs_uuid.to_string(),
             esp_volume_id: inputs.esp_volume_id.to_string(),
             jitsi_upgrade_origin: inputs.jitsi_upgrade_origin.map(str::to_string),
-            extra_files: vec![
+            extra_files: [
                 (
                     meetbox_firstboot::layout::TUNING_FILE
                         .trim_start_matches('/')
@@ -301,7 +301,18 @@ fn prepare_root(
                         .into(),
                     inputs.image_signing_key.to_string(),
                 ),
-            ],
+            ]
+            .into_iter()
+            .chain(profile.services.admin_from_internet.then(|| {
+                (
+                    meetbox_firstboot::layout::ADMIN_FROM_INTERNET
+                        .trim_start_matches('/')
+                        .into(),
+                    "The profile opens the web admin to every source (services.admin_from_internet).\n"
+                        .to_string(),
+                )
+            }))
+            .collect(),
             epoch: inputs.cached.epoch,
         },
     )?;

@@ -48,6 +48,10 @@ pub const ADMIN_BINARY: &str = "/usr/bin/meetbox-admin";
 /// that may talk to the root helper's socket.
 pub const ADMIN_USER: &str = "meetbox-admin";
 pub const ADMIN_HELPER_SOCKET: &str = "/run/meetbox-admin-helper/helper.sock";
+/// Written by `meetbox build` when the profile opens the admin to the internet
+/// (`[services] admin_from_internet = true`): nginx and the web process then let every source in,
+/// as the firewall the same build wrote does.
+pub const ADMIN_FROM_INTERNET: &str = "/etc/meetbox/admin-from-internet";
 
 /// Where the ESP is mounted.
 pub const ESP_DIR: &str = "/boot/efi";

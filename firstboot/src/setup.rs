@@ -358,6 +358,7 @@ fn configuration(
         secrets: &secrets,
         network,
         jitsi_prosody_plugins: root.exists(layout::JITSI_PROSODY_PLUGINS),
+        admin_from_internet: root.exists(layout::ADMIN_FROM_INTERNET),
         caps: &tuning.config_js,
     };
     for file in render::all(&site) {

@@ -121,7 +121,7 @@ fn only_local_network_sources_reach_the_admin() {
     let spaces = link();
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("nftables.conf");
-    std::fs::write(&rules, render::firewall::nftables(false)).unwrap();
+    std::fs::write(&rules, render::firewall::nftables(false, false)).unwrap();
     let loaded = common::run(in_ns(&spaces.server, "nft").arg("-f").arg(&rules));
     assert!(
         loaded.status.success(),

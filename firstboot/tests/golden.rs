@@ -77,6 +77,7 @@ fn without_nat_there_is_no_static_mapping() {
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: true,
+        admin_from_internet: false,
         caps: &caps,
     };
     let jvb = render::jvb_conf(&site);

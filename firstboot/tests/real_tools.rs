@@ -21,7 +21,7 @@ fn nft_accepts_both_rulesets() {
     let dir = tempfile::tempdir().unwrap();
     for ssh in [false, true] {
         let path = dir.path().join(format!("nftables-ssh-{ssh}.conf"));
-        std::fs::write(&path, render::firewall::nftables(ssh)).unwrap();
+        std::fs::write(&path, render::firewall::nftables(ssh, ssh)).unwrap();
         let output = std::process::Command::new("nft")
             .arg("-c")
             .arg("-f")

@@ -80,6 +80,10 @@ pub struct Services {
     /// Jitsi Meet from Jitsi's own apt repository.
     #[serde(default)]
     pub jitsi: bool,
+    /// The web admin from every source, not only the local network (firewall, nginx and the
+    /// admin itself); off by default (docs/admin.md).
+    #[serde(default)]
+    pub admin_from_internet: bool,
 }
 
 /// When the appliance may reboot itself after security updates (new kernel, libc).

@@ -41,7 +41,7 @@ pub fn rendered_files(profile: &Profile, jitsi_origin: Option<&str>) -> Vec<Rend
     let mut files = vec![
         file(
             "etc/nftables.conf",
-            firewall::nftables(profile.services.ssh),
+            firewall::nftables(profile.services.ssh, profile.services.admin_from_internet),
             0o700,
         ),
         file(

@@ -18,6 +18,7 @@ use crate::admin::actions::{Action, Reply};
 use crate::admin::helper;
 use crate::admin::pages;
 use crate::admin::sessions::{self, Notice, Session, Sessions};
+use crate::layout;
 use crate::network;
 use crate::secrets;
 
@@ -29,6 +30,8 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img
 struct App {
     helper: PathBuf,
     sessions: Arc<Mutex<Sessions>>,
+    /// The image opens the admin to every source (layout::ADMIN_FROM_INTERNET).
+    from_anywhere: bool,
 }
 
 /// Serves the admin on `listen` until the process is stopped.
@@ -36,7 +39,11 @@ pub fn serve(listen: SocketAddr, helper: PathBuf) -> Result<()> {
     let app = App {
         helper,
         sessions: Arc::default(),
+        from_anywhere: std::path::Path::new(layout::ADMIN_FROM_INTERNET).exists(),
     };
+    if app.from_anywhere {
+        eprintln!("meetbox-admin: open to every source, as the image's profile chose");
+    }
     let router = Router::new()
         .route("/", get(status_page))
         .route("/style.css", get(style))
@@ -86,7 +93,7 @@ impl App {
                 "The admin is reached through the box's web server only.",
             )));
         };
-        if !network::is_local_network(address) {
+        if !self.from_anywhere && !network::is_local_network(address) {
             return Err(Box::new(refuse(
                 StatusCode::FORBIDDEN,
                 "The admin answers only computers on the box's local network.",

@@ -12,7 +12,7 @@ pub const PUBLIC_UDP_PORTS: [u16; 2] = [3478, 10000];
 
 /// `/etc/nftables.conf`: inbound and forwarded traffic dropped unless listed;
 /// outbound open (updates, ACME, DNS, NTP).
-pub fn nftables(ssh: bool) -> String {
+pub fn nftables(ssh: bool, admin_from_internet: bool) -> String {
     let ports = |ports: &[u16]| {
         ports
             .iter()
@@ -29,7 +29,14 @@ pub fn nftables(ssh: bool) -> String {
             LAN_IPV6.join(", ")
         )
     };
-    let mut lan_rules = from_lan("The web admin (nginx, docs/admin.md)", ADMIN_PORT);
+    let mut lan_rules = if admin_from_internet {
+        format!(
+            "        # The web admin, opened to the internet by the profile (docs/admin.md).\n\
+             \x20       tcp dport {ADMIN_PORT} ct state new accept\n"
+        )
+    } else {
+        from_lan("The web admin (nginx, docs/admin.md)", ADMIN_PORT)
+    };
     if ssh {
         lan_rules.push_str(&from_lan("SSH (profile: services.ssh)", 22));
     }
@@ -79,7 +86,7 @@ mod tests {
 
     #[test]
     fn firewall_drops_inbound_and_opens_only_the_jitsi_ports() {
-        let rules = nftables(false);
+        let rules = nftables(false, false);
         assert!(rules.contains("hook input priority filter; policy drop;"));
         assert!(rules.contains("hook forward priority filter; policy drop;"));
         assert!(rules.contains("tcp dport { 80, 443, 3478, 5349 } ct state new accept"));
@@ -101,10 +108,24 @@ mod tests {
 
     #[test]
     fn ssh_opens_port_22_to_private_ranges_only() {
-        let rules = nftables(true);
+        let rules = nftables(true, false);
         let ssh: Vec<&str> = rules.lines().filter(|l| l.contains("dport 22")).collect();
         assert_eq!(ssh.len(), 2, "{rules}");
         assert!(ssh[0].contains("ip saddr { 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 }"));
         assert!(ssh[1].contains("ip6 saddr { fc00::/7, fe80::/10 }"));
+    }
+
+    #[test]
+    fn the_profile_may_open_the_admin_to_every_source() {
+        let rules = nftables(false, true);
+        assert!(
+            rules.contains(&format!(
+                "\n        tcp dport {ADMIN_PORT} ct state new accept"
+            )),
+            "{rules}"
+        );
+        assert!(!rules.contains(&format!(
+            "saddr {{ 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 }} tcp dport {ADMIN_PORT}"
+        )));
     }
 }

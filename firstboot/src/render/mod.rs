@@ -41,6 +41,8 @@ pub struct Site<'a> {
     pub network: &'a NetworkFacts,
     /// jitsi-meet-prosody is installed: enable its prosody modules (lobby, breakout rooms, ...).
     pub jitsi_prosody_plugins: bool,
+    /// The image opens the web admin to every source (layout::ADMIN_FROM_INTERNET).
+    pub admin_from_internet: bool,
     /// The meeting caps of the tuning file, for config.js.
     pub caps: &'a ConfigJsCaps,
 }

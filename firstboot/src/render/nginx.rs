@@ -161,7 +161,7 @@ server {{
 "#,
         header = header("#"),
         tls = tls_settings(),
-        admin_sources = admin_sources()
+        admin_sources = admin_sources(site.admin_from_internet)
     )
 }
 
@@ -181,8 +181,12 @@ fn tls_settings() -> String {
     )
 }
 
-/// `allow` lines for the local network's sources, then `deny all`.
-fn admin_sources() -> String {
+/// `allow` lines for the local network's sources, then `deny all` (none when the image opens the
+/// admin to every source).
+fn admin_sources(from_internet: bool) -> String {
+    if from_internet {
+        return "    # Open to every source: the profile's services.admin_from_internet.\n".into();
+    }
     let mut lines: String = LAN_IPV4
         .iter()
         .chain(LAN_IPV6.iter())
@@ -190,4 +194,20 @@ fn admin_sources() -> String {
         .collect();
     lines.push_str("    deny all;\n");
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_s_sources_are_the_local_network_unless_the_profile_opens_it() {
+        let lan = admin_sources(false);
+        for net in LAN_IPV4.iter().chain(LAN_IPV6.iter()) {
+            assert!(lan.contains(&format!("allow {net};")), "{lan}");
+        }
+        assert!(lan.ends_with("deny all;\n"));
+        let open = admin_sources(true);
+        assert!(!open.contains("allow") && !open.contains("deny"), "{open}");
+    }
 }

@@ -106,6 +106,7 @@ pub fn with_site<T>(jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
         secrets: &secrets,
         network: &network,
         jitsi_prosody_plugins: jitsi,
+        admin_from_internet: false,
         caps: &caps,
     };
     f(&site)
