@@ -348,8 +348,41 @@ pub fn describe(root: &Root) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// The packages an upgrade would install now, from apt's simulation over the lists it last
+/// fetched (no network, no lock); None off the live box or when apt cannot say.
+pub fn pending(root: &Root) -> Option<Vec<String>> {
+    if !root.is_live() {
+        return None;
+    }
+    let output = Command::new("apt-get")
+        .args(["-s", "-q", "-o", "Debug::NoLocking=1", "dist-upgrade"])
+        .env("LC_ALL", "C")
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| packages_in_simulation(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The package names of the `Inst` lines of `apt-get -s`.
+pub fn packages_in_simulation(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("Inst "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn simulation_names_what_would_be_installed() {
+        let text = "Reading package lists...\nInst libssl3t64 [3.0.13-0ubuntu3.5] (3.0.13-0ubuntu3.6 Ubuntu:24.04/noble-security [amd64])\nConf libssl3t64 (3.0.13-0ubuntu3.6 Ubuntu:24.04/noble-security [amd64])\nInst openssl [3.0.13-0ubuntu3.5] (3.0.13-0ubuntu3.6 Ubuntu:24.04/noble-security [amd64])\n";
+        assert_eq!(packages_in_simulation(text), ["libssl3t64", "openssl"]);
+        assert!(packages_in_simulation("0 upgraded, 0 newly installed").is_empty());
+    }
+
     use super::*;
 
     #[test]

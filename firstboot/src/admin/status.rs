@@ -64,12 +64,33 @@ pub fn gather(root: &Root) -> Result<Status> {
         certificate: certificate_lines(root, settings.as_ref().map(|s| s.tls))?,
         lan_address: facts.lan_address.map(|ip| ip.to_string()),
         public_address: facts.public_address.map(|ip| ip.to_string()),
-        updates: updates::describe(root)?,
+        updates: pending_line(root)
+            .into_iter()
+            .chain(updates::describe(root)?)
+            .collect(),
         disk: disk_usage(root),
         memory: memory(root),
         tls: settings.as_ref().map(|s| s.tls),
         domain,
         last_change: jobs::last(root)?,
+    })
+}
+
+/// How many updates wait for the next run (from the lists apt last fetched).
+fn pending_line(root: &Root) -> Option<String> {
+    let pending = updates::pending(root)?;
+    Some(match pending.len() {
+        0 => "waiting: none (as of the last package lists)".to_string(),
+        n => format!(
+            "waiting: {n} package(s): {}{}",
+            pending
+                .iter()
+                .take(8)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if n > 8 { ", …" } else { "" }
+        ),
     })
 }
 
