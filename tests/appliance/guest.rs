@@ -172,6 +172,7 @@ impl Guest {
             disk: disk.to_path_buf(),
             disk_as_usb_stick: false,
             internal_disks: Vec::new(),
+            data_sticks: Vec::new(),
             vars,
             memory_mb: 2048,
             cpus: 2,

@@ -19,7 +19,8 @@
 //!   who then logs in, CSRF and guessing refused, the admin password changed, and a factory
 //!   reset, after which the box asks the first-boot questions again. On the unattended box after
 //!   its reboot: a rename with a Pebble certificate, a failed rename rolled back, and a backup
-//!   downloaded that then restores a fresh box, where the same logins work.
+//!   downloaded that then restores a fresh box, where the same logins work; its status screen
+//!   restores the backup again from a USB stick.
 //! - From a USB stick (installer.rs): the offer, a damaged stick refused, a power cut mid-write,
 //!   the install, and first boot from the internal disk alone.
 //!

@@ -134,7 +134,10 @@ fn restore_onto_a_fresh_box(
     )
     .unwrap();
     disk.put_on_esp(&answers, "meetbox-setup.toml");
-    let mut guest = Guest::boot(&disk_path, "restored", ports, None, None);
+    let stick = backup_stick(backup, dir);
+    let mut guest = Guest::boot_with(&disk_path, "restored", ports, |spec| {
+        spec.data_sticks = vec![stick.clone()];
+    });
     guest.console.expect("The backup is restored", BOOT);
     guest.console.expect("Setup is complete", SETUP);
     eprintln!("restored box set up after {}", guest.elapsed());
@@ -153,8 +156,65 @@ fn restore_onto_a_fresh_box(
         });
         assert!(jid.starts_with(&format!("{user}@meet.jitsi/")), "{jid}");
     }
+
+    // At the box's own screen: the same backup, from the USB stick, replaces what the box holds.
+    let console = &mut guest.console;
+    console.expect("Type 1 or 2 and press Enter", PROMPT);
+    console.type_line("2");
+    console.expect("Passphrase of the backup", PROMPT);
+    console.type_line("not the passphrase");
+    console.expect("passphrase is wrong", PROMPT);
+    console.expect("Passphrase of the backup", PROMPT);
+    console.type_line(admin::BACKUP_PASSPHRASE);
+    console.expect("Type RESET to go on", PROMPT);
+    console.type_line("RESET");
+    console.expect(&format!("the box serves https://{domain}/ again"), SETUP);
+    eprintln!(
+        "restored again from the USB stick at the box's screen, {}",
+        guest.elapsed()
+    );
+    assert!(
+        !guest
+            .console
+            .transcript()
+            .contains(admin::BACKUP_PASSPHRASE),
+        "the passphrase was echoed"
+    );
+    let jid = retry("admin after the restore from the stick", PROMPT, || {
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+    });
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
     guest.power_off();
     fs::remove_file(&disk_path).unwrap();
+}
+
+/// A FAT-formatted USB stick image with the backup in its top folder, as an owner copies it.
+fn backup_stick(backup: &Path, dir: &Path) -> PathBuf {
+    let stick = dir.join("backup-stick.img");
+    fs::File::create(&stick).unwrap().set_len(64 << 20).unwrap();
+    for (program, args) in [
+        (
+            "mkfs.vfat",
+            vec!["-n".into(), "BACKUP".into(), stick.display().to_string()],
+        ),
+        (
+            "mcopy",
+            vec![
+                "-i".into(),
+                stick.display().to_string(),
+                backup.display().to_string(),
+                format!("::/{}", backup.file_name().unwrap().to_string_lossy()),
+            ],
+        ),
+    ] {
+        let out = Command::new(program).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stick
 }
 
 /// The answers file on the ESP: the domain, the admin password, Pebble as the ACME server, the

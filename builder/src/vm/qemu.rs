@@ -36,6 +36,9 @@ pub struct VmSpec {
     pub disk_as_usb_stick: bool,
     /// Internal disks beside it (virtio, each path with its serial number), booted after `disk`.
     pub internal_disks: Vec<(PathBuf, String)>,
+    /// USB sticks with files on them (raw images, not booted), e.g. a backup the box's own screen
+    /// restores.
+    pub data_sticks: Vec<PathBuf>,
     pub vars: PathBuf,
     pub memory_mb: u32,
     pub cpus: u32,
@@ -140,13 +143,15 @@ impl VmSpec {
         args
     }
 
-    /// The boot disk first (a virtio disk, or a USB stick on xHCI), then the internal disks.
+    /// The boot disk first (a virtio disk, or a USB stick on xHCI), then the internal disks, then
+    /// the data sticks.
     fn disk_args(&self) -> Vec<String> {
         let mut args = Vec::new();
+        if self.disk_as_usb_stick || !self.data_sticks.is_empty() {
+            args.extend(["-device".into(), "qemu-xhci,id=xhci".into()]);
+        }
         if self.disk_as_usb_stick {
             args.extend([
-                "-device".into(),
-                "qemu-xhci,id=xhci".into(),
                 "-drive".into(),
                 format!("if=none,id=stick,format=raw,file={}", self.disk.display()),
                 "-device".into(),
@@ -170,6 +175,17 @@ impl VmSpec {
                     "virtio-blk-pci,drive=internal{index},serial={serial},bootindex={}",
                     index + 1
                 ),
+            ]);
+        }
+        for (index, path) in self.data_sticks.iter().enumerate() {
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "if=none,id=datastick{index},format=raw,file={}",
+                    path.display()
+                ),
+                "-device".into(),
+                format!("usb-storage,bus=xhci.0,drive=datastick{index},removable=on"),
             ]);
         }
         args
@@ -496,6 +512,7 @@ mod tests {
             disk: "disk.img".into(),
             disk_as_usb_stick: false,
             internal_disks: Vec::new(),
+            data_sticks: Vec::new(),
             vars: "vars.fd".into(),
             memory_mb: 2048,
             cpus: 2,
@@ -532,6 +549,23 @@ mod tests {
             "{args}"
         );
         assert!(!args.contains("if=virtio"), "{args}");
+    }
+
+    #[test]
+    fn data_sticks_hang_on_usb_beside_a_virtio_boot_disk() {
+        let mut spec = spec();
+        spec.data_sticks = vec!["backup-stick.img".into()];
+        let args = spec.args().join(" ");
+        assert!(args.contains("-device qemu-xhci,id=xhci"), "{args}");
+        assert!(
+            args.contains("file=disk.img,format=raw,if=virtio"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-drive if=none,id=datastick0,format=raw,file=backup-stick.img -device usb-storage,bus=xhci.0,drive=datastick0,removable=on"),
+            "{args}"
+        );
+        assert!(!args.contains("bootindex=0"), "{args}");
     }
 
     #[test]

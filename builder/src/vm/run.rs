@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Add an empty internal disk of this size (repeatable), e.g. to install onto from the stick.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub internal_disk: Vec<ByteSize>,
+    /// Attach a raw disk image as a USB stick with files (repeatable), e.g. a FAT image holding a
+    /// backup to restore at the box's screen.
+    #[arg(long, value_name = "IMAGE")]
+    pub data_stick: Vec<PathBuf>,
     /// Host port on 127.0.0.1 forwarded to the guest's port 80.
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
@@ -150,6 +154,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         disk,
         disk_as_usb_stick: args.usb_stick,
         internal_disks,
+        data_sticks: args.data_stick.clone(),
         vars,
         memory_mb: args.memory_mb,
         cpus: args.cpus,
