@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests.
 #![allow(dead_code)]
 
+pub mod admin_box;
 pub mod nginx;
 
 use std::net::TcpListener;
