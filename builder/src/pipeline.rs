@@ -218,6 +218,7 @@ fn assemble(
     )?;
     fs::remove_file(&raw)?;
     give_back_to_invoking_user(&args.out)?;
+    let timings = progress::step_timings();
     progress::step(format!(
         "Done in {:.0} s: {} ({} compressed from {}), signed with {}",
         started.elapsed().as_secs_f64(),
@@ -226,6 +227,10 @@ fn assemble(
         progress::human_bytes(compressed.raw_size),
         key.public_key_path.display()
     ));
+    progress::detail("where the time went (each step until the next):");
+    for line in timings {
+        progress::detail(line);
+    }
     Ok(())
 }
 

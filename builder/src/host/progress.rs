@@ -5,6 +5,7 @@
 //! visible in a log without control characters.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,9 +13,54 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How often the plain fallback reports.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
+/// When each step of this process began, for [`step_timings`].
+static STEPS: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+
 /// Announces a pipeline step on stderr, mkosi-style, so the log reads as a list of steps.
 pub fn step(message: impl AsRef<str>) {
     eprintln!("==> {}", message.as_ref());
+    if let Ok(mut steps) = STEPS.lock() {
+        steps.push((message.as_ref().to_string(), Instant::now()));
+    }
+}
+
+/// How long each step so far took (until the next began, the last until now), as lines for the
+/// build log: where a build's time goes.
+pub fn step_timings() -> Vec<String> {
+    let steps = STEPS.lock().map(|s| s.clone()).unwrap_or_default();
+    let now = Instant::now();
+    let durations: Vec<(String, Duration)> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (name, began))| {
+            let ended = steps.get(i + 1).map_or(now, |(_, next)| *next);
+            (name.clone(), ended.saturating_duration_since(*began))
+        })
+        .collect();
+    timing_lines(&durations)
+}
+
+/// `  12.3 s  43 %  name` per step, the name cut at its first colon or 60 characters.
+pub fn timing_lines(durations: &[(String, Duration)]) -> Vec<String> {
+    let total: f64 = durations.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    durations
+        .iter()
+        .map(|(name, took)| {
+            let short: String = name
+                .split(':')
+                .next()
+                .unwrap_or(name)
+                .chars()
+                .take(60)
+                .collect();
+            let share = if total > 0.0 {
+                100.0 * took.as_secs_f64() / total
+            } else {
+                0.0
+            };
+            format!("{:>7.1} s {share:>3.0} %  {short}", took.as_secs_f64())
+        })
+        .collect()
 }
 
 /// Prints a detail line under the current step.
@@ -150,6 +196,22 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timings_name_each_step_with_its_share() {
+        let lines = timing_lines(&[
+            ("Root file system: cached".into(), Duration::from_secs(3)),
+            ("Compress".into(), Duration::from_secs(1)),
+        ]);
+        assert_eq!(
+            lines,
+            [
+                "    3.0 s  75 %  Root file system",
+                "    1.0 s  25 %  Compress"
+            ]
+        );
+        assert!(timing_lines(&[]).is_empty());
+    }
 
     #[test]
     fn human_bytes_uses_binary_units() {
