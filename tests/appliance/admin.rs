@@ -182,17 +182,25 @@ pub fn guessing_locks_out(domain: &str, ports: Ports, password: &str) {
 
 /// The web process is not root; its helper is, and only its group may use the helper's socket.
 pub fn check_processes(shell: &dyn Fn(&str) -> String) {
-    let users = shell("ps -o user= -C meetbox-admin | sort | uniq -c");
+    let users = shell("ps -o user:32=,args= -C meetbox-admin");
     assert!(
         users.contains("meetbox-admin") && users.contains("root"),
         "{users}"
     );
-    let web = shell("ps -o user=,args= -C meetbox-admin | grep ' serve' | cut -d' ' -f1");
+    let user_of = |mode: &str| {
+        users
+            .lines()
+            .find(|line| line.trim_end().ends_with(mode))
+            .and_then(|line| line.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string()
+    };
     assert_eq!(
-        web.trim(),
+        user_of(" serve"),
         "meetbox-admin",
-        "the web process's user: {users}"
+        "the web process: {users}"
     );
+    assert_eq!(user_of(" helper"), "root", "the helper: {users}");
     let socket = shell("stat -c '%U:%G %a' /run/meetbox-admin-helper/helper.sock");
     assert_eq!(socket.trim(), "root:meetbox-admin 660");
     eprintln!(
