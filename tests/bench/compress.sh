@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures the cost of compressing in independent zstd frames: size and time of
 # `meetbox compress` (the build's compression) at several frame sizes against one
-# multithreaded frame, on one raw image.
+# multithreaded frame, then at several levels in the build's frame size, on one
+# raw image, so the choice of level and frame size shows.
 #
 # Usage: tests/bench/compress.sh [RAW.img]
 #   Without an argument it compresses the synthetic image of synthetic-image.sh.
@@ -9,6 +10,7 @@
 #   MEETBOX   meetbox binary (default: meetbox on PATH, else target/release/meetbox)
 #   LEVEL     zstd level (default 12, as meetbox build)
 #   FRAMES    frame sizes in MiB to try (default "8 16 32 64")
+#   LEVELS    levels to try in 32 MiB frames (default "3 6 9 12 15 19")
 #   WORK      scratch directory (default: a new temporary directory, removed at exit)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -45,3 +47,14 @@ for framing in single ${FRAMES:-8 16 32 64}; do
     printf '%-14s %14d %8.2f%% %10.1f  %s\n' "$label" "$size" "$(echo "($size - $one) * 100 / $one" | bc -l)" "$seconds" "$frames"
     rm -f "$WORK/out.zst"
 done
+echo
+printf '%-14s %14s %10s\n' level "bytes" seconds
+at_build=
+for try in ${LEVELS:-3 6 9 12 15 19}; do
+    json=$("$meetbox" compress --level "$try" --frame-mib 32 "$raw" "$WORK/out.zst" 2>/dev/null)
+    read -r size seconds < <(python3 -c 'import json, sys; j = json.loads(sys.argv[1]); print(j["compressed_size"], j["seconds"])' "$json")
+    [[ $try == "$level" ]] && at_build=$size
+    printf '%-14s %14d %10.1f\n' "level $try" "$size" "$seconds"
+    rm -f "$WORK/out.zst"
+done
+[[ -n $at_build ]] && echo "(level $level, the build's, gave $at_build bytes)"
