@@ -69,6 +69,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// True for the actions that write to the box (everything but reading); they run one at a time
+    /// and not while a long change runs.
+    pub fn changes_the_box(&self) -> bool {
+        !matches!(
+            self,
+            Action::CheckLogin { .. } | Action::Status | Action::ListHosts | Action::Backup { .. }
+        )
+    }
+
     /// The action's name, for the helper's log (never its arguments).
     pub fn name(&self) -> &'static str {
         match self {
@@ -120,8 +129,28 @@ pub fn host_name(input: &str, admin_user: &str) -> Result<String, String> {
     Ok(user)
 }
 
-/// Carries out `action` on the box below `root`.
+/// Held by an action that writes, so that two requests never write at once.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Carries out `action` on the box below `root`; the helper answers each connection on a thread
+/// of its own.
 pub fn perform(root: &Root, action: Action) -> Result<Reply> {
+    if !action.changes_the_box() {
+        return carry_out(root, action);
+    }
+    let _one_at_a_time = WRITING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if jobs::running() {
+        return Ok(Reply::Refused(
+            "Another change is still running; wait for it to finish (the Domain page shows it)."
+                .into(),
+        ));
+    }
+    carry_out(root, action)
+}
+
+fn carry_out(root: &Root, action: Action) -> Result<Reply> {
     let admin_user = State::load(root)?
         .settings
         .map(|settings| settings.admin_user)

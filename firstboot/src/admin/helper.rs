@@ -34,9 +34,13 @@ pub fn serve(root: &Root) -> Result<()> {
                 continue;
             }
         };
-        if let Err(error) = answer(root, stream, &allowed) {
-            eprintln!("meetbox-admin helper: {error:#}");
-        }
+        // A renewal takes a while; status pages and logins meanwhile get their answers.
+        let (root, allowed) = (root.clone(), allowed.clone());
+        std::thread::spawn(move || {
+            if let Err(error) = answer(&root, stream, &allowed) {
+                eprintln!("meetbox-admin helper: {error:#}");
+            }
+        });
     }
     Ok(())
 }

@@ -75,6 +75,11 @@ pub fn start(
     Ok(Reply::Done(format!("{what}: started.")))
 }
 
+/// True while a change started here runs.
+pub fn running() -> bool {
+    RUNNING.load(Ordering::SeqCst)
+}
+
 /// The last change's record, if any.
 pub fn last(root: &Root) -> Result<Option<Job>> {
     root.read_record(
