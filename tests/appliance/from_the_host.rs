@@ -64,13 +64,15 @@ pub(crate) fn audit_from_the_host(
         "sshd offered more than keys: {refusal}"
     );
 
-    // From the LAN: only the firewall's ports let a probe in, and of those the web and SSH
-    // answer; every other port stays silent (dropped, not refused).
-    let allowed_tcp = [22, 80, 443, 3478, 5349];
+    // From the LAN: only the firewall's ports let a probe in, and of those the web, the web
+    // admin and SSH answer; every other port stays silent (dropped, not refused).
+    let admin = meetbox_firstboot::layout::ADMIN_PORT;
+    let mut allowed_tcp = meetbox_firstboot::render::firewall::PUBLIC_TCP_PORTS.to_vec();
+    allowed_tcp.extend([22, admin]);
     let tcp = audit::scan_tcp(link);
     assert!(
-        [22, 80, 443].iter().all(|port| tcp.open.contains(port)),
-        "web or SSH not reachable from the LAN: {tcp:?}"
+        [22, 80, 443, admin].iter().all(|port| tcp.open.contains(port)),
+        "web, the admin or SSH not reachable from the LAN: {tcp:?}"
     );
     assert!(
         tcp.open
