@@ -10,6 +10,16 @@ use crate::support::webdriver::Browser;
 use crate::xmpp::Https;
 use crate::*;
 
+/// Whether Debian's chromium and chromedriver are here (tests/run installs them on Debian; Ubuntu
+/// ships chromium only as a snap): outside CI the browser's part of a test is skipped with the
+/// reason, under CI=true it fails.
+pub fn browser_ready() -> bool {
+    let missing = crate::support::webdriver::TOOLS
+        .iter()
+        .find_map(|(tool, package)| meetbox::host::test_tools::missing_tool(tool, package));
+    crate::support::can_run("the web admin in a browser", missing)
+}
+
 /// The admin's pages as a browser shows them, with the screenshots docs/admin.md uses.
 pub struct AdminVisit {
     browser: Browser,

@@ -103,6 +103,11 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     let (focus, jvb) = check_disk_after_power_off(&disk, domain, password);
 
     let guest = check_after_reboot(&disk_path, ports, &https, &focus, &jvb);
+    if !admin::browser_ready() {
+        drop(guest);
+        fs::remove_file(&disk_path).unwrap();
+        return;
+    }
 
     // The owner renames the box in the web admin and downloads a backup; the backup then
     // restores a fresh box, where the same logins work under the new name.
