@@ -71,7 +71,9 @@ pub(crate) fn audit_from_the_host(
     allowed_tcp.extend([22, admin]);
     let tcp = audit::scan_tcp(link);
     assert!(
-        [22, 80, 443, admin].iter().all(|port| tcp.open.contains(port)),
+        [22, 80, 443, admin]
+            .iter()
+            .all(|port| tcp.open.contains(port)),
         "web, the admin or SSH not reachable from the LAN: {tcp:?}"
     );
     assert!(
