@@ -38,7 +38,6 @@ pub struct Pebble {
     /// PEM of the CA that signed Pebble's listener certificate (the answers file's `acme_ca_cert`).
     pub listener_ca_pem: String,
     management_port: u16,
-    dns_management_port: u16,
     _dns: Stopped,
     _pebble: Stopped,
 }
@@ -94,18 +93,12 @@ impl Pebble {
             directory_for_guest: format!("https://{HOST_FROM_GUEST}:{acme}/dir"),
             listener_ca_pem,
             management_port: management,
-            dns_management_port: dns_management,
             _dns: dns_server,
             _pebble: pebble,
         }
     }
 
     /// Pebble's issuing root (fresh on every start), written to `dir/pebble-root.pem`.
-    /// Gives `name` a DNS record, as an owner does before moving the box to it.
-    pub fn add_name(&self, name: &str) {
-        add_name(self.dns_management_port, name);
-    }
-
     pub fn issuing_root(&self, dir: &Path) -> PathBuf {
         let output = Command::new("curl")
             .args(["-skf", "--max-time", "5"])
