@@ -17,10 +17,8 @@
 //!
 //! - The web admin (admin.rs), after the console's setup, in a real browser: login, a meeting host
 //!   who then logs in, CSRF and guessing refused, the admin password changed, and a factory
-//!   reset, after which the box asks the first-boot questions again. On the unattended box after
-//!   its reboot: a rename with a Pebble certificate, a failed rename rolled back, and a backup
-//!   downloaded that then restores a fresh box, where the same logins work; its status screen
-//!   restores the backup again from a USB stick.
+//!   reset, after which the box asks the first-boot questions again. The unattended box shows its
+//!   status screen after the reboot (serial console and tty1).
 //! - From a USB stick (installer.rs): the offer, a damaged stick refused, a power cut mid-write,
 //!   the install, and first boot from the internal disk alone.
 //!
