@@ -42,16 +42,21 @@ pub fn screen(status: &Status) -> String {
     if let Some(first) = status.certificate.first() {
         out += &format!("  Certificate:  {first}\n");
     }
-    let down: Vec<&str> = status
-        .services
-        .iter()
-        .filter(|(_, state)| state != "active")
-        .map(|(unit, _)| unit.trim_end_matches(".service"))
-        .collect();
-    out += &if down.is_empty() {
-        "  Services:     all running\n".to_string()
-    } else {
-        format!("  Services:     NOT running: {}\n", down.join(", "))
+    let named = |wanted: &dyn Fn(&str) -> bool| -> Vec<&str> {
+        status
+            .services
+            .iter()
+            .filter(|(_, state)| wanted(state))
+            .map(|(unit, _)| unit.trim_end_matches(".service"))
+            .collect()
+    };
+    // systemd says "activating" while a service starts (the videobridge takes a while).
+    let starting = named(&|state| matches!(state, "activating" | "reloading"));
+    let down = named(&|state| !matches!(state, "active" | "activating" | "reloading"));
+    out += &match (down.is_empty(), starting.is_empty()) {
+        (true, true) => "  Services:     all running\n".to_string(),
+        (true, false) => format!("  Services:     starting: {}\n", starting.join(", ")),
+        _ => format!("  Services:     NOT running: {}\n", down.join(", ")),
     };
     out += "\nAt this screen only:\n";
     out += "  1  Factory reset: erase everything on this box and set it up again\n";
@@ -204,6 +209,13 @@ mod tests {
         );
         assert!(text.contains("NOT running: nginx"), "{text}");
         assert!(text.contains("Issued by CN=R11") && !text.contains("Valid until"));
+        let mut starting = status();
+        starting.services[1].1 = "activating".into();
+        assert!(
+            screen(&starting).contains("starting: nginx"),
+            "{}",
+            screen(&starting)
+        );
         let ipv6 = Status {
             lan_address: Some("fd00::5".into()),
             ..status()
