@@ -129,17 +129,7 @@ fn only_local_network_sources_reach_the_admin() {
         String::from_utf8_lossy(&loaded.stderr)
     );
     let conf = common::nginx::setup(dir.path(), None);
-    let _nginx = common::nginx::Stopped(
-        in_ns(&spaces.server, "nginx")
-            .args(["-g", "daemon off;", "-p"])
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = common::nginx::start(in_ns(&spaces.server, "nginx"), dir.path(), &conf);
     let _admin = common::nginx::Stopped(
         in_ns(&spaces.server, env!("CARGO_BIN_EXE_meetbox-admin"))
             .args(["serve", "--helper"])

@@ -76,17 +76,7 @@ fn nginx_serves_the_security_headers_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let (http, https) = (common::free_port(), common::free_port());
     let conf = common::nginx::setup(dir.path(), Some((http, https)));
-    let _nginx = common::nginx::Stopped(
-        Command::new("nginx")
-            .args(["-g", "daemon off;", "-p"])
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = common::nginx::start(Command::new("nginx"), dir.path(), &conf);
     let resolve = format!("meet.example.org:{https}:127.0.0.1");
     let base = format!("https://meet.example.org:{https}");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -80,3 +80,19 @@ pub fn setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
     std::fs::write(&path, conf).unwrap();
     path
 }
+
+/// Runs `nginx` (a command that starts nginx, perhaps inside a namespace) in the foreground with
+/// `conf` from `setup`, stopped when dropped.
+pub fn start(mut nginx: std::process::Command, dir: &Path, conf: &Path) -> Stopped {
+    Stopped(
+        nginx
+            .args(["-g", "daemon off;", "-p"])
+            .arg(dir)
+            .arg("-c")
+            .arg(conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
