@@ -229,33 +229,6 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    /// The file whose name ends with `suffix` in the download folder, once chromium has finished
-    /// writing it (its partial `.crdownload` is gone).
-    pub fn downloaded(&self, suffix: &str, timeout: Duration) -> std::path::PathBuf {
-        let dir = self.profile.path().join("downloads");
-        let deadline = Instant::now() + timeout;
-        loop {
-            let names: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            let partial = names
-                .iter()
-                .any(|p| p.to_string_lossy().ends_with(".crdownload"));
-            if let Some(done) = names.iter().find(|p| p.to_string_lossy().ends_with(suffix)) {
-                if !partial {
-                    return done.clone();
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no download ending with {suffix}: {names:?}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-
     /// Saves the viewport as a PNG.
     pub fn screenshot(&self, path: &Path) {
         let data = self.call("GET", "/screenshot", Value::Null);
