@@ -34,7 +34,7 @@ fn sparse_image(path: &Path) {
 /// there are several) and a seek table in a skippable frame, which bmaptool's
 /// zstd must read as one stream.
 fn compress(raw: &Path, zst: &Path) {
-    meetbox::artifact::compress::compress_in_frames(raw, zst, 3, 2, 4 << 20).unwrap();
+    meetbox::artifact::compress::compress_in_frames(raw, zst, 3, 2, 4 << 20, None).unwrap();
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! real tools, check the artifacts with the reference tools (minisign, sha256sum,
 //! bmaptool), check reproducibility, and boot each image under OVMF Secure Boot
 //! on a virtual disk larger than the image: the Ubuntu image as `meetbox run`
-//! prepares it, the Debian image after `meetbox flash` wrote it to a larger file.
+//! prepares it, in a real terminal whose screen must show the first-boot banner
+//! cleanly (image/terminal.rs), the Debian image after `meetbox flash` wrote it
+//! to a larger file.
 //!
 //! Needs root and the host packages that tests/run installs. Outside CI a
 //! missing prerequisite skips with the reason; with CI=true it fails.
@@ -16,6 +18,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 mod support;
+#[path = "image/terminal.rs"]
+mod terminal;
 
 const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
 
@@ -27,6 +31,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("bmaptool", "bmap-tools"),
     ("sha256sum", "coreutils"),
     ("debugfs", "e2fsprogs"),
+    ("tmux", "tmux"),
 ];
 
 fn can_run(test: &str) -> bool {
@@ -320,7 +325,11 @@ fn boot_and_check_growth(built: &Built, from: DiskFrom) {
     let _ = fs::remove_file(&log);
     let _ = fs::remove_file(&disk);
     let image = built.file(".img.zst");
-    let (http, https) = (free_port().to_string(), free_port().to_string());
+    let (http, https, admin) = (
+        free_port().to_string(),
+        free_port().to_string(),
+        free_port().to_string(),
+    );
     let mut args = vec!["run".to_string()];
     match from {
         DiskFrom::Run => args.extend([
@@ -352,18 +361,30 @@ fn boot_and_check_growth(built: &Built, from: DiskFrom) {
             &http,
             "--https-port",
             &https,
-            "--serial-log",
-            log.to_str().unwrap(),
-            "--expect",
-            "Secure boot enabled",
-            "--expect",
-            "Meetbox first-boot setup",
-            "--timeout",
-            "900",
+            "--admin-port",
+            &admin,
         ]
         .map(String::from),
     );
-    meetbox_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    match from {
+        DiskFrom::Run => terminal::boot_to_the_banner(MEETBOX, &args, &log),
+        DiskFrom::Flash => {
+            args.extend(
+                [
+                    "--serial-log",
+                    log.to_str().unwrap(),
+                    "--expect",
+                    "Secure boot enabled",
+                    "--expect",
+                    "Meetbox first-boot setup",
+                    "--timeout",
+                    "900",
+                ]
+                .map(String::from),
+            );
+            meetbox_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+    }
     let (root_end, fs_bytes) = root_partition_and_fs_size(&disk);
     let sector = 512;
     assert!(
@@ -442,7 +463,7 @@ fn root_dir_entries(raw: &Path, dir: &str) -> Vec<String> {
 
 /// The Ubuntu image keeps the firmware its hardware profile names (the test profile: Realtek
 /// RTL8168 and RTL8125, the usual mini-PC NICs) and none of linux-firmware's other files, and
-/// keeps the filter for linux-firmware's updates.
+/// keeps the filter for linux-firmware's updates; its kernel keeps the modules a box loads.
 fn check_firmware_from_the_profile(built: &Built) {
     let raw = work_dir().join("firmware-check.img");
     meetbox::vm::qemu::decompress_sparse(&built.file(".img.zst"), &raw, 0).unwrap();
@@ -478,7 +499,48 @@ fn check_firmware_from_the_profile(built: &Built) {
         filters.iter().any(|f| f == "60meetbox-firmware"),
         "no dpkg filter for linux-firmware's updates: {filters:?}"
     );
+    check_modules_left_out(&raw, &filters);
     fs::remove_file(&raw).unwrap();
+}
+
+/// The kernel keeps the drivers of wired NICs, storage and graphics, and none of the sound, camera,
+/// Wi-Fi or Bluetooth modules; the filter stays for the kernel's updates.
+fn check_modules_left_out(raw: &Path, filters: &[String]) {
+    assert!(
+        filters.iter().any(|f| f == "61meetbox-modules"),
+        "no dpkg filter for the kernel's updates: {filters:?}"
+    );
+    let versions = root_dir_entries(raw, "/usr/lib/modules");
+    assert!(!versions.is_empty(), "no kernel modules in the image");
+    for version in versions {
+        let kernel = format!("/usr/lib/modules/{version}/kernel");
+        // dpkg's path filter leaves a filtered directory in place, empty.
+        for gone in [
+            "sound",
+            "v4l2loopback",
+            "zfs",
+            "drivers/media",
+            "drivers/bluetooth",
+            "drivers/staging",
+            "drivers/infiniband",
+            "drivers/net/wireless",
+        ] {
+            let left = root_dir_entries(raw, &format!("{kernel}/{gone}"));
+            assert!(left.is_empty(), "{kernel}/{gone} still holds {left:?}");
+        }
+        let drivers = root_dir_entries(raw, &format!("{kernel}/drivers"));
+        for kept in ["nvme", "ata", "gpu", "usb"] {
+            assert!(
+                drivers.iter().any(|d| d == kept),
+                "{kernel}/drivers/{kept} is missing: {drivers:?}"
+            );
+        }
+        let realtek = root_dir_entries(raw, &format!("{kernel}/drivers/net/ethernet/realtek"));
+        assert!(
+            realtek.iter().any(|m| m.starts_with("r8169.ko")),
+            "{kernel}: the RTL8168/RTL8125 driver r8169 is missing: {realtek:?}"
+        );
+    }
 }
 
 #[test]

@@ -214,7 +214,10 @@ fn assemble(
         description,
         &key,
         args.compression_level,
-        publish::Framing::Frames(compress::FRAME_SIZE),
+        publish::Framing::Frames {
+            size: compress::FRAME_SIZE,
+            cache: Some(&cache_dir.join("frames").join(&name)),
+        },
     )?;
     fs::remove_file(&raw)?;
     give_back_to_invoking_user(&args.out)?;

@@ -11,6 +11,7 @@ use anyhow::Result;
 use crate::artifact::blockmap::BlockMap;
 use crate::artifact::compress::{self, Compressed};
 use crate::artifact::files::BuildFiles;
+use crate::artifact::frame_cache::FrameCache;
 use crate::artifact::manifest::{self, ImageFiles, Manifest, MANIFEST_FORMAT};
 use crate::host::progress;
 use crate::sign::{self, keys::SigningKey};
@@ -28,9 +29,10 @@ pub struct Description {
 
 /// How the image is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Independent frames of this many raw bytes and a seek table (what `meetbox build` writes).
-    Frames(u64),
+pub enum Framing<'a> {
+    /// Independent frames of `size` raw bytes and a seek table (what `meetbox build` writes),
+    /// reusing the frames an earlier build of the same image left in `cache`.
+    Frames { size: u64, cache: Option<&'a Path> },
     /// One multithreaded zstd stream, as images built before the frames (tests of old images).
     Single,
 }
@@ -58,8 +60,28 @@ pub fn publish(
     progress::step(format!("Compressing (zstd level {level})"));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let compressed = match framing {
-        Framing::Frames(size) => {
-            compress::compress_in_frames(raw, &files.image_zst(), level, threads, size)?
+        Framing::Frames { size, cache: None } => {
+            compress::compress_in_frames(raw, &files.image_zst(), level, threads, size, None)?
+        }
+        Framing::Frames {
+            size,
+            cache: Some(dir),
+        } => {
+            let cache = FrameCache::open(dir, level)?;
+            let compressed = compress::compress_in_frames(
+                raw,
+                &files.image_zst(),
+                level,
+                threads,
+                size,
+                Some(&cache),
+            )?;
+            let found = cache.finish()?;
+            progress::detail(format!(
+                "frame cache: {} of {} frames reused from the last build ({} no longer needed, removed)",
+                found.hits, found.frames, found.removed
+            ));
+            compressed
         }
         Framing::Single => {
             compress::compress_single_frame(raw, &files.image_zst(), level, threads)?

@@ -1,5 +1,5 @@
-//! The command line: `meetbox-firstboot` runs (or resumes) setup; `status`, `reconfigure` and `renew`
-//! act on a finished box. Exit codes: 0 done, 1 failed (the message says what and how to retry),
+//! The command line: `meetbox-firstboot` runs (or resumes) setup; `status`, `reconfigure`, `renew`
+//! and `follow-address` act on a finished box. Exit codes: 0 done, 1 failed (the message says what and how to retry),
 //! 2 usage error.
 
 use std::path::PathBuf;
@@ -81,6 +81,10 @@ enum Command {
         #[arg(value_enum)]
         stage: updates::Stage,
     },
+    /// Check the line's public address (the name's DNS records, the owner's STUN server) and make
+    /// the videobridge and TURN follow it (run by meetbox-address.timer and on DHCP changes).
+    #[command(after_help = "Example:\n  meetbox-firstboot follow-address")]
+    FollowAddress,
     /// The box's own screen after setup: the status, where the web admin is, and a factory reset
     /// or a restore from a USB stick (run on tty1 by meetbox-screen@tty1.service).
     #[command(after_help = "Example:\n  meetbox-firstboot screen")]
@@ -105,6 +109,9 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Update { stage }) => updates::run(&root, stage),
         Some(Command::Screen) => admin::screen::run(&root),
+        Some(Command::FollowAddress) => {
+            network::follow::follow(&root).map(|message| println!("{message}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -330,6 +337,10 @@ fn status(root: &Root) -> Result<()> {
             format_time(record.next_attempt),
             record.last_failure
         );
+    }
+    println!("Network:");
+    for line in network::diagnosis::for_the_box(root, settings.domain.as_str())? {
+        println!("  {} {}", if line.ok { "ok " } else { "FIX" }, line.text);
     }
     println!("Steps:");
     for step in Step::ALL {

@@ -70,10 +70,14 @@ pub const UPDATES_FILE: &str = "/var/lib/meetbox/updates.json";
 /// The web admin's last long-running change (admin/jobs.rs).
 pub const ADMIN_JOB_FILE: &str = "/var/lib/meetbox/admin-job.json";
 pub const ACME_RETRY_FILE: &str = "/var/lib/meetbox/acme-retry.json";
+/// The addresses the configuration is rendered with and the last check of them (network/follow.rs).
+pub const NETWORK_FILE: &str = "/var/lib/meetbox/network.json";
 pub const ACME_CA_FILE: &str = "/var/lib/meetbox/acme-ca.pem";
-/// Served on port 80 under `/.well-known/acme-challenge/`, by nginx or by the agent itself.
-pub const ACME_WEBROOT: &str = "/var/lib/meetbox/acme-webroot";
-pub const ACME_CHALLENGE_DIR: &str = "/var/lib/meetbox/acme-webroot/.well-known/acme-challenge";
+/// Served on port 80 under `/.well-known/acme-challenge/`, by nginx or by the agent itself. Not
+/// below STATE_DIR: that is 0700, and nginx's workers (www-data) must read the challenges when a
+/// renewal or a domain change runs while nginx holds port 80.
+pub const ACME_WEBROOT: &str = "/var/www/meetbox-acme";
+pub const ACME_CHALLENGE_DIR: &str = "/var/www/meetbox-acme/.well-known/acme-challenge";
 /// Taken by the instance that runs setup, so that only one console asks the questions.
 pub const LOCK_FILE: &str = "/run/meetbox-firstboot.lock";
 
@@ -121,8 +125,23 @@ pub const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 pub const ROOT_SSH_DIR: &str = "/root/.ssh";
 pub const ROOT_AUTHORIZED_KEYS: &str = "/root/.ssh/authorized_keys";
 
-/// Ports to forward on the router, as shown on the last screen.
-pub const ROUTER_PORTS: [&str; 5] = ["80/tcp", "443/tcp", "10000/udp", "3478/udp", "5349/tcp"];
+/// Ports to forward on the router, as shown on the last screen. TURN over TLS shares 443 with the
+/// web (render/multiplex.rs), so 5349 stays on the box.
+pub const ROUTER_PORTS: [&str; 4] = ["80/tcp", "443/tcp", "10000/udp", "3478/udp"];
+
+/// nginx's stream module reads each TLS ClientHello on 443 and passes TURN to coturn, the rest to
+/// the web server on this loopback port. A top-level file: modules-enabled is included outside
+/// `http {}`, after the stream module's own `load_module` line (50-mod-stream.conf).
+pub const NGINX_MULTIPLEX: &str = "/etc/nginx/modules-enabled/60-meetbox-multiplex.conf";
+pub const WEB_BACKEND_PORT: u16 = 4444;
+/// coturn's TLS listener; the firewall keeps it to the box, nginx passes 443's TURN to it.
+pub const TURN_TLS_PORT: u16 = 5349;
+
+/// The name TURN over 443 is reached by (its own name, so the TLS ClientHello's SNI tells it apart
+/// from the web; docs/guide.md). It shares the meeting name's certificate and address.
+pub fn turn_name(public_domain: &str) -> String {
+    format!("turn.{public_domain}")
+}
 
 /// The config.js of the public domain.
 pub fn jitsi_config_js(public_domain: &str) -> String {
@@ -152,6 +171,13 @@ pub fn prosody_account_file(host: &str, user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_s_workers_can_reach_the_challenges() {
+        // STATE_DIR is made 0700 for the secrets; the webroot must live elsewhere.
+        assert!(!ACME_WEBROOT.starts_with(&format!("{STATE_DIR}/")));
+        assert!(ACME_CHALLENGE_DIR.starts_with(&format!("{ACME_WEBROOT}/")));
+    }
 
     #[test]
     fn prosody_escapes_host_names_like_its_datamanager() {

@@ -38,7 +38,8 @@ pub fn erase(root: &Root) -> Result<()> {
         let mut stop = Command::new("systemctl");
         stop.arg("stop")
             .args(services::STACK)
-            .arg(services::ACME_TIMER);
+            .arg(services::ACME_TIMER)
+            .args(services::ADDRESS_WATCH);
         let _ = stop.status();
     }
     for dir in EMPTIED {
@@ -71,6 +72,7 @@ pub fn erase(root: &Root) -> Result<()> {
         &[
             &services::STACK[..],
             &[services::ACME_TIMER],
+            &services::ADDRESS_WATCH[..],
             &services::ADMIN[..],
         ]
         .concat(),

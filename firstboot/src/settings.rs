@@ -22,4 +22,8 @@ pub struct Settings {
     /// Lines of root's `authorized_keys` (public keys; only used when the image has SSH).
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
+    /// A STUN server the owner names ("host" or "host:port"), asked for the line's public address
+    /// (network/follow.rs); None asks nobody outside.
+    #[serde(default)]
+    pub stun_server: Option<String>,
 }

@@ -164,6 +164,7 @@ pub fn settings_from(answers: &Answers) -> Result<Settings> {
             .unwrap_or_else(|| LETS_ENCRYPT_DIRECTORY.to_string()),
         acme_ca_cert: answers.acme_ca_cert.clone(),
         ssh_authorized_keys: answers.ssh_authorized_keys.clone(),
+        stun_server: answers.stun_server.clone(),
     })
 }
 
@@ -226,7 +227,8 @@ fn do_step(
             ssh_authorized_keys(root, &settings.ssh_authorized_keys)?;
         }
         Step::SelfSignedCertificate => {
-            tls::install(root, &tls::self_signed(&[settings.domain.as_str()])?)?;
+            let turn = layout::turn_name(settings.domain.as_str());
+            tls::install(root, &tls::self_signed(&[settings.domain.as_str(), &turn])?)?;
         }
         Step::ProsodyCertificates => prosody_certificates(root)?,
         Step::Configuration => {
@@ -254,6 +256,10 @@ fn do_step(
         Step::Services => {
             let mut started = services::enable_and_restart(root, &services::STACK)?;
             started.extend(services::enable_and_start(root, &services::ADMIN)?);
+            started.extend(services::enable_and_restart(
+                root,
+                &services::ADDRESS_WATCH,
+            )?);
             if !started.is_empty() {
                 println!("    enabled: {}", started.join(", "));
             }
@@ -352,18 +358,10 @@ fn configuration(
     network: &NetworkFacts,
     tuning: &Tuning,
 ) -> Result<()> {
-    let secrets = load_or_create_secrets(root)?;
-    let site = Site {
-        domain: settings.domain.as_str(),
-        secrets: &secrets,
-        network,
-        jitsi_prosody_plugins: root.exists(layout::JITSI_PROSODY_PLUGINS),
-        admin_from_internet: root.exists(layout::ADMIN_FROM_INTERNET),
-        caps: &tuning.config_js,
-    };
-    for file in render::all(&site) {
+    for file in rendered_files(root, settings, network, tuning)? {
         root.write(&file)?;
     }
+    network::follow::Record::rendered(network).save(root)?;
     for (link, target) in render::LINKS {
         root.symlink(link, target)?;
     }
@@ -373,6 +371,26 @@ fn configuration(
     root.directory(layout::ACME_WEBROOT, 0o755, Owner::ROOT)?;
     root.directory(layout::ACME_CHALLENGE_DIR, 0o755, Owner::ROOT)?;
     Ok(())
+}
+
+/// Every configuration file as this box renders it for `network` (written by setup, compared and
+/// rewritten by the address follower).
+pub fn rendered_files(
+    root: &Root,
+    settings: &Settings,
+    network: &NetworkFacts,
+    tuning: &Tuning,
+) -> Result<Vec<FileSpec>> {
+    let secrets = load_or_create_secrets(root)?;
+    let site = Site {
+        domain: settings.domain.as_str(),
+        secrets: &secrets,
+        network,
+        jitsi_prosody_plugins: root.exists(layout::JITSI_PROSODY_PLUGINS),
+        admin_from_internet: root.exists(layout::ADMIN_FROM_INTERNET),
+        caps: &tuning.config_js,
+    };
+    Ok(render::all(&site))
 }
 
 /// Prosody accounts: the admin (from the recorded SCRAM form), jicofo and the videobridge.

@@ -5,7 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
+
+use common::netns::{http_status, in_ns, link, Namespaces};
 use std::time::{Duration, Instant};
 
 use meetbox_firstboot::layout::ADMIN_PORT;
@@ -16,95 +18,11 @@ const BOX_PUBLIC: &str = "203.0.113.1";
 const CLIENT_PRIVATE: &str = "10.77.0.2";
 const CLIENT_PUBLIC: &str = "203.0.113.2";
 
-/// Network namespaces, deleted when dropped (with the veth pair between them).
-struct Namespaces {
-    server: String,
-    client: String,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = common::run(Command::new("ip").args(args));
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn in_ns(ns: &str, program: &str) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns, program]);
-    command
-}
-
-/// Two namespaces joined by a veth pair, each end with a private and a public address.
-fn link() -> Namespaces {
-    let id = std::process::id();
-    let spaces = Namespaces {
-        server: format!("mbadm-box-{id}"),
-        client: format!("mbadm-cli-{id}"),
-    };
-    let (box_end, client_end) = (format!("mbb{id}"), format!("mbc{id}"));
-    ip(&["netns", "add", &spaces.server]);
-    ip(&["netns", "add", &spaces.client]);
-    ip(&[
-        "link",
-        "add",
-        &box_end,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &client_end,
-    ]);
-    for (ns, end, addresses) in [
-        (&spaces.server, &box_end, [BOX_PRIVATE, BOX_PUBLIC]),
-        (&spaces.client, &client_end, [CLIENT_PRIVATE, CLIENT_PUBLIC]),
-    ] {
-        ip(&["link", "set", end, "netns", ns]);
-        for address in addresses {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                end,
-            ]);
-        }
-        ip(&["-n", ns, "link", "set", end, "up"]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
-    spaces
-}
-
 /// curl from the client namespace, from `source` to `url`; its exit code and the HTTP status.
 fn fetch(spaces: &Namespaces, source: &str, url: &str) -> (Option<i32>, String) {
-    let out: Output = common::run(
-        in_ns(&spaces.client, "curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "4",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .args(["--interface", source, "-H", "X-Real-IP: 10.1.1.1", url]),
-    );
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
+    http_status(
+        &spaces.client,
+        &["--interface", source, "-H", "X-Real-IP: 10.1.1.1", url],
     )
 }
 
@@ -118,7 +36,14 @@ fn only_local_network_sources_reach_the_admin() {
     {
         return;
     }
-    let spaces = link();
+    let spaces = link(
+        "adm",
+        &[&format!("{BOX_PRIVATE}/24"), &format!("{BOX_PUBLIC}/24")],
+        &[
+            &format!("{CLIENT_PRIVATE}/24"),
+            &format!("{CLIENT_PUBLIC}/24"),
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("nftables.conf");
     std::fs::write(&rules, render::firewall::nftables(false, false)).unwrap();

@@ -50,6 +50,10 @@ fn rendered_files_match_their_golden_files() {
         check("meet.example.org-config.js", &render::config_js(site));
         check("nginx-meetbox.conf", &render::nginx_site(site));
         check("turnserver.conf", &render::turnserver_conf(site));
+        check(
+            "nginx-multiplex.conf",
+            &render::nginx_multiplex(site.domain),
+        );
     });
 }
 
@@ -66,25 +70,34 @@ fn without_jitsi_packages_prosody_uses_only_its_own_modules() {
 
 #[test]
 fn without_nat_there_is_no_static_mapping() {
-    let secrets = common::sample_secrets();
-    let caps = common::sample_caps();
     let network = meetbox_firstboot::render::NetworkFacts {
         lan_address: Some("192.168.1.20".parse().unwrap()),
         public_address: None,
+        global_ipv6: None,
     };
-    let site = Site {
-        domain: "meet.example.org",
-        secrets: &secrets,
-        network: &network,
-        jitsi_prosody_plugins: true,
-        admin_from_internet: false,
-        caps: &caps,
+    common::with_site_on(&network, true, |site| {
+        let jvb = render::jvb_conf(site);
+        assert!(!jvb.contains("static-mappings"), "{jvb}");
+        let turn = render::turnserver_conf(site);
+        assert!(!turn.contains("external-ip"));
+        assert!(turn.contains("allowed-peer-ip=192.168.1.20"));
+    });
+}
+
+#[test]
+fn a_box_with_global_ipv6_relays_there_too() {
+    let network = meetbox_firstboot::render::NetworkFacts {
+        global_ipv6: Some("2a01:4f8:1:2::20".parse().unwrap()),
+        ..common::sample_network()
     };
-    let jvb = render::jvb_conf(&site);
-    assert!(!jvb.contains("static-mappings"), "{jvb}");
-    let turn = render::turnserver_conf(&site);
-    assert!(!turn.contains("external-ip"));
-    assert!(turn.contains("allowed-peer-ip=192.168.1.20"));
+    let turn = common::with_site_on(&network, true, render::turnserver_conf);
+    assert!(turn.contains("relay-ip=192.168.1.20\n"), "{turn}");
+    assert!(turn.contains("relay-ip=2a01:4f8:1:2::20\n"), "{turn}");
+    // IPv6 has no NAT: the public IPv4 mapping stays the only one.
+    assert!(
+        turn.contains("external-ip=198.51.99.10/192.168.1.20\n"),
+        "{turn}"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! ACME against Pebble (Let's Encrypt's test CA) on 127.0.0.1: a certificate issued over HTTP-01 served
-//! by the agent itself, installed, and its chain verified against Pebble's root; then a name without a
+//! by the agent itself, installed, and its chain verified against Pebble's root; the TURN name joins
+//! the certificate once it has a DNS record; then a name without a
 //! DNS record: the self-signed certificate stays, a retry is scheduled, and an immediate `renew`
 //! respects the back-off instead of asking the CA again.
 
@@ -196,8 +197,24 @@ fn pebble_issues_a_certificate_and_failures_fall_back_with_a_retry() {
         "coturn got another certificate"
     );
     assert!(!good.path().join(&layout::ACME_RETRY_FILE[1..]).exists());
+    // The TURN name has no DNS record yet: the certificate is for the meeting name alone.
+    assert_eq!(info.names, ["good.meetbox.test"]);
+    assert!(
+        stdout.contains("turn.good.meetbox.test did not validate"),
+        "{stdout}"
+    );
 
-    // A forced renewal issues a new certificate with the stored account.
+    // The owner adds the TURN name's record; a forced renewal issues a new certificate with the
+    // stored account, now for both names.
+    let add = common::run(Command::new("curl").args([
+        "-sf",
+        "--max-time",
+        "5",
+        "-d",
+        r#"{"host":"turn.good.meetbox.test","addresses":["127.0.0.1"]}"#,
+        &format!("http://127.0.0.1:{dns_management}/add-a"),
+    ]));
+    assert!(add.status.success(), "cannot add the TURN name's record");
     let renew = agent(good.path(), http01)
         .args(["renew", "--force"])
         .output()
@@ -211,6 +228,10 @@ fn pebble_issues_a_certificate_and_failures_fall_back_with_a_retry() {
         meetbox_firstboot::acme::tls::inspect(&std::fs::read_to_string(&cert_path).unwrap())
             .unwrap();
     assert!(!renewed.self_signed);
+    assert_eq!(
+        renewed.names,
+        ["good.meetbox.test", "turn.good.meetbox.test"]
+    );
 
     // No DNS record: self-signed kept, retry scheduled, explained in plain words.
     let bad = tree_with_answers("bad.meetbox.test", &directory, &ca_pem);

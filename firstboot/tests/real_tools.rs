@@ -74,8 +74,9 @@ fn nginx_serves_the_security_headers_everywhere() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (http, https) = (common::free_port(), common::free_port());
-    let conf = common::nginx::setup(dir.path(), Some((http, https)));
+    let ports = common::nginx::Ports::free(common::free_port());
+    let (http, https) = (ports.http, ports.https);
+    let conf = common::nginx::setup(dir.path(), Some(ports));
     let _nginx = common::nginx::start(Command::new("nginx"), dir.path(), &conf);
     let resolve = format!("meet.example.org:{https}:127.0.0.1");
     let base = format!("https://meet.example.org:{https}");

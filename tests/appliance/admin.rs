@@ -3,8 +3,9 @@
 //! that its changes make and break. The host's requests reach the guest from QEMU's user network
 //! (10.0.2.2), a private address, as a computer on the owner's LAN would.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::pebble::Pebble;
 use crate::support::webdriver::Browser;
 use crate::xmpp::Https;
 use crate::*;
@@ -223,4 +224,95 @@ fn admin_curl(domain: &str, ports: Ports) -> std::process::Command {
 
 fn admin_url(domain: &str, ports: Ports, path: &str) -> String {
     Https::forwarded(domain, ports.admin, None).url(path)
+}
+
+/// A finished box managed from the browser: a host added, the domain moved to `new_domain` with a
+/// Pebble certificate for it (its chain checked), a move to a name with no DNS record refused and
+/// rolled back, then a backup downloaded. Returns the backup's path.
+pub fn rename_then_back_up(
+    domain: &str,
+    new_domain: &str,
+    ports: Ports,
+    password: &str,
+    pebble: &Pebble,
+    dir: &Path,
+) -> PathBuf {
+    let visit = AdminVisit::start(domain, ports);
+    // The meeting site through 443's multiplexer, in a real browser (h2 over TLS with SNI).
+    visit
+        .browser
+        .goto(&format!("https://{domain}:{}/config.js", ports.https));
+    let config = visit.browser.text();
+    assert!(config.contains("var config"), "{config}");
+    let status = visit.log_in(password);
+    assert!(status.contains("Status"), "{status}");
+    assert!(status.contains("TURN over 443: ready"), "{status}");
+    visit.goto("/hosts");
+    visit.browser.fill("#user", "erin");
+    visit.browser.fill("#password", HOST_PASSWORD);
+    let added = visit.submit("/hosts/add");
+    assert!(added.contains("can now start meetings"), "{added}");
+
+    pebble.add_name(new_domain);
+    let done = visit.change_domain(new_domain);
+    assert!(
+        done.contains("done at") && done.contains(&format!("now serves https://{new_domain}/")),
+        "{done}"
+    );
+    visit.shot("admin-domain");
+    let renamed = Https::forwarded(new_domain, ports.https, Some(pebble.issuing_root(dir)));
+    check_pebble_certificate(&renamed);
+
+    let failed = visit.change_domain("unregistered.meetbox.test");
+    assert!(failed.contains("FAILED"), "{failed}");
+    assert!(
+        failed.contains(&format!(
+            "nothing was changed: the box still serves {new_domain}"
+        )),
+        "{failed}"
+    );
+    check_pebble_certificate(&renamed);
+    login(&renamed, XMPP_MAIN_HOST, "erin", HOST_PASSWORD).expect("the host after the roll-back");
+    eprintln!(
+        "admin: renamed to {new_domain} with a Pebble certificate; a failed rename rolled back"
+    );
+
+    visit.goto("/backup");
+    visit.browser.fill("#passphrase", BACKUP_PASSPHRASE);
+    visit.browser.fill("#again", BACKUP_PASSPHRASE);
+    visit.shot("admin-backup");
+    visit.browser.click("form[action='/backup'] button");
+    let file = visit.browser.downloaded(".meetbox-backup", PROMPT);
+    let kept = dir.join(file.file_name().unwrap());
+    std::fs::copy(&file, &kept).unwrap();
+    eprintln!("admin: backup downloaded as {}", kept.display());
+    kept
+}
+
+/// The host the rename test adds, and the backup's passphrase.
+pub const HOST_PASSWORD: &str = "amber meadow quiet river";
+pub const BACKUP_PASSPHRASE: &str = "seven blue kites over the harbour";
+
+impl AdminVisit {
+    /// Asks for `domain` with Let's Encrypt, then follows the page until the change has finished
+    /// (nginx restarts meanwhile, so a load may fail); the page's text then.
+    fn change_domain(&self, domain: &str) -> String {
+        self.goto("/domain");
+        self.browser.fill("#domain", domain);
+        self.browser.click("input[name='tls'][value='letsencrypt']");
+        self.submit("/domain");
+        let deadline = std::time::Instant::now() + SETUP;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let loaded = self.browser.try_goto(&format!("{}/domain", self.base));
+            let text = self.browser.text();
+            if loaded.is_ok() && (text.contains("done at") || text.contains("FAILED")) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the domain change did not finish:\n{text}"
+            );
+        }
+    }
 }

@@ -234,29 +234,57 @@ pub(crate) fn check_pebble_certificate(https: &Https) {
             Err(String::from_utf8_lossy(&output.stderr).into_owned())
         }
     });
-    let output = Command::new("openssl")
-        .args(["s_client", "-connect"])
+    // coturn restarts when the box follows a new address: a refused session is tried again.
+    let web = retry("the web on 443", PROMPT, || {
+        tls_on_443(https, &https.domain)
+    });
+    assert!(web.contains("HTTP/1.1 "), "the web did not answer:\n{web}");
+    // The TURN name reaches coturn (it speaks no HTTP), under the same certificate.
+    let turn_name = meetbox_firstboot::layout::turn_name(&https.domain);
+    let turn = retry("coturn on 443", PROMPT, || tls_on_443(https, &turn_name));
+    assert!(
+        !turn.contains("HTTP/1.1 "),
+        "the TURN name reached the web:\n{turn}"
+    );
+}
+
+/// A TLS session to the forwarded 443 with `name` as SNI and ALPN http/1.1, its chain and name
+/// checked against Pebble's root, then an HTTP request; openssl's report and the answer, or why
+/// the chain or name did not check.
+fn tls_on_443(https: &Https, name: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut client = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
         .arg(format!("127.0.0.1:{}", https.port))
+        .args(["-servername", name, "-verify_hostname", name])
         .args([
-            "-servername",
-            &https.domain,
+            "-alpn",
+            "http/1.1",
+            "-ign_eof",
             "-verify_return_error",
             "-CAfile",
         ])
         .arg(https.ca.as_ref().unwrap())
-        .stdin(std::process::Stdio::null())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && text.contains("Verify return code: 0 (ok)"),
-        "{text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let request = format!("GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
+    let _ = client.stdin.take().unwrap().write_all(request.as_bytes());
+    let output = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !text.contains("Verify return code: 0 (ok)") {
+        return Err(format!(
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
     assert!(
         text.contains("Pebble Intermediate"),
-        "not issued by Pebble:\n{text}"
+        "{name} not issued by Pebble:\n{text}"
     );
+    Ok(text)
 }
 
 /// (username, password) of the XMPP client section of jicofo.conf or jvb.conf.
@@ -272,8 +300,16 @@ pub(crate) fn account(conf: &str) -> (String, String) {
     (value("username"), value("password"))
 }
 
+/// How a guest reaches TURN: UDP 3478, or TLS on 443 through nginx's multiplexer (coturn's own
+/// client names TURN's ALPN protocol, which routes it there).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Turn {
+    Udp,
+    TlsOn443,
+}
+
 /// A TURN Allocate with these credentials (turnutils_uclient, coturn's own client) gets a relay.
-pub(crate) fn turn_allocates(user: &str, password: &str, port: u16, tcp: bool) -> bool {
+pub(crate) fn turn_allocates(user: &str, password: &str, port: u16, turn: Turn) -> bool {
     let mut command = Command::new("timeout");
     command.args([
         "30",
@@ -286,8 +322,8 @@ pub(crate) fn turn_allocates(user: &str, password: &str, port: u16, tcp: bool) -
         "-l",
         "100",
     ]);
-    if tcp {
-        command.arg("-t");
+    if let Turn::TlsOn443 = turn {
+        command.args(["-t", "-S"]);
     }
     // The peer is only needed for uclient's data phase, which comes after the allocation.
     command
@@ -307,9 +343,7 @@ pub(crate) fn turn_allocates(user: &str, password: &str, port: u16, tcp: bool) -
     let output = command.output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     eprintln!(
-        "TURN over {} with {}: {}",
-        if tcp { "TCP" } else { "UDP" },
-        user,
+        "TURN ({turn:?}) with {user}: {}",
         text.lines()
             .find(|l| l.contains("relay addr") || l.contains("ERROR"))
             .unwrap_or("no answer")

@@ -101,7 +101,6 @@ pub(crate) fn fresh_disk(name: &str, size: u64) -> PathBuf {
 pub(crate) struct Ports {
     pub(crate) http: u16,
     pub(crate) https: u16,
-    pub(crate) turn_tcp: u16,
     pub(crate) turn_udp: u16,
     pub(crate) ssh: u16,
     /// The web admin's port.
@@ -113,7 +112,6 @@ impl Ports {
         Ports {
             http: free_port(),
             https: free_port(),
-            turn_tcp: free_port(),
             turn_udp: free_port(),
             ssh: free_port(),
             admin: free_port(),
@@ -180,7 +178,6 @@ impl Guest {
             forwards: vec![
                 (ports.http, 80),
                 (ports.https, 443),
-                (ports.turn_tcp, 3478),
                 (ports.ssh, 22),
                 (ports.admin, meetbox_firstboot::layout::ADMIN_PORT),
             ],
@@ -194,8 +191,9 @@ impl Guest {
         customize(&mut spec);
         eprintln!("boot {name}: {}", spec.args().join(" "));
         let socket = spec.serial_socket.clone().unwrap();
+        let qmp_socket = spec.qmp_socket.clone();
         let vm = Vm::start(spec, false).unwrap();
-        let console = SerialConsole::connect(&socket);
+        let console = SerialConsole::connect(&socket, qmp_socket.as_deref());
         Guest {
             vm,
             console,

@@ -149,17 +149,22 @@ impl GuestDisk {
 
     /// A file of the root file system, read with debugfs (no mount).
     pub fn read_root_file(&self, path: &str) -> String {
-        let text = run(Command::new("debugfs")
+        // debugfs exits 0 when `cat` fails, and says why on stderr only.
+        let output = Command::new("debugfs")
             .arg("-R")
             .arg(format!("cat {path}"))
             .arg(format!(
                 "{}?offset={}",
                 self.path.display(),
                 self.root_offset
-            )));
+            ))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run debugfs: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             !text.trim().is_empty(),
-            "{path} is empty or missing in the guest"
+            "{path} is empty or missing in the guest: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
         text
     }

@@ -1,7 +1,10 @@
 //! Integration: the first-boot agent in the booted `test` image (Ubuntu 24.04 under OVMF Secure Boot).
 //!
-//! - On the serial console, the test answers the agent's questions with keystrokes: an invalid domain
-//!   and a wrong password confirmation are refused, then setup runs; the typed password logs in.
+//! - The console test's box starts from the image on a USB stick beside an internal disk too small
+//!   for it; the owner chooses to run it from the stick. On the serial console, the test answers
+//!   the agent's questions with keystrokes: an invalid domain and a wrong password confirmation
+//!   are refused, then setup runs; the typed password logs in. Every boot that shows the banner
+//!   has its screen checked: the banner on a clean screen, nothing of the boot over it.
 //! - On a fresh disk from the same image, `meetbox-setup.toml` on the ESP sets the box up unattended
 //!   with a certificate from Pebble on the host; the file is wiped. From the host, through the
 //!   forwards: HTTPS with the Pebble-issued chain, the admin's login (and a wrong password refused),
@@ -20,11 +23,13 @@
 //!   reset, after which the box asks the first-boot questions again. The unattended box shows its
 //!   status screen after the reboot (serial console and tty1).
 //! - From a USB stick (installer.rs): the offer, a damaged stick refused, a power cut mid-write,
-//!   the install, and first boot from the internal disk alone.
+//!   the install, and first boot from the internal disk alone. `meetbox run` in a real terminal
+//!   is tests/image.rs's Ubuntu boot.
 //!
 //! Needs root and the host packages of tests/run. Outside CI a missing prerequisite skips with the
 //! reason; with CI=true it fails.
 
+mod address;
 mod admin;
 mod audit;
 mod console;
@@ -42,14 +47,12 @@ mod updates;
 mod xmpp;
 
 use std::fs;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meetbox::vm::qemu;
 
 use from_the_host::*;
 use guest::*;
-use pebble::free_port;
 use unattended::*;
 use xmpp::{Credentials, Https, Session};
 
@@ -113,13 +116,21 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     }
     let _one_at_a_time = exclusive();
     let password = "horse staple cart moon";
-    let disk = fresh_disk("console", 0);
+    // The owner's mini-PC: the image on a USB stick, beside an internal disk too small for it.
+    let stick = fresh_disk("console", 0);
+    let small = installer::empty_disk("console-small", 1 << 30);
     let ports = Ports::new();
-    let mut guest = Guest::boot(&disk, "console", ports, None, None);
-    let console = &mut guest.console;
+    let mut guest = Guest::boot_from_stick(
+        &stick,
+        &[(small, installer::SMALL_SERIAL.to_string())],
+        "console",
+        ports,
+    );
+    installer::run_from_the_stick(&mut guest);
 
-    console.expect("Meetbox first-boot setup", BOOT);
-    console.expect("Press Enter to start the setup", PROMPT);
+    // The restart from the stick is an ordinary first boot: the questions, not the offer.
+    let console = &mut guest.console;
+    console.expect("Press Enter to start the setup", BOOT);
     eprintln!("agent on the serial console after {}", guest.elapsed());
     let console = &mut guest.console;
     // Shown as a terminal shows it: the banner on a clean screen, then the prompt, nothing of the
@@ -196,12 +207,16 @@ fn console_questions_refuse_bad_answers_then_set_up() {
     // out of logging in, not the session already open; the reset then asks the questions again.
     if !admin::browser_ready() {
         guest.power_off();
+        installer::check_marked_to_run_from(&stick);
         return;
     }
     let (visit, password) = admin::hosts_and_password("box.meetbox.test", ports, password);
     admin::guessing_locks_out("box.meetbox.test", ports, &password);
     admin::factory_reset(&visit, &password);
     guest.console.expect("Press Enter to start the setup", BOOT);
+    guest
+        .console
+        .assert_clean_screen("Meetbox first-boot setup", "Press Enter to start the setup");
     eprintln!(
         "after the factory reset the box asks again, {}",
         guest.elapsed()
@@ -211,83 +226,6 @@ fn console_questions_refuse_bad_answers_then_set_up() {
         "the admin account survived the factory reset"
     );
     guest.power_off();
-    fs::remove_file(&disk).unwrap();
-}
-
-/// Boots the set-up-less image again and again under `meetbox run` in a real terminal (tmux): each
-/// boot must reach the banner and the prompt on a clean screen. One boot in three once stopped
-/// printing before the banner (issue: the first-boot screen stays clean); the test catches a race
-/// between the two consoles' instances or the serial getty if it comes back.
-#[test]
-fn every_boot_reaches_a_clean_banner_under_meetbox_run() {
-    if !can_run("repeated boots") || !support_tmux() {
-        return;
-    }
-    const BOOTS: usize = 5;
-    let _one_at_a_time = exclusive();
-    let image = &built().image;
-    for boot in 1..=BOOTS {
-        let session = format!("meetbox-boot-{}-{boot}", std::process::id());
-        let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux runs");
-        let (http, https, admin) = (
-            free_port().to_string(),
-            free_port().to_string(),
-            free_port().to_string(),
-        );
-        let started = tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "80",
-            "-y",
-            "24",
-            MEETBOX,
-            "run",
-            image.to_str().unwrap(),
-            "--http-port",
-            &http,
-            "--https-port",
-            &https,
-            "--admin-port",
-            &admin,
-        ]);
-        assert!(started.status.success(), "tmux: {started:?}");
-        let deadline = Instant::now() + BOOT;
-        let screen = loop {
-            let captured = tmux(&["capture-pane", "-p", "-t", &session]);
-            let screen = String::from_utf8_lossy(&captured.stdout).into_owned();
-            if screen.contains("Press Enter to start the setup") {
-                break screen;
-            }
-            if Instant::now() > deadline {
-                let _ = tmux(&["kill-session", "-t", &session]);
-                panic!("boot {boot} of {BOOTS} did not reach the banner; the terminal shows:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        };
-        let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(
-            lines.first().map(|l| l.trim()),
-            Some("Meetbox first-boot setup"),
-            "boot {boot}: the banner is not alone at the top of the screen:\n{screen}"
-        );
-        assert!(
-            !screen.contains("[  OK  ]") && !screen.contains("A start job"),
-            "boot {boot}: boot output on the agent's screen:\n{screen}"
-        );
-        eprintln!("boot {boot} of {BOOTS}: banner and prompt on a clean screen");
-        // QEMU's monitor escape quits the VM (its temporary disk goes with it).
-        let _ = tmux(&["send-keys", "-t", &session, "C-a", "x"]);
-        std::thread::sleep(Duration::from_secs(3));
-        let _ = tmux(&["kill-session", "-t", &session]);
-    }
-}
-
-fn support_tmux() -> bool {
-    support::can_run(
-        "repeated boots",
-        support::root_and_tools_missing("booting images", &[("tmux", "tmux")]),
-    )
+    installer::check_marked_to_run_from(&stick);
+    fs::remove_file(&stick).unwrap();
 }

@@ -1,6 +1,7 @@
 //! Pebble (Let's Encrypt's test CA) on the host for the guest: its ACME directory on 127.0.0.1, which
 //! the guest reaches as 10.0.2.2 (QEMU user networking), with a listener certificate valid for both
-//! addresses; pebble-challtestsrv answers its DNS with 127.0.0.1 for the test domain, and its HTTP-01
+//! addresses; pebble-challtestsrv answers its DNS with 127.0.0.1 for the test domain and its TURN
+//! name, and its HTTP-01
 //! validations go to the host port forwarded to the guest's port 80.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ pub struct Pebble {
     /// PEM of the CA that signed Pebble's listener certificate (the answers file's `acme_ca_cert`).
     pub listener_ca_pem: String,
     management_port: u16,
+    dns_management_port: u16,
     _dns: Stopped,
     _pebble: Stopped,
 }
@@ -74,7 +76,12 @@ impl Pebble {
                 .expect("pebble-challtestsrv starts"),
         );
         wait_for_port(dns_management, "pebble-challtestsrv");
-        add_name(dns_management, domain);
+        for name in [
+            domain.to_string(),
+            meetbox_firstboot::layout::turn_name(domain),
+        ] {
+            add_name(dns_management, &name);
+        }
         let pebble = Stopped(
             Command::new("pebble")
                 .arg("-config")
@@ -93,12 +100,22 @@ impl Pebble {
             directory_for_guest: format!("https://{HOST_FROM_GUEST}:{acme}/dir"),
             listener_ca_pem,
             management_port: management,
+            dns_management_port: dns_management,
             _dns: dns_server,
             _pebble: pebble,
         }
     }
 
     /// Pebble's issuing root (fresh on every start), written to `dir/pebble-root.pem`.
+    /// Gives `name` and its TURN name DNS records, as an owner does before moving the box to it.
+    pub fn add_name(&self, name: &str) {
+        add_name(self.dns_management_port, name);
+        add_name(
+            self.dns_management_port,
+            &meetbox_firstboot::layout::turn_name(name),
+        );
+    }
+
     pub fn issuing_root(&self, dir: &Path) -> PathBuf {
         let output = Command::new("curl")
             .args(["-skf", "--max-time", "5"])

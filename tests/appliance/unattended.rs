@@ -64,6 +64,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
+    let test_dns = address::check_address_follows_the_record(&scan_link, &owner_key, domain);
 
     // Updates through the box's own timers: Jitsi's next release, one that asks for a reboot, a
     // broken one, a repository that stops answering. After each the box still serves: the
@@ -75,7 +76,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
         login(&https, XMPP_MAIN_HOST, "admin", password)
             .unwrap_or_else(|err| panic!("admin login {when}: {err}"));
         assert!(
-            turn_allocates(user, secret, ports.turn_tcp, true),
+            turn_allocates(user, secret, ports.https, Turn::TlsOn443),
             "TURN {when}"
         );
     };
@@ -86,6 +87,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
         .with_host_ports(&repository_ports)
         .with_host_url(&pebble.directory_for_guest);
     guest.power_off();
+    drop(test_dns);
     drop(scan_link);
     // Whom the box contacted, from boot to power-off: the resolver, the update mirrors, Jitsi's
     // repository, the ACME CA and the time servers, no one else.
@@ -102,8 +104,128 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
 
     let (focus, jvb) = check_disk_after_power_off(&disk, domain, password);
 
-    check_after_reboot(&disk_path, ports, &https, &focus, &jvb);
+    let guest = check_after_reboot(&disk_path, ports, &https, &focus, &jvb);
+    if !admin::browser_ready() {
+        drop(guest);
+        fs::remove_file(&disk_path).unwrap();
+        return;
+    }
+
+    // The owner renames the box in the web admin and downloads a backup; the backup then
+    // restores a fresh box, where the same logins work under the new name.
+    let new_domain = "renamed.meetbox.test";
+    let backup =
+        admin::rename_then_back_up(domain, new_domain, ports, password, &pebble, dir.path());
+    drop(guest);
     fs::remove_file(&disk_path).unwrap();
+    restore_onto_a_fresh_box(&backup, new_domain, ports, password, &pebble, dir.path());
+}
+
+/// A fresh disk from the image with the backup and its passphrase on the ESP: first boot restores
+/// it instead of asking, keeps its certificate, and the admin and the host log in.
+fn restore_onto_a_fresh_box(
+    backup: &Path,
+    domain: &str,
+    ports: Ports,
+    password: &str,
+    pebble: &Pebble,
+    dir: &Path,
+) {
+    let disk_path = fresh_disk("restored", UNATTENDED_DISK_BYTES);
+    let disk = GuestDisk::new(&disk_path, &built().manifest);
+    disk.put_on_esp(backup, backup.file_name().unwrap().to_str().unwrap());
+    let answers = dir.join("restore.toml");
+    fs::write(
+        &answers,
+        format!("restore_passphrase = \"{}\"\n", admin::BACKUP_PASSPHRASE),
+    )
+    .unwrap();
+    disk.put_on_esp(&answers, "meetbox-setup.toml");
+    let stick = backup_stick(backup, dir);
+    let mut guest = Guest::boot_with(&disk_path, "restored", ports, |spec| {
+        spec.data_sticks = vec![stick.clone()];
+    });
+    // The console that takes setup's lock (tty1 or this one) shows the restore; both show the end.
+    guest.console.expect("Meetbox first-boot setup", BOOT);
+    guest.console.expect("Setup is complete", SETUP);
+    guest
+        .console
+        .expect(&format!("Meetings:     https://{domain}/"), PROMPT);
+    eprintln!("restored box set up after {}", guest.elapsed());
+    assert!(
+        !guest
+            .console
+            .transcript()
+            .contains("Domain name of the server"),
+        "the restored box asked the questions"
+    );
+    let https = Https::forwarded(domain, ports.https, Some(pebble.issuing_root(dir)));
+    check_pebble_certificate(&https);
+    for (user, secret) in [("admin", password), ("erin", admin::HOST_PASSWORD)] {
+        let jid = retry(&format!("{user} on the restored box"), PROMPT, || {
+            login(&https, XMPP_MAIN_HOST, user, secret)
+        });
+        assert!(jid.starts_with(&format!("{user}@meet.jitsi/")), "{jid}");
+    }
+
+    // At the box's own screen: the same backup, from the USB stick, replaces what the box holds.
+    let console = &mut guest.console;
+    console.expect("Type 1 or 2 and press Enter", PROMPT);
+    console.type_line("2");
+    console.expect("Passphrase of the backup", PROMPT);
+    console.type_line("not the passphrase");
+    console.expect("passphrase is wrong", PROMPT);
+    console.expect("Passphrase of the backup", PROMPT);
+    console.type_line(admin::BACKUP_PASSPHRASE);
+    console.expect("Type RESET to go on", PROMPT);
+    console.type_line("RESET");
+    console.expect(&format!("the box serves https://{domain}/ again"), SETUP);
+    eprintln!(
+        "restored again from the USB stick at the box's screen, {}",
+        guest.elapsed()
+    );
+    assert!(
+        !guest
+            .console
+            .transcript()
+            .contains(admin::BACKUP_PASSPHRASE),
+        "the passphrase was echoed"
+    );
+    let jid = retry("admin after the restore from the stick", PROMPT, || {
+        login(&https, XMPP_MAIN_HOST, "admin", password)
+    });
+    assert!(jid.starts_with("admin@meet.jitsi/"), "{jid}");
+    guest.power_off();
+    fs::remove_file(&disk_path).unwrap();
+}
+
+/// A FAT-formatted USB stick image with the backup in its top folder, as an owner copies it.
+fn backup_stick(backup: &Path, dir: &Path) -> PathBuf {
+    let stick = dir.join("backup-stick.img");
+    fs::File::create(&stick).unwrap().set_len(64 << 20).unwrap();
+    for (program, args) in [
+        (
+            "mkfs.vfat",
+            vec!["-n".into(), "BACKUP".into(), stick.display().to_string()],
+        ),
+        (
+            "mcopy",
+            vec![
+                "-i".into(),
+                stick.display().to_string(),
+                backup.display().to_string(),
+                format!("::/{}", backup.file_name().unwrap().to_string_lossy()),
+            ],
+        ),
+    ] {
+        let out = Command::new(program).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stick
 }
 
 /// The answers file on the ESP: the domain, the admin password, Pebble as the ACME server, the
@@ -167,7 +289,8 @@ fn check_logins_and_turn(https: &Https, ports: Ports, password: &str) -> (String
     let guest_jid = guest_session.bind().unwrap();
     assert!(guest_jid.contains("@guest.meet.jitsi/"), "{guest_jid}");
 
-    // TURN credentials from prosody work with coturn, over TCP and UDP; altered ones do not.
+    // TURN credentials from prosody work with coturn, over TLS on 443 and over UDP; altered ones
+    // do not.
     let services = guest_session.external_services().unwrap();
     let turn = services
         .iter()
@@ -177,13 +300,13 @@ fn check_logins_and_turn(https: &Https, ports: Ports, password: &str) -> (String
         turn.username.clone().unwrap(),
         turn.password.clone().unwrap(),
     );
-    assert!(turn_allocates(&user, &secret, ports.turn_tcp, true));
-    assert!(turn_allocates(&user, &secret, ports.turn_udp, false));
+    assert!(turn_allocates(&user, &secret, ports.https, Turn::TlsOn443));
+    assert!(turn_allocates(&user, &secret, ports.turn_udp, Turn::Udp));
     assert!(!turn_allocates(
         &user,
         &format!("{secret}x"),
-        ports.turn_tcp,
-        true
+        ports.https,
+        Turn::TlsOn443
     ));
 
     (user, secret)
@@ -222,14 +345,15 @@ fn check_disk_after_power_off(
 }
 
 /// After a reboot: services start by themselves, the agent does not run again, the service
-/// accounts log in with the secrets written for jicofo and the videobridge.
+/// accounts log in with the secrets written for jicofo and the videobridge. The running guest
+/// is returned, for the web admin.
 fn check_after_reboot(
     disk_path: &Path,
     ports: Ports,
     https: &Https,
     focus: &(String, String),
     jvb: &(String, String),
-) {
+) -> Guest {
     // After a reboot: services start by themselves, the agent does not run again, the service
     // accounts log in with the secrets written for jicofo and the videobridge.
     let mut guest = Guest::boot(disk_path, "reboot", ports, None, None);
@@ -262,8 +386,7 @@ fn check_after_reboot(
             .expect_err("a wrong service password logged in");
     }
     check_pebble_certificate(https);
-    // Nothing is read from the disk after this boot: stop the VM without waiting.
-    drop(guest);
+    guest
 }
 
 /// The caps the build derived from the profile's hardware and bandwidth

@@ -124,7 +124,10 @@ pub fn signed_build_as(format: Format) -> Option<Build> {
     write_key_pair(&secret, None, false).unwrap();
     let key = load_signing_key(&secret, None).unwrap();
     let framing = match format {
-        Format::Frames => Framing::Frames(FRAME_SIZE),
+        Format::Frames => Framing::Frames {
+            size: FRAME_SIZE,
+            cache: None,
+        },
         Format::SingleFrame => Framing::Single,
     };
     publish(&raw, dir.path(), description(&raw), &key, 3, framing).unwrap();

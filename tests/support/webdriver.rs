@@ -134,6 +134,13 @@ impl Browser {
         self.call("POST", "/url", json!({ "url": url }));
     }
 
+    /// Loads `url`; Err with the browser's reason when the page did not load (the server was
+    /// restarting, say).
+    pub fn try_goto(&self, url: &str) -> Result<(), String> {
+        self.try_call("POST", "/url", json!({ "url": url }))
+            .map(drop)
+    }
+
     pub fn url(&self) -> String {
         self.call("GET", "/url", Value::Null)
             .as_str()
@@ -227,6 +234,33 @@ impl Browser {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The file whose name ends with `suffix` in the download folder, once chromium has finished
+    /// writing it (its partial `.crdownload` is gone).
+    pub fn downloaded(&self, suffix: &str, timeout: Duration) -> std::path::PathBuf {
+        let dir = self.profile.path().join("downloads");
+        let deadline = Instant::now() + timeout;
+        loop {
+            let names: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            let partial = names
+                .iter()
+                .any(|p| p.to_string_lossy().ends_with(".crdownload"));
+            if let Some(done) = names.iter().find(|p| p.to_string_lossy().ends_with(suffix)) {
+                if !partial {
+                    return done.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no download ending with {suffix}: {names:?}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Saves the viewport as a PNG.

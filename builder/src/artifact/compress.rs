@@ -27,6 +27,7 @@ use anyhow::{ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::artifact::checksums::Sha256Digest;
+use crate::artifact::frame_cache::FrameCache;
 use crate::artifact::manifest::ImageFrame;
 use crate::artifact::seek_table::SeekTable;
 use crate::host::pool::{run_ordered, Pool};
@@ -53,16 +54,18 @@ pub struct Compressed {
 /// [`FRAME_SIZE`], with `threads` workers. The output does not depend on the thread
 /// count: each frame is compressed by one single-threaded compressor.
 pub fn compress(raw: &Path, out: &Path, level: i32, threads: u32) -> Result<Compressed> {
-    compress_in_frames(raw, out, level, threads, FRAME_SIZE)
+    compress_in_frames(raw, out, level, threads, FRAME_SIZE, None)
 }
 
-/// [`compress`] with a chosen frame size (a multiple of 4096).
+/// [`compress`] with a chosen frame size (a multiple of 4096), taking the frames an earlier
+/// build left in `cache` where the raw bytes are the same.
 pub fn compress_in_frames(
     raw: &Path,
     out: &Path,
     level: i32,
     threads: u32,
     frame_size: u64,
+    cache: Option<&FrameCache>,
 ) -> Result<Compressed> {
     ensure!(
         frame_size > 0 && frame_size % 4096 == 0 && frame_size <= MAX_FRAME_SIZE,
@@ -94,9 +97,12 @@ pub fn compress_in_frames(
             input
                 .read_exact_at(buf, start)
                 .with_context(|| format!("cannot read {}", raw.display()))?;
-            let compressed = compressor
-                .compress(buf)
-                .context("zstd compression failed")?;
+            let mut compress =
+                |raw: &[u8]| compressor.compress(raw).context("zstd compression failed");
+            let compressed = match cache {
+                Some(cache) => cache.frame(buf, compress)?,
+                None => compress(buf)?,
+            };
             let sha256 = Sha256Digest::of(&compressed);
             Ok((compressed, sha256))
         },
@@ -269,6 +275,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             args.level,
             threads,
             args.frame_mib << 20,
+            None,
         )?
     };
     println!(
@@ -308,7 +315,7 @@ mod tests {
         let data = sample(3 << 20);
         std::fs::write(&raw, &data).unwrap();
         let out = dir.path().join("a.img.zst");
-        let result = compress_in_frames(&raw, &out, 3, 2, 1 << 20).unwrap();
+        let result = compress_in_frames(&raw, &out, 3, 2, 1 << 20, None).unwrap();
         let compressed = std::fs::read(&out).unwrap();
         assert_eq!(result.raw_size, data.len() as u64);
         assert_eq!(result.raw_sha256, Sha256Digest::of(&data));
@@ -335,7 +342,7 @@ mod tests {
         data[(2 << 20)..(3 << 20)].fill(0);
         std::fs::write(&raw, &data).unwrap();
         let out = dir.path().join("a.img.zst");
-        compress_in_frames(&raw, &out, 3, 3, 1 << 20).unwrap();
+        compress_in_frames(&raw, &out, 3, 3, 1 << 20, None).unwrap();
         let file = File::open(&out).unwrap();
         let len = file.metadata().unwrap().len();
         let table = SeekTable::read(&file, len).unwrap().expect("a seek table");
@@ -372,7 +379,7 @@ mod tests {
             .collect();
         std::fs::write(&raw, &data).unwrap();
         let digest = |threads| {
-            compress_in_frames(&raw, &dir.path().join("x.zst"), 3, threads, 1 << 20)
+            compress_in_frames(&raw, &dir.path().join("x.zst"), 3, threads, 1 << 20, None)
                 .unwrap()
                 .compressed_sha256
         };
@@ -397,7 +404,7 @@ mod tests {
         let data = sample((2 << 20) + 4096);
         std::fs::write(&raw, &data).unwrap();
         let out = dir.path().join("a.img.zst");
-        compress_in_frames(&raw, &out, 3, 2, 1 << 20).unwrap();
+        compress_in_frames(&raw, &out, 3, 2, 1 << 20, None).unwrap();
         let output = std::process::Command::new("zstd")
             .args(["-d", "-c", "-q"])
             .arg(&out)

@@ -6,6 +6,7 @@ pub mod blockmap;
 pub mod checksums;
 pub mod compress;
 pub mod files;
+pub mod frame_cache;
 pub mod manifest;
 pub mod seal;
 pub mod seek_table;

@@ -5,6 +5,7 @@
 pub mod firmware;
 pub mod jitsi;
 pub mod keyring;
+pub mod modules;
 
 use std::fs;
 use std::io::Read;
@@ -43,8 +44,13 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "kmod",
         "systemd-resolved",
         "nftables",
-        // Hardening (docs/hardening.md): mandatory access control and security updates.
+        // nginx's stream module: port 443 carries the web and TURN over TLS (the on-box crate's
+        // render/multiplex.rs); it pulls in nginx itself.
+        "libnginx-mod-stream",
+        // Hardening (docs/hardening.md): mandatory access control, password rules should a
+        // password ever be set (tree/logins.rs), and security updates.
         "apparmor",
+        "libpam-pwquality",
         "apparmor-utils",
         "unattended-upgrades",
         // TLS, ACME and TURN credentials need the right time.
@@ -62,10 +68,14 @@ pub struct Recipe {
     pub components: Vec<String>,
     /// Sorted, without duplicates.
     pub packages: Vec<String>,
+    /// Shell run by mmdebstrap with the root as `$1` after the essential packages, before the
+    /// rest (the kernel among them) is installed.
+    pub essential_hooks: Vec<String>,
     /// Shell run by mmdebstrap after installation with the root as `$1`.
     pub customize_hooks: Vec<String>,
-    /// dpkg path filters keeping only the hardware profile's firmware (firmware.rs).
-    pub firmware_filters: Vec<String>,
+    /// dpkg path filters: only the hardware profile's firmware (firmware.rs), and no kernel
+    /// modules that no box loads (modules.rs).
+    pub path_filters: Vec<String>,
 }
 
 /// Strips what must differ on every device, and what must not be in an image.
@@ -96,10 +106,10 @@ const LIVE_STICK_FILES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Puts the live-stick script into the initramfs: a stick that boots a computer with an internal
-/// disk stays read-only and offers to install (docs/guide.md). The initramfs is made when the
-/// kernel is installed, before the overlay exists, so it is made again here; its text is part of
-/// the recipe, so a change to the script rebuilds the cached root.
+/// Puts the live-stick script where initramfs-tools finds it: a stick that boots a computer with an
+/// internal disk stays read-only and offers to install (docs/guide.md). It runs before the kernel
+/// is installed (an mmdebstrap essential hook), so the kernel's own initramfs, made once, has it;
+/// its text is part of the recipe, so a change to the script rebuilds the cached root.
 fn live_stick_hook() -> String {
     let mut hook = String::from("set -e\nroot=\"$1\"\n");
     for (path, text) in LIVE_STICK_FILES {
@@ -108,7 +118,6 @@ fn live_stick_hook() -> String {
             dir = path.rsplit_once('/').map_or("", |(dir, _)| dir),
         ));
     }
-    hook.push_str("chroot \"$root\" update-initramfs -u -k all >/dev/null\n");
     hook
 }
 
@@ -137,15 +146,16 @@ impl Recipe {
             mirror: profile.mirror.clone(),
             components: components.iter().map(|c| c.to_string()).collect(),
             packages,
+            essential_hooks: vec![live_stick_hook()],
             customize_hooks: vec![
                 crate::tree::hardening::BUILD_HOOK.to_string(),
-                live_stick_hook(),
+                crate::tree::logins::hook(),
                 CLEANUP_HOOK.to_string(),
             ],
-            firmware_filters: firmware::dpkg_filters(
-                profile.base,
-                &profile.hardware.firmware.files,
-            ),
+            path_filters: firmware::dpkg_filters(profile.base, &profile.hardware.firmware.files)
+                .into_iter()
+                .chain(modules::dpkg_filters())
+                .collect(),
         }
     }
 
@@ -194,10 +204,11 @@ impl Recipe {
             "--dpkgopt=path-include=/usr/share/doc/*/copyright".to_string(),
             "--dpkgopt=path-exclude=/usr/share/info/*".to_string(),
         ];
+        args.extend(self.path_filters.iter().map(|f| format!("--dpkgopt={f}")));
         args.extend(
-            self.firmware_filters
+            self.essential_hooks
                 .iter()
-                .map(|f| format!("--dpkgopt={f}")),
+                .map(|hook| format!("--essential-hook={hook}")),
         );
         args.extend(customize_hook_args(&self.customize_hooks));
         args.push(self.base.suite().to_string());

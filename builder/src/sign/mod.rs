@@ -325,7 +325,10 @@ pub(crate) mod tests {
             description,
             &key,
             3,
-            crate::publish::Framing::Frames(1 << 20),
+            crate::publish::Framing::Frames {
+                size: 1 << 20,
+                cache: None,
+            },
         )
         .unwrap();
         SyntheticBuild {

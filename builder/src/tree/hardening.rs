@@ -13,12 +13,22 @@ use meetbox_firstboot::render::firewall;
 /// of files the packages own that no drop-in directory covers.
 pub const BUILD_HOOK: &str = r#"set -e
 root="$1"
-# New files are private to their owner's group (CIS 5.4.2): login.defs sets it for logins.
-sed -i 's/^UMASK[[:space:]].*/UMASK\t\t027/' "$root/etc/login.defs"
 # No syslog daemon: the journal, in memory only, is the only log (docs/hardening.md).
 if chroot "$root" dpkg-query -W rsyslog >/dev/null 2>&1; then
     chroot "$root" apt-get purge -y -q rsyslog >/dev/null
 fi
+# The same settings as the drop-in, in the main file too, which is the one scanners read.
+printf '\n# Written by meetbox build (docs/hardening.md): in memory only, compressed, no syslog.\nStorage=volatile\nCompress=yes\nForwardToSyslog=no\n' \
+    >> "$root/etc/systemd/journald.conf"
+# No cron daemon runs (systemd timers do the scheduling), but packages leave cron directories:
+# root's alone, and nobody may be given a crontab or an at job (CIS 2.4).
+for dir in cron.d cron.daily cron.hourly cron.weekly cron.monthly cron.yearly; do
+    if [ -d "$root/etc/$dir" ]; then chmod 0700 "$root/etc/$dir"; fi
+done
+if [ -f "$root/etc/crontab" ]; then chmod 0600 "$root/etc/crontab"; fi
+for allow in cron.allow at.allow; do
+    install -m 0640 /dev/null "$root/etc/$allow"
+done
 "#;
 
 /// A file this module renders into the root tree: path relative to the root, text, mode.
@@ -121,9 +131,6 @@ pub fn render_auto_upgrades() -> String {
         .to_string()
 }
 
-/// The unattended-upgrades policy: the distribution's security pocket, Jitsi's
-/// repository when Jitsi is on, and reboots at `reboot_time` (none without one).
-/// Conffiles changed by the image are kept (no prompt can stop an upgrade).
 /// The unattended-upgrades origin patterns of an image: the distribution's security pocket, and
 /// Jitsi's repository when the image installed from it.
 pub fn update_origins(base: Base, jitsi_origin: Option<&str>) -> Vec<String> {
@@ -179,6 +186,9 @@ pub fn render_apt_timer(timer: &str, reboot_time: &str) -> String {
     )
 }
 
+/// The unattended-upgrades policy: the distribution's security pocket, Jitsi's
+/// repository when Jitsi is on, and reboots at `reboot_time` (none without one).
+/// Conffiles changed by the image are kept (no prompt can stop an upgrade).
 pub fn render_unattended_upgrades(
     base: Base,
     jitsi_origin: Option<&str>,
@@ -224,9 +234,9 @@ mod tests {
     use crate::profile::shipped as profile;
 
     #[test]
-    fn build_hook_sets_the_umask_and_removes_syslog() {
-        assert!(BUILD_HOOK.contains("UMASK\\t\\t027"));
+    fn build_hook_removes_syslog_and_keeps_the_journal_in_memory() {
         assert!(BUILD_HOOK.contains("purge -y -q rsyslog"));
+        assert!(BUILD_HOOK.contains("Storage=volatile"));
     }
 
     #[test]

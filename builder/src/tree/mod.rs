@@ -3,6 +3,7 @@
 //! enabled units, and timestamps clamped so assembly is reproducible.
 
 pub mod hardening;
+pub mod logins;
 
 use std::ffi::CString;
 use std::fs;
@@ -20,6 +21,11 @@ use crate::profile::{Base, Profile};
 /// Kernel command line: consoles on the screen and the first serial port (the
 /// last `console=` is where /dev/console, and so the agent's messages, go).
 pub const KERNEL_CONSOLES: &str = "console=tty0 console=ttyS0,115200";
+
+/// AppArmor by name on the kernel command line (CIS 1.3.1.2). The kernels already enable it
+/// through their built-in LSM list; `security=` only turns off the other "legacy major" modules
+/// (SELinux, Smack, TOMOYO), and landlock, lockdown and yama stay on.
+pub const KERNEL_SECURITY: &str = "apparmor=1 security=apparmor";
 
 /// What the root tree needs from the rest of the build.
 pub struct TreeInputs<'a> {
@@ -62,7 +68,7 @@ pub fn render_grub_cfg(base: Base, root_fs_uuid: &str) -> String {
     let entry = |title: &str, suffix: &str| {
         format!(
             "menuentry '{title}' {{\n\
-             \x20   linux {dir}/vmlinuz{suffix} root=UUID={root_fs_uuid} ro {KERNEL_CONSOLES}\n\
+             \x20   linux {dir}/vmlinuz{suffix} root=UUID={root_fs_uuid} ro {KERNEL_SECURITY} {KERNEL_CONSOLES}\n\
              \x20   initrd {dir}/initrd.img{suffix}\n\
              }}\n"
         )
@@ -128,6 +134,11 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
     if let Some(config) = crate::rootfs::firmware::dpkg_config(&filters) {
         install_text(tree, crate::rootfs::firmware::DPKG_CONFIG, &config)?;
     }
+    install_text(
+        tree,
+        crate::rootfs::modules::DPKG_CONFIG,
+        &crate::rootfs::modules::dpkg_config(),
+    )?;
     for file in hardening::rendered_files(profile, inputs.jitsi_upgrade_origin.as_deref()) {
         install_file(file.text.as_bytes(), &tree.join(&file.path), file.mode)?;
     }
@@ -414,7 +425,7 @@ mod tests {
         let cfg = render_grub_cfg(Base::Ubuntu2404, UUID);
         assert!(cfg.contains(&format!("search --no-floppy --fs-uuid --set=root {UUID}")));
         assert!(cfg.contains(&format!(
-            "linux /boot/vmlinuz root=UUID={UUID} ro console=tty0 console=ttyS0,115200"
+            "linux /boot/vmlinuz root=UUID={UUID} ro apparmor=1 security=apparmor console=tty0 console=ttyS0,115200"
         )));
         assert!(cfg.contains("initrd /boot/initrd.img\n"));
         assert!(cfg.contains("linux /boot/vmlinuz.old "));

@@ -477,6 +477,11 @@ fn missing(expected: &[String], seen: &[bool]) -> String {
         .join(", ")
 }
 
+/// Presses the reset button of the guest whose QMP socket is `qmp_socket` (QMP `system_reset`).
+pub fn press_reset(qmp_socket: &Path) -> Result<()> {
+    qmp_command(qmp_socket, "system_reset")
+}
+
 /// Sends one QMP command without arguments (after the capabilities handshake).
 fn qmp_command(socket: &Path, command: &str) -> Result<()> {
     qmp_execute(socket, &format!("{{\"execute\":\"{command}\"}}"))

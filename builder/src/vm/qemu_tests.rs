@@ -164,7 +164,7 @@ fn decompression_keeps_zero_blocks_sparse_and_grows_the_disk() {
     let raw_path = dir.path().join("in.img");
     fs::write(&raw_path, &raw).unwrap();
     let zst = dir.path().join("x.img.zst");
-    crate::artifact::compress::compress_in_frames(&raw_path, &zst, 3, 2, 2 << 20).unwrap();
+    crate::artifact::compress::compress_in_frames(&raw_path, &zst, 3, 2, 2 << 20, None).unwrap();
     let out = dir.path().join("x.img");
     let written = decompress_sparse(&zst, &out, 16 << 20).unwrap();
     assert_eq!(written, raw.len() as u64);

@@ -112,7 +112,7 @@ async fn obtain_async(
         crate::secrets::random_alphanumeric(16).unwrap_or_default()
     );
     let probe_file = challenge_dir.join(&probe);
-    let findings = match std::fs::write(&probe_file, &probe) {
+    let findings = match publish(root, &probe, &probe) {
         Ok(()) => {
             let path = format!("/.well-known/acme-challenge/{probe}");
             precheck::run(request.domain, request.http_port, &path, &probe).await
@@ -120,7 +120,7 @@ async fn obtain_async(
         Err(_) => Vec::new(),
     };
     let _ = std::fs::remove_file(&probe_file);
-    let result = order(root, request)
+    let result = with_the_turn_name_if_it_validates(root, request)
         .await
         .map_err(|e| explain(e, &findings, request));
     clean_challenge_dir(&challenge_dir);
@@ -128,15 +128,56 @@ async fn obtain_async(
     (findings, result)
 }
 
-/// One order, from account to certificate chain.
-async fn order(root: &Root, request: &Request<'_>) -> Result<CertifiedKey> {
+/// Puts a file where the CA (or the pre-check) fetches it. nginx's workers serve it on a finished box,
+/// so it is world-readable whatever the caller's umask (the admin's helper runs with 0077).
+fn publish(root: &Root, name: &str, body: &str) -> Result<()> {
+    root.write(&FileSpec::new(
+        format!("{}/{name}", layout::ACME_CHALLENGE_DIR),
+        body,
+        0o644,
+        Owner::ROOT,
+    ))
+}
+
+/// What one order gave.
+enum Issued {
+    Certificate(CertifiedKey),
+    /// Every name validated but the TURN name (the CA's reason): its DNS record is missing.
+    AllButTheTurnName(String),
+}
+
+/// The meeting name and the TURN name (render/multiplex.rs) on one certificate. When only the TURN
+/// name fails, its DNS record is missing: the meeting name alone is asked for (its authorization is
+/// valid by then, so no second validation), and TURN over 443 waits for the record (status says so).
+async fn with_the_turn_name_if_it_validates(
+    root: &Root,
+    request: &Request<'_>,
+) -> Result<CertifiedKey> {
+    let turn = layout::turn_name(request.domain);
+    let both = [request.domain.to_string(), turn.clone()];
+    match order(root, request, &both).await? {
+        Issued::Certificate(certified) => Ok(certified),
+        Issued::AllButTheTurnName(reason) => {
+            println!(
+                "    {turn} did not validate ({reason}); asking for {} alone",
+                request.domain
+            );
+            match order(root, request, &both[..1]).await? {
+                Issued::Certificate(certified) => Ok(certified),
+                Issued::AllButTheTurnName(reason) => Err(anyhow::anyhow!(reason)),
+            }
+        }
+    }
+}
+
+/// One order for `names` (the first is the meeting name), from account to certificate chain.
+async fn order(root: &Root, request: &Request<'_>, names: &[String]) -> Result<Issued> {
     let account = account(root, request).await?;
-    let identifiers = [Identifier::Dns(request.domain.to_string())];
+    let identifiers: Vec<Identifier> = names.iter().cloned().map(Identifier::Dns).collect();
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
         .await
         .context("the ACME server refused the order")?;
-    let challenge_dir = root.path(layout::ACME_CHALLENGE_DIR);
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.context("cannot fetch the authorization")?;
@@ -146,9 +187,12 @@ async fn order(root: &Root, request: &Request<'_>) -> Result<CertifiedKey> {
         let mut challenge = authz
             .challenge(ChallengeType::Http01)
             .context("the ACME server offers no HTTP-01 challenge")?;
-        let path = challenge_dir.join(&challenge.token);
-        std::fs::write(&path, challenge.key_authorization().as_str())
-            .with_context(|| format!("cannot write the challenge file {}", path.display()))?;
+        publish(
+            root,
+            &challenge.token,
+            challenge.key_authorization().as_str(),
+        )
+        .context("cannot write the challenge file")?;
         challenge
             .set_ready()
             .await
@@ -157,33 +201,43 @@ async fn order(root: &Root, request: &Request<'_>) -> Result<CertifiedKey> {
     let policy = RetryPolicy::new()
         .initial_delay(Duration::from_millis(500))
         .timeout(Duration::from_secs(120));
-    let status = order
-        .poll_ready(&policy)
-        .await
-        .context("validation did not finish")?;
-    if status != OrderStatus::Ready {
-        return Err(anyhow::anyhow!(validation_error(&mut order).await));
+    let ready = order.poll_ready(&policy).await;
+    if !matches!(ready, Ok(OrderStatus::Ready)) {
+        let (reason, failed) = validation_error(&mut order).await;
+        if names.len() > 1 && !failed.is_empty() && failed.iter().all(|name| *name != names[0]) {
+            return Ok(Issued::AllButTheTurnName(reason));
+        }
+        return Err(match ready {
+            Err(error) => anyhow::Error::new(error).context("validation did not finish"),
+            Ok(_) => anyhow::anyhow!(reason),
+        });
     }
     let key = tls::new_key()?;
     order
-        .finalize_csr(&tls::csr(request.domain, &key)?)
+        .finalize_csr(&tls::csr(names, &key)?)
         .await
         .context("the ACME server refused the certificate request")?;
     let chain_pem = order
         .poll_certificate(&policy)
         .await
         .context("the certificate was not issued in time")?;
-    Ok(CertifiedKey {
+    Ok(Issued::Certificate(CertifiedKey {
         chain_pem,
         key_pem: key.serialize_pem(),
-    })
+    }))
 }
 
-/// The CA's reason for a failed validation.
-async fn validation_error(order: &mut instant_acme::Order) -> String {
+/// The CA's reason for a failed validation, and the names whose authorization failed.
+async fn validation_error(order: &mut instant_acme::Order) -> (String, Vec<String>) {
     let mut reasons = Vec::new();
+    let mut failed = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(Ok(authz)) = authorizations.next().await {
+        if authz.status == AuthorizationStatus::Invalid {
+            if let Identifier::Dns(name) = authz.identifier().identifier {
+                failed.push(name.clone());
+            }
+        }
         for challenge in &authz.challenges {
             if let Some(problem) = &challenge.error {
                 reasons.push(format!(
@@ -194,11 +248,12 @@ async fn validation_error(order: &mut instant_acme::Order) -> String {
             }
         }
     }
-    if reasons.is_empty() {
+    let reason = if reasons.is_empty() {
         "the ACME server marked the validation invalid".into()
     } else {
         format!("validation failed: {}", reasons.join("; "))
-    }
+    };
+    (reason, failed)
 }
 
 /// Loads the stored account for this directory, or creates one (with the e-mail when given).
@@ -264,6 +319,14 @@ fn clean_challenge_dir(dir: &std::path::Path) {
     }
 }
 
+/// The CA's answer shows it resolved the name and got an HTTP answer, just not the right one; then
+/// this box's own DNS lookup failing says nothing about the internet's.
+fn ca_reached_a_server(lower_detail: &str) -> bool {
+    lower_detail.contains("unauthorized")
+        || lower_detail.contains("403")
+        || lower_detail.contains("404")
+}
+
 /// Turns an error into the probable cause and its fix, in the user's words.
 fn explain(error: anyhow::Error, findings: &[Finding], request: &Request) -> Failure {
     let detail = format!("{error:#}");
@@ -276,7 +339,10 @@ fn explain(error: anyhow::Error, findings: &[Finding], request: &Request) -> Fai
         || lower.contains("connection refused") && lower.contains("http request")
     {
         "The certificate authority could not be reached from this box. Check that the box has internet access (cable, router), then it retries on its own.".to_string()
-    } else if let Some(first) = findings.first() {
+    } else if let Some(first) = findings
+        .iter()
+        .find(|f| **f != Finding::NoRecord || !ca_reached_a_server(&lower))
+    {
         format!(
             "The certificate authority could not verify that {} leads to this box. Probable cause: {}",
             request.domain,
@@ -296,7 +362,7 @@ fn explain(error: anyhow::Error, findings: &[Finding], request: &Request) -> Fai
             request.domain,
             request.lan_address.map_or("this box".to_string(), |ip| format!("this box ({ip})"))
         )
-    } else if lower.contains("unauthorized") || lower.contains("404") {
+    } else if ca_reached_a_server(&lower) {
         format!(
             "The certificate authority reached a machine at {} that is not this box. Check the DNS record and that the router forwards 80/tcp to this box.",
             request.domain
@@ -307,5 +373,65 @@ fn explain(error: anyhow::Error, findings: &[Finding], request: &Request) -> Fai
     Failure {
         explanation,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Request<'static> {
+        Request {
+            domain: "meet.example.org",
+            email: None,
+            directory: "https://acme.example/dir",
+            ca_cert_pem: None,
+            http_port: 80,
+            lan_address: Some("192.168.1.20".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_cas_own_dns_failure_is_told_as_a_missing_record() {
+        let failure = explain(
+            anyhow::anyhow!("validation failed: NXDOMAIN looking up A for meet.example.org"),
+            &[Finding::NoRecord],
+            &request(),
+        );
+        assert!(
+            failure.explanation.contains("has no address in DNS"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn a_ca_that_reached_a_web_server_is_not_told_as_missing_dns() {
+        // The box's own resolver may not know the name (a LAN's DNS) while the CA's does.
+        let failure = explain(
+            anyhow::anyhow!("urn:ietf:params:acme:error:unauthorized: 403 fetching the token"),
+            &[Finding::NoRecord],
+            &request(),
+        );
+        assert!(
+            !failure.explanation.contains("no address in DNS"),
+            "{failure}"
+        );
+        assert!(failure.explanation.contains("not this box"), "{failure}");
+        assert!(failure.detail.contains("403"), "{failure}");
+    }
+
+    #[test]
+    fn a_precheck_that_saw_another_machine_explains_a_refusal() {
+        let other = "203.0.113.7".parse().unwrap();
+        let failure = explain(
+            anyhow::anyhow!("unauthorized: the key authorization did not match"),
+            &[Finding::AnsweredByAnother(other)],
+            &request(),
+        );
+        assert!(
+            failure.explanation.contains("not from this box"),
+            "{failure}"
+        );
+        assert!(failure.explanation.contains("192.168.1.20"), "{failure}");
     }
 }

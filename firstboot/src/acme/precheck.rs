@@ -17,6 +17,8 @@ pub enum Finding {
     PrivateAddress(IpAddr),
     PortClosed(IpAddr),
     AnsweredByAnother(IpAddr),
+    /// The name's AAAA record is not this box's IPv6 address (the box's own one, or none).
+    AaaaElsewhere(IpAddr, Option<IpAddr>),
 }
 
 impl Finding {
@@ -32,6 +34,14 @@ impl Finding {
             Finding::PortClosed(ip) => format!(
                 "Port 80 at {ip} could not be reached from here. Forward 80/tcp on your router to {here}. (Some routers cannot reach their own public address from inside; then this check fails even when forwarding is right.)"
             ),
+            Finding::AaaaElsewhere(record, own) => match own {
+                Some(own) => format!(
+                    "{domain}'s AAAA record gives {record}, but this box's IPv6 address is {own}: IPv6 guests (and the certificate authority, which prefers IPv6) go elsewhere. Change the AAAA record to {own}."
+                ),
+                None => format!(
+                    "{domain} has an AAAA record ({record}) but this box has no IPv6 address: IPv6 guests (and the certificate authority, which prefers IPv6) go nowhere. Remove the AAAA record, or turn IPv6 on in your router."
+                ),
+            },
             Finding::AnsweredByAnother(ip) => format!(
                 "Port 80 at {ip} answers, but not from this box: either {domain} points to another machine, or the router forwards port 80 to another device. Forward 80/tcp to {here}."
             ),
@@ -45,7 +55,7 @@ pub async fn run(domain: &str, port: u16, probe_path: &str, probe_body: &str) ->
     let Some(&first) = resolved.iter().find(|ip| ip.is_ipv4()).or(resolved.first()) else {
         return vec![Finding::NoRecord];
     };
-    let mut findings = Vec::new();
+    let mut findings = aaaa_findings(&resolved, network::global_ipv6());
     if !network::is_global(first) && !first.is_loopback() {
         findings.push(Finding::PrivateAddress(first));
     }
@@ -55,6 +65,17 @@ pub async fn run(domain: &str, port: u16, probe_path: &str, probe_body: &str) ->
         Some(_) => {}
     }
     findings
+}
+
+/// An AAAA record must be this box's own global IPv6 address (pure).
+fn aaaa_findings(resolved: &[IpAddr], own: Option<IpAddr>) -> Vec<Finding> {
+    let records: Vec<IpAddr> = resolved.iter().copied().filter(IpAddr::is_ipv6).collect();
+    match records.first() {
+        Some(&record) if own.is_none_or(|own| !records.contains(&own)) => {
+            vec![Finding::AaaaElsewhere(record, own)]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// GETs `path` from `addr` with a short timeout; the body, or None when the port does not answer.
@@ -75,4 +96,24 @@ async fn fetch(addr: SocketAddr, host: &str, path: &str) -> Option<String> {
         .await
         .ok()
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aaaa_record_must_be_the_box_s_own_address() {
+        let v4: IpAddr = "198.51.99.10".parse().unwrap();
+        let own: IpAddr = "2a01:4f8::20".parse().unwrap();
+        let other: IpAddr = "2a01:4f8::99".parse().unwrap();
+        assert!(aaaa_findings(&[v4], Some(own)).is_empty());
+        assert!(aaaa_findings(&[v4, own], Some(own)).is_empty());
+        assert_eq!(
+            aaaa_findings(&[v4, other], Some(own)),
+            [Finding::AaaaElsewhere(other, Some(own))]
+        );
+        let advice = Finding::AaaaElsewhere(other, None).advice("meet.example.org", None);
+        assert!(advice.contains("Remove the AAAA record"), "{advice}");
+    }
 }

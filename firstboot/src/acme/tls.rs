@@ -49,8 +49,8 @@ pub fn self_signed(names: &[&str]) -> Result<CertifiedKey> {
 }
 
 /// A DER certificate signing request for `domain`.
-pub fn csr(domain: &str, key: &KeyPair) -> Result<Vec<u8>> {
-    let mut params = CertificateParams::new(vec![domain.to_string()])
+pub fn csr(names: &[String], key: &KeyPair) -> Result<Vec<u8>> {
+    let mut params = CertificateParams::new(names.to_vec())
         .context("the domain is not a valid certificate name")?;
     params.distinguished_name = DistinguishedName::new();
     let request = params
@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn csr_is_der() {
         let key = new_key().unwrap();
-        let der = csr("meet.example.org", &key).unwrap();
+        let der = csr(&["meet.example.org".to_string()], &key).unwrap();
         assert_eq!(der[0], 0x30);
     }
 }

@@ -384,6 +384,7 @@ mod tests {
                 acme_directory: String::new(),
                 acme_ca_cert: None,
                 ssh_authorized_keys: Vec::new(),
+                stun_server: None,
             }),
             completed: Vec::new(),
         }

@@ -84,7 +84,8 @@ pub fn status(csrf: &str, notice: Option<&Notice>, status: &Status) -> String {
          <section><h2>Certificate</h2><ul>{certificate}</ul></section>\
          <section><h2>Network</h2><table>\
          <tr><td>Address on the local network</td><td>{lan}</td></tr>\
-         <tr><td>Public address (the domain's DNS record)</td><td>{public}</td></tr></table></section>\
+         <tr><td>Public address (the domain's DNS record)</td><td>{public}</td></tr></table>\
+         <ul>{network}</ul></section>\
          <section><h2>Updates</h2><ul>{updates}</ul></section>\
          <section><h2>Disk and memory</h2><table>\
          <tr><td>Disk</td><td>{disk_used} used of {disk_total}</td></tr>\
@@ -93,6 +94,15 @@ pub fn status(csrf: &str, notice: Option<&Notice>, status: &Status) -> String {
         certificate = lines(&status.certificate),
         lan = address(&status.lan_address),
         public = address(&status.public_address),
+        network = status
+            .network
+            .iter()
+            .map(|(fine, line)| format!(
+                "<li class=\"{}\">{}</li>",
+                if *fine { "active" } else { "failed" },
+                escape(line)
+            ))
+            .collect::<String>(),
         updates = lines(&status.updates),
         disk_used = size(status.disk.0),
         disk_total = size(status.disk.1),

@@ -28,6 +28,14 @@ const REFRESH: Duration = Duration::from_secs(60);
 
 /// The status screen, as text.
 pub fn screen(status: &Status) -> String {
+    // Between a factory reset (from the web admin) and the restart it triggers, the settings are
+    // gone: no address to show, and every service stopped on purpose.
+    if status.domain.is_empty() {
+        return format!(
+            "{HEADING}\n\n  This box has no settings now (a factory reset erased them).\n  \
+             It restarts and asks the setup questions.\n"
+        );
+    }
     let mut out = format!("{HEADING}\n\n  Meetings:     {}\n", status.meeting_url);
     let admin = status
         .lan_address
@@ -190,6 +198,7 @@ mod tests {
             certificate: vec!["Issued by CN=R11".into(), "Valid until ...".into()],
             lan_address: Some("192.168.1.20".into()),
             public_address: None,
+            network: Vec::new(),
             updates: Vec::new(),
             disk: (1, 2),
             memory: (1, 2),
@@ -221,5 +230,20 @@ mod tests {
             ..status()
         };
         assert!(screen(&ipv6).contains("https://[fd00::5]:8443/"));
+    }
+
+    #[test]
+    fn a_box_without_settings_says_it_restarts_into_setup() {
+        let erased = Status {
+            domain: String::new(),
+            meeting_url: "https:///".into(),
+            ..status()
+        };
+        let text = screen(&erased);
+        assert!(text.contains("asks the setup questions"), "{text}");
+        assert!(
+            !text.contains("https://") && !text.contains("NOT running"),
+            "{text}"
+        );
     }
 }

@@ -25,6 +25,9 @@ pub struct Status {
     pub certificate: Vec<String>,
     pub lan_address: Option<String>,
     pub public_address: Option<String>,
+    /// The network diagnosis (network/diagnosis.rs): (fine, the line with its fix).
+    #[serde(default)]
+    pub network: Vec<(bool, String)>,
     pub updates: Vec<String>,
     /// Bytes used and in all on the root file system.
     pub disk: (u64, u64),
@@ -64,6 +67,14 @@ pub fn gather(root: &Root) -> Result<Status> {
         certificate: certificate_lines(root, settings.as_ref().map(|s| s.tls))?,
         lan_address: facts.lan_address.map(|ip| ip.to_string()),
         public_address: facts.public_address.map(|ip| ip.to_string()),
+        network: if settings.is_some() {
+            network::diagnosis::for_the_box(root, &domain)?
+                .into_iter()
+                .map(|line| (line.ok, line.text))
+                .collect()
+        } else {
+            Vec::new()
+        },
         updates: pending_line(root)
             .into_iter()
             .chain(updates::describe(root)?)

@@ -22,6 +22,8 @@ pub const STACK: [&str; 6] = [
 pub const ADMIN: [&str; 2] = ["meetbox-admin-helper.service", "meetbox-admin.service"];
 /// Runs `meetbox-firstboot renew` hourly: renewals and retries after a failed validation.
 pub const ACME_TIMER: &str = "meetbox-acme.timer";
+/// Run `meetbox-firstboot follow-address` every five minutes and on a new DHCP lease.
+pub const ADDRESS_WATCH: [&str; 2] = ["meetbox-address.timer", "meetbox-address.path"];
 
 /// True when the target has a unit file for `unit`, or an init script that systemd's SysV
 /// generator turns into that unit (jicofo ships only `/etc/init.d/jicofo`; `systemctl enable` then
@@ -101,6 +103,19 @@ pub fn reload_for_new_certificate(root: &Root) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Restarts those of `units` that run now, on the live system (a changed configuration); the
+/// units restarted.
+pub fn restart_running(root: &Root, units: &[&str]) -> Result<Vec<String>> {
+    if !root.is_live() || !systemd_running() {
+        return Ok(Vec::new());
+    }
+    let present = present(root, units);
+    for unit in &present {
+        run(Command::new("systemctl").args(["try-restart", unit]))?;
+    }
+    Ok(present.iter().map(|u| u.to_string()).collect())
 }
 
 fn systemd_running() -> bool {

@@ -29,6 +29,8 @@ struct AnswersFile {
     /// Public keys allowed to log in as root over SSH (images built with SSH on).
     #[serde(default)]
     ssh_authorized_keys: Vec<String>,
+    /// A STUN server of the owner's, asked for the line's public address (network/follow.rs).
+    stun_server: Option<String>,
     /// The USB installer's section, read and checked by install/ before setup.
     #[serde(default, rename = "install")]
     _install: Option<toml::Table>,
@@ -48,6 +50,7 @@ pub struct Answers {
     pub acme_directory: Option<String>,
     pub acme_ca_cert: Option<String>,
     pub ssh_authorized_keys: Vec<String>,
+    pub stun_server: Option<String>,
 }
 
 impl std::fmt::Debug for Answers {
@@ -67,7 +70,7 @@ impl std::fmt::Debug for Answers {
 pub fn parse(text: &str) -> Result<Answers> {
     let file: AnswersFile = toml::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert, ssh_authorized_keys, and an [install] section.",
+            "the answers file is not valid: {}\nIt takes the keys domain, admin_user, admin_password, email, tls, acme_directory, acme_ca_cert, ssh_authorized_keys, stun_server, and an [install] section.",
             e.message()
         )
     })?;
@@ -102,6 +105,13 @@ pub fn parse(text: &str) -> Result<Answers> {
             Err(e) => problems.push(format!("ssh_authorized_keys[{index}]: {e}")),
         }
     }
+    let stun_server = file
+        .stun_server
+        .as_deref()
+        .map(validation::stun_server)
+        .transpose()
+        .map_err(|e| problems.push(format!("stun_server: {e}")))
+        .unwrap_or(None);
     match (domain, admin_user, email, tls, acme_directory, acme_ca_cert) {
         (Ok(domain), Ok(admin_user), Ok(email), Ok(tls), Ok(acme_directory), Ok(acme_ca_cert))
             if problems.is_empty() =>
@@ -115,6 +125,7 @@ pub fn parse(text: &str) -> Result<Answers> {
                 acme_directory,
                 acme_ca_cert,
                 ssh_authorized_keys,
+                stun_server,
             })
         }
         _ => bail!(

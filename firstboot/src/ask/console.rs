@@ -240,6 +240,7 @@ mod tests {
             acme_directory: String::new(),
             acme_ca_cert: None,
             ssh_authorized_keys: Vec::new(),
+            stun_server: None,
         };
         let screen = final_screen(
             &settings,
@@ -253,7 +254,6 @@ mod tests {
             "443/tcp",
             "10000/udp",
             "3478/udp",
-            "5349/tcp",
             "192.168.1.9",
             "https://192.168.1.9:8443/",
         ] {

@@ -57,6 +57,7 @@ fn ask_once() -> Result<Answers> {
         acme_ca_cert: None,
         // Keys are long single lines: they come from the answers file, not the keyboard.
         ssh_authorized_keys: Vec::new(),
+        stun_server: None,
     })
 }
 

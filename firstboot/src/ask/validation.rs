@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 /// Longest DNS name (RFC 1035), in ASCII form.
-const MAX_DOMAIN_LEN: usize = 253;
+/// 253 for a DNS name, less "turn." (layout::turn_name must fit too).
+const MAX_DOMAIN_LEN: usize = 248;
 /// Longest DNS label.
 const MAX_LABEL_LEN: usize = 63;
 /// Shortest password accepted when it is not a passphrase.
@@ -66,7 +67,7 @@ pub fn domain(input: &str) -> Result<Domain, String> {
         .map_err(|_| format!("\"{trimmed}\" is not a valid domain name (unusual characters)."))?;
     if ascii.len() > MAX_DOMAIN_LEN {
         return Err(format!(
-            "That name is {} characters long; a domain name has at most {MAX_DOMAIN_LEN}.",
+            "That name is {} characters long; the box takes at most {MAX_DOMAIN_LEN} (it also serves turn.<name>). Choose a shorter name.",
             ascii.len()
         ));
     }
@@ -274,6 +275,30 @@ pub fn acme_directory(input: &str) -> Result<String, String> {
     }
 }
 
+/// Checks a STUN server's address, "host", "host:port" or "IPv4:port" (network/stun.rs).
+pub fn stun_server(input: &str) -> Result<String, String> {
+    let text = input.trim();
+    let text = text.strip_prefix("stun:").unwrap_or(text);
+    if text.contains("://") {
+        return Err("write the STUN server as name:port, without http:// or https://.".into());
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    };
+    if let Some(port) = port {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!(
+                "\"{port}\" is not a port; write the server as name:port, e.g. stun.example.org:3478."
+            ));
+        }
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_err() {
+        domain(host).map_err(|why| format!("the STUN server's name: {why}"))?;
+    }
+    Ok(text.to_string())
+}
+
 /// Checks that a PEM text holds at least one certificate.
 pub fn ca_certificate(pem: &str) -> Result<String, String> {
     if pem.contains("-----BEGIN CERTIFICATE-----") && pem.contains("-----END CERTIFICATE-----") {
@@ -410,7 +435,39 @@ mod tests {
         refused(&format!("{}.org", "a".repeat(64)), "longer than 63");
         let long = format!("{}.org", ["abcdefghij"; 25].join("."));
         assert!(long.len() > 253);
-        refused(&long, "at most 253");
+        refused(&long, "at most 248");
+        // A name DNS allows, whose turn. name would not fit.
+        let just_over = format!("{}.org", ["abcdefghi"; 25].join(".").get(..245).unwrap());
+        assert_eq!(just_over.len(), 249);
+        refused(&just_over, "at most 248");
+    }
+
+    #[test]
+    fn stun_servers_are_a_name_or_an_address_with_an_optional_port() {
+        assert_eq!(
+            stun_server(" stun.example.org ").unwrap(),
+            "stun.example.org"
+        );
+        assert_eq!(
+            stun_server("stun:stun.example.org:3478").unwrap(),
+            "stun.example.org:3478"
+        );
+        assert_eq!(
+            stun_server("198.51.99.7:19302").unwrap(),
+            "198.51.99.7:19302"
+        );
+        assert!(stun_server("stun.example.org:http")
+            .unwrap_err()
+            .contains("not a port"));
+        assert!(stun_server("stun.example.org:0")
+            .unwrap_err()
+            .contains("not a port"));
+        assert!(stun_server("https://stun.example.org")
+            .unwrap_err()
+            .contains("without http"));
+        assert!(stun_server("stun_box:3478")
+            .unwrap_err()
+            .contains("STUN server's name"));
     }
 
     #[test]

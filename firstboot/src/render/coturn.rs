@@ -1,5 +1,6 @@
 //! coturn: TURN for participants behind strict firewalls, with time-limited credentials derived from a
-//! secret shared with prosody, TLS on 5349, and no relaying into private networks except to this box.
+//! secret shared with prosody, TLS on 5349 (reached through 443's multiplexer: the firewall keeps
+//! 5349 to the box), and no relaying into private networks except to this box.
 
 use super::{header, Site};
 use crate::layout::*;
@@ -41,15 +42,15 @@ pub fn turnserver_conf(site: &Site) -> String {
     out += &format!("{}\n", JITSI_MARKERS[0]);
     out += &format!(
         r#"listening-port=3478
-tls-listening-port=5349
+tls-listening-port={TURN_TLS_PORT}
 realm={domain}
 server-name={domain}
 use-auth-secret
 static-auth-secret={secret}
 cert={TURN_TLS_CERT}
 pkey={TURN_TLS_KEY}
-no-tlsv1
-no-tlsv1_1
+# TLS 1.2 with ECDHE and AEAD only: TLS 1.0 and 1.1 have none of these ciphers, so they are
+# refused (turn_over_443.rs shows it). No `no-tlsv1` lines: with them coturn's own client stalls.
 cipher-list="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 fingerprint
 no-multicast-peers
@@ -70,7 +71,15 @@ log-file=/dev/null
             Some(public) if public != lan => out += &format!("external-ip={public}/{lan}\n"),
             _ => {}
         }
-        out += &format!("# The videobridge on this box, reached through its LAN address.\nallowed-peer-ip={lan}\n");
+        out += &format!(
+            "# Relays on the LAN address: TURN over 443 arrives from nginx on loopback, and a relay\n\
+             # there would reach nobody.\nrelay-ip={lan}\n\
+             # The videobridge on this box, reached through its LAN address.\nallowed-peer-ip={lan}\n"
+        );
+    }
+    if let Some(v6) = site.network.global_ipv6 {
+        out +=
+            &format!("# IPv6 guests get relays on the box's global IPv6 address.\nrelay-ip={v6}\n");
     }
     out += &format!("{}\n", JITSI_MARKERS[1]);
     for range in DENIED_PEERS {

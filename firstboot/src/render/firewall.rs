@@ -5,9 +5,9 @@
 use crate::layout::ADMIN_PORT;
 use crate::network::{LAN_IPV4, LAN_IPV6};
 
-/// Ports open to everyone: HTTP (ACME and redirect), HTTPS, the videobridge's media
-/// port, and TURN (plain and over TLS).
-pub const PUBLIC_TCP_PORTS: [u16; 4] = [80, 443, 3478, 5349];
+/// Ports open to everyone: HTTP (ACME and redirect), HTTPS (which carries TURN over TLS too,
+/// render/multiplex.rs), TURN over UDP and the videobridge's media port.
+pub const PUBLIC_TCP_PORTS: [u16; 2] = [80, 443];
 pub const PUBLIC_UDP_PORTS: [u16; 2] = [3478, 10000];
 
 /// `/etc/nftables.conf`: inbound and forwarded traffic dropped unless listed;
@@ -61,7 +61,7 @@ pub fn nftables(ssh: bool, admin_from_internet: bool) -> String {
          \x20       # DHCPv4 and DHCPv6 replies for the wired interface.\n\
          \x20       udp sport 67 udp dport 68 accept\n\
          \x20       ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept\n\
-         \x20       # Web (ACME, redirect, Jitsi Meet), TURN, and the videobridge's media.\n\
+         \x20       # Web (ACME, redirect, Jitsi Meet) with TURN over TLS, TURN over UDP, the videobridge's media.\n\
          \x20       tcp dport {{ {tcp} }} ct state new accept\n\
          \x20       udp dport {{ {udp} }} accept\n\
          {lan_rules}\
@@ -89,7 +89,7 @@ mod tests {
         let rules = nftables(false, false);
         assert!(rules.contains("hook input priority filter; policy drop;"));
         assert!(rules.contains("hook forward priority filter; policy drop;"));
-        assert!(rules.contains("tcp dport { 80, 443, 3478, 5349 } ct state new accept"));
+        assert!(rules.contains("tcp dport { 80, 443 } ct state new accept"));
         assert!(rules.contains("udp dport { 3478, 10000 } accept"));
         assert!(rules.contains("ct state established,related accept"));
         assert!(rules.contains("iif \"lo\" accept"));
@@ -103,7 +103,7 @@ mod tests {
         assert!(rules.contains(&format!(
             "ip6 saddr {{ fc00::/7, fe80::/10 }} tcp dport {ADMIN_PORT}"
         )));
-        assert!(!rules.contains(&format!("{{ 80, 443, 3478, 5349, {ADMIN_PORT}")));
+        assert!(!rules.contains(&format!("{{ 80, 443, {ADMIN_PORT}")));
     }
 
     #[test]

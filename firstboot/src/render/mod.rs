@@ -6,6 +6,7 @@ pub mod firewall;
 mod jicofo;
 mod jitsi_web;
 mod jvb;
+mod multiplex;
 mod nginx;
 mod prosody;
 
@@ -20,17 +21,21 @@ pub use coturn::turnserver_conf;
 pub use jicofo::jicofo_conf;
 pub use jitsi_web::config_js;
 pub use jvb::jvb_conf;
+pub use multiplex::nginx_multiplex;
 pub use nginx::{nginx_site, CONTENT_SECURITY_POLICY};
 pub use prosody::{prosody_cfg, prosody_site};
 
 /// The box's addresses as seen at render time.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct NetworkFacts {
     /// The address of the interface that carries the default route.
     pub lan_address: Option<IpAddr>,
-    /// The router's public address, from the public name's DNS record, when that differs from the LAN
-    /// address (the box is behind NAT).
+    /// The line's public address (network/follow.rs: the public name's DNS record, or the STUN
+    /// server the owner names), when that differs from the LAN address (the box is behind NAT).
     pub public_address: Option<IpAddr>,
+    /// The box's own global IPv6 address, when the line has IPv6 (no NAT: clients reach it as is).
+    #[serde(default)]
+    pub global_ipv6: Option<IpAddr>,
 }
 
 /// Everything a template needs.
@@ -90,6 +95,12 @@ pub fn all(site: &Site) -> Vec<FileSpec> {
             Owner::ROOT,
         ),
         FileSpec::new(
+            layout::NGINX_MULTIPLEX,
+            nginx_multiplex(site.domain),
+            0o644,
+            Owner::ROOT,
+        ),
+        FileSpec::new(
             layout::TURN_CONF,
             turnserver_conf(site),
             0o640,
@@ -107,6 +118,7 @@ pub fn paths(domain: &str) -> Vec<String> {
         layout::JVB_CONF.to_string(),
         layout::jitsi_config_js(domain),
         layout::NGINX_SITE_AVAIL.to_string(),
+        layout::NGINX_MULTIPLEX.to_string(),
         layout::TURN_CONF.to_string(),
     ]
 }

@@ -1,6 +1,6 @@
-//! The nginx site: port 80 only answers ACME challenges and redirects; port 443 serves Jitsi with
-//! Mozilla's intermediate TLS settings and security headers; the admin's port passes local-network
-//! visitors to the web admin.
+//! The nginx site: port 80 only answers ACME challenges and redirects; port 443 (through the
+//! multiplexer, multiplex.rs) serves Jitsi with Mozilla's intermediate TLS settings and security
+//! headers; the admin's port passes local-network visitors to the web admin.
 //!
 //! nginx drops server-level `add_header`s in any location that has its own, so no location here sets a
 //! header: they are all set once, at server level, with `always` so error pages carry them too.
@@ -45,9 +45,9 @@ server {{
     }}
 }}
 
+# Port 443 itself is nginx's stream multiplexer (multiplex.rs), which passes web clients here.
 server {{
-    listen 443 ssl http2;
-    listen [::]:443 ssl http2;
+    listen 127.0.0.1:{WEB_BACKEND_PORT} ssl http2;
     server_name {domain};
     server_tokens off;
     access_log off;

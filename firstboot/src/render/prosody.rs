@@ -61,6 +61,7 @@ Include "conf.d/*.cfg.lua"
 /// every line that script looks for at an upgrade is here, so it edits nothing (docs/jitsi.md).
 pub fn prosody_site(site: &Site) -> String {
     let domain = site.domain;
+    let turn_name = crate::layout::turn_name(domain);
     let turn_secret = &site.secrets.turn_secret;
     let jitsi = site.jitsi_prosody_plugins;
     let modules = |with_jitsi: &'static str| -> &'static str {
@@ -137,12 +138,13 @@ component_admins_as_room_owners = true
 -- jicofo and the videobridge are never rate-limited.
 unlimited_jids = {{ "{FOCUS_USER}@{XMPP_AUTH_DOMAIN}", "{JVB_USER}@{XMPP_AUTH_DOMAIN}" }}
 
--- TURN credentials handed to browsers (XEP-0215), shared with coturn's static-auth-secret.
+-- TURN credentials handed to browsers (XEP-0215), shared with coturn's static-auth-secret. TURN over
+-- TLS is on 443 under its own name, for guests whose network lets only HTTPS out.
 external_service_secret = "{turn_secret}"
 external_services = {{
 	{{ type = "stun", host = "{domain}", port = 3478 }};
 	{{ type = "turn", host = "{domain}", port = 3478, transport = "udp", secret = true, ttl = 86400, algorithm = "turn" }};
-	{{ type = "turns", host = "{domain}", port = 5349, transport = "tcp", secret = true, ttl = 86400, algorithm = "turn" }};
+	{{ type = "turns", host = "{turn_name}", port = 443, transport = "tcp", secret = true, ttl = 86400, algorithm = "turn" }};
 }}
 
 muc_mapper_domain_base = "{XMPP_DOMAIN}"

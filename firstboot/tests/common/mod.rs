@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod admin_box;
+pub mod netns;
 pub mod nginx;
 
 use std::net::TcpListener;
@@ -67,6 +68,7 @@ pub fn sample_network() -> NetworkFacts {
     NetworkFacts {
         lan_address: Some("192.168.1.20".parse().unwrap()),
         public_address: Some("198.51.99.10".parse().unwrap()),
+        global_ipv6: None,
     }
 }
 
@@ -99,13 +101,17 @@ pub fn run(command: &mut Command) -> std::process::Output {
 
 /// Calls `f` with the sample site for meet.example.org (Jitsi's prosody plugins present or not).
 pub fn with_site<T>(jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
+    with_site_on(&sample_network(), jitsi, f)
+}
+
+/// [`with_site`] on another network than the sample's.
+pub fn with_site_on<T>(network: &NetworkFacts, jitsi: bool, f: impl FnOnce(&Site) -> T) -> T {
     let secrets = sample_secrets();
     let caps = sample_caps();
-    let network = sample_network();
     let site = Site {
         domain: "meet.example.org",
         secrets: &secrets,
-        network: &network,
+        network,
         jitsi_prosody_plugins: jitsi,
         admin_from_internet: false,
         caps: &caps,

@@ -1,5 +1,5 @@
-//! nginx with the rendered site in a temporary directory: its paths moved there, optionally its
-//! ports, and stopped when dropped.
+//! nginx with the rendered site and 443 multiplexer in a temporary directory: its paths moved
+//! there, optionally its ports, and stopped when dropped.
 
 use std::path::Path;
 use std::process::Child;
@@ -28,8 +28,30 @@ impl Drop for Stopped {
     }
 }
 
-/// The nginx site, with its absolute paths moved into `dir` (and optionally its ports moved).
-pub fn setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
+/// Where a test's nginx listens, on 127.0.0.1, instead of the box's ports.
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub http: u16,
+    /// The multiplexer (the box's 443).
+    pub https: u16,
+    /// Where the multiplexer passes TURN (the box's coturn on 5349).
+    pub turn_tls: u16,
+}
+
+impl Ports {
+    /// Free ports for the web; TURN passed to `turn_tls`.
+    pub fn free(turn_tls: u16) -> Ports {
+        Ports {
+            http: super::free_port(),
+            https: super::free_port(),
+            turn_tls,
+        }
+    }
+}
+
+/// The nginx site and the 443 multiplexer, with their absolute paths moved into `dir` (and
+/// optionally their ports moved).
+pub fn setup(dir: &Path, ports: Option<Ports>) -> std::path::PathBuf {
     let (cert, key) = certificate_in(dir);
     let web = dir.join("web");
     std::fs::create_dir_all(web.join("static")).unwrap();
@@ -58,23 +80,36 @@ pub fn setup(dir: &Path, ports: Option<(u16, u16)>) -> std::path::PathBuf {
             "/var/log/nginx/error.log",
             &dir.join("site-error.log").display().to_string(),
         );
-    if let Some((http, https)) = ports {
-        site = site
-            .lines()
-            .filter(|l| !l.contains("listen [::]"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .replace("listen 80;", &format!("listen 127.0.0.1:{http};"))
-            .replace("listen 443 ssl", &format!("listen 127.0.0.1:{https} ssl"))
+    let mut multiplex = render::nginx_multiplex("meet.example.org");
+    if let Some(ports) = ports {
+        let backend = format!("127.0.0.1:{}", super::free_port());
+        let ipv4_only = |conf: &str| {
+            conf.lines()
+                .filter(|l| !l.contains("listen [::]"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let web_backend = format!("127.0.0.1:{}", layout::WEB_BACKEND_PORT);
+        site = ipv4_only(&site)
+            .replace("listen 80;", &format!("listen 127.0.0.1:{};", ports.http))
+            .replace(&web_backend, &backend)
             .replace(
                 &format!("listen {} ssl", layout::ADMIN_PORT),
                 &format!("listen 127.0.0.1:{} ssl", super::free_port()),
             );
+        multiplex = ipv4_only(&multiplex)
+            .replace("listen 443;", &format!("listen 127.0.0.1:{};", ports.https))
+            .replace(&web_backend, &backend)
+            .replace(
+                &format!("127.0.0.1:{}", layout::TURN_TLS_PORT),
+                &format!("127.0.0.1:{}", ports.turn_tls),
+            );
     }
     std::fs::write(dir.join("site.conf"), site).unwrap();
+    std::fs::write(dir.join("multiplex.conf"), multiplex).unwrap();
     let d = dir.display();
     let conf = format!(
-        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  include /etc/nginx/mime.types;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  access_log off;\n  gzip on;\n  include {d}/site.conf;\n}}\n"
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\ninclude {d}/multiplex.conf;\nhttp {{\n  include /etc/nginx/mime.types;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  access_log off;\n  gzip on;\n  include {d}/site.conf;\n}}\n"
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();

@@ -7,12 +7,13 @@ component_admins_as_room_owners = true
 -- jicofo and the videobridge are never rate-limited.
 unlimited_jids = { "focus@auth.meet.jitsi", "jvb@auth.meet.jitsi" }
 
--- TURN credentials handed to browsers (XEP-0215), shared with coturn's static-auth-secret.
+-- TURN credentials handed to browsers (XEP-0215), shared with coturn's static-auth-secret. TURN over
+-- TLS is on 443 under its own name, for guests whose network lets only HTTPS out.
 external_service_secret = "TurnSecret0000000000000000000000"
 external_services = {
 	{ type = "stun", host = "meet.example.org", port = 3478 };
 	{ type = "turn", host = "meet.example.org", port = 3478, transport = "udp", secret = true, ttl = 86400, algorithm = "turn" };
-	{ type = "turns", host = "meet.example.org", port = 5349, transport = "tcp", secret = true, ttl = 86400, algorithm = "turn" };
+	{ type = "turns", host = "turn.meet.example.org", port = 443, transport = "tcp", secret = true, ttl = 86400, algorithm = "turn" };
 }
 
 muc_mapper_domain_base = "meet.jitsi"

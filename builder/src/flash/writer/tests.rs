@@ -57,7 +57,7 @@ fn page_cache_fallback_writes_the_image() {
     file.sync_all().unwrap();
     let map = BlockMap::from_image(&raw).unwrap();
     let zst = dir.path().join("x.img.zst");
-    crate::artifact::compress::compress_in_frames(&raw, &zst, 1, 2, 8 * MIB).unwrap();
+    crate::artifact::compress::compress_in_frames(&raw, &zst, 1, 2, 8 * MIB, None).unwrap();
 
     let path = dir.path().join("target.raw");
     let mut target = TargetFile::open_file(&path, image_size).unwrap();

@@ -1,7 +1,13 @@
 //! The box's addresses: the LAN address (the source of the default route, found without sending a
-//! packet) and the public address (the public name's DNS record, when it is a global address).
+//! packet), the public address (the public name's DNS record, when it is a global address) and the
+//! box's own global IPv6 address. `follow` keeps them current after setup; `diagnosis` explains
+//! them.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+pub mod diagnosis;
+pub mod follow;
+pub mod stun;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 
 use crate::render::NetworkFacts;
 
@@ -80,7 +86,25 @@ pub fn facts_from(lan_address: Option<IpAddr>, resolved: &[IpAddr]) -> NetworkFa
     NetworkFacts {
         lan_address,
         public_address,
+        global_ipv6: None,
     }
+}
+
+/// The box's global IPv6 address: the source of its IPv6 default route, if it has one (2001:db8::1
+/// is documentation space, never contacted).
+pub fn global_ipv6() -> Option<IpAddr> {
+    let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)).ok()?;
+    socket
+        .connect(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            9,
+        ))
+        .ok()?;
+    socket
+        .local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| is_global(*ip))
 }
 
 /// Observes the network now.
@@ -93,7 +117,10 @@ pub fn detect(domain: &str) -> NetworkFacts {
         .find(|ip| ip.is_ipv4() && is_global(*ip))
         .unwrap_or(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     let lan = local_address_toward(toward).filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
-    facts_from(lan, &resolved)
+    NetworkFacts {
+        global_ipv6: global_ipv6(),
+        ..facts_from(lan, &resolved)
+    }
 }
 
 #[cfg(test)]
