@@ -78,7 +78,8 @@ pub fn publish(
             )?;
             let found = cache.finish()?;
             progress::detail(format!(
-                "frame cache: {} of {} frames reused from the last build ({} no longer needed, removed)",
+                "frame cache: {} of {} frames found compressed already, by an earlier build or \
+                 as an equal frame of this one ({} no longer needed, removed)",
                 found.hits, found.frames, found.removed
             ));
             compressed

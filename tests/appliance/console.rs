@@ -11,6 +11,7 @@
 //! the console presses the VM's reset button, says so, and goes on waiting, at most
 //! [`FIRMWARE_RESETS`] times. A hang at any other point still fails the test.
 
+use crate::support::screen::is_boot_output;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -146,21 +147,6 @@ impl SerialConsole {
     }
 }
 
-/// Lines of systemd's and the kernel's boot output: none may be on screen while the agent shows it.
-const BOOT_NOISE: &[&str] = &[
-    "[  OK  ]",
-    "[FAILED]",
-    "A start job is running",
-    "Reached target",
-    "Started ",
-    "Stopped ",
-    "Finished ",
-    "Mounting ",
-    "Mounted ",
-    "Listening on",
-    "systemd[",
-];
-
 impl SerialConsole {
     /// The console as a terminal of `rows` x `cols` shows it now: every byte received, through a
     /// terminal emulator (the vt100 crate), so overwritten text and cleared screens count as a
@@ -210,14 +196,8 @@ impl SerialConsole {
             "the screen does not end with {last:?}:\n{shown}"
         );
         for row in &text {
-            let kernel_line = row.trim_start().starts_with('[')
-                && row.trim_start()[1..]
-                    .trim_start()
-                    .split(']')
-                    .next()
-                    .is_some_and(|stamp| stamp.contains('.') && stamp.parse::<f64>().is_ok());
             assert!(
-                !kernel_line && !BOOT_NOISE.iter().any(|noise| row.contains(noise)),
+                !is_boot_output(row),
                 "boot output on the agent's screen: {row:?}\n{shown}"
             );
         }

@@ -12,6 +12,8 @@
 #   FRAMES    frame sizes in MiB to try (default "8 16 32 64")
 #   LEVELS    levels to try in 32 MiB frames (default "3 6 9 12 15 19")
 #   WORK      scratch directory (default: a new temporary directory, removed at exit)
+# Last, the zstd command at the same level on every core, for the ratio against the tool a user
+# would otherwise run.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 meetbox=${MEETBOX:-$(command -v meetbox || echo "$repo/target/release/meetbox")}
@@ -58,3 +60,12 @@ for try in ${LEVELS:-3 6 9 12 15 19}; do
     rm -f "$WORK/out.zst"
 done
 [[ -n $at_build ]] && echo "(level $level, the build's, gave $at_build bytes)"
+# The tool a user would otherwise pick: the zstd command on every core, same level, one stream.
+if command -v zstd >/dev/null; then
+    start=$(date +%s.%N)
+    zstd -q -f -T"$(nproc)" -"$level" "$raw" -o "$WORK/out.zst"
+    end=$(date +%s.%N)
+    size=$(stat -c %s "$WORK/out.zst")
+    rm -f "$WORK/out.zst"
+    printf 'zstd -T%d -%d: %d bytes in %.1f s\n' "$(nproc)" "$level" "$size" "$(echo "$end - $start" | bc -l)"
+fi

@@ -17,6 +17,8 @@ pub mod apt_repo;
 pub mod flash;
 #[allow(dead_code)]
 pub mod jitsi_packages;
+#[allow(dead_code)] // the image and appliance tests read screens; the others do not
+pub mod screen;
 #[allow(dead_code)] // the appliance tests drive a browser; the others do not
 pub mod webdriver;
 

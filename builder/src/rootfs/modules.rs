@@ -39,7 +39,10 @@ pub const LEFT_OUT: [(&str, &str); 14] = [
     ),
     ("drivers/comedi/*", "laboratory data acquisition cards"),
     ("drivers/iio/*", "industrial and laptop sensors"),
-    ("v4l2loopback/*", "virtual cameras (Ubuntu's out-of-tree module)"),
+    (
+        "v4l2loopback/*",
+        "virtual cameras (Ubuntu's out-of-tree module)",
+    ),
     ("zfs/*", "ZFS: the box's disks are ext4 and FAT"),
     (
         "kernel/kheaders.ko*",
