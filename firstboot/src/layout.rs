@@ -60,6 +60,9 @@ pub const ESP_DIR: &str = "/boot/efi";
 pub const ESP_ANSWERS: &str = "/boot/efi/meetbox-setup.toml";
 
 /// The agent's own state.
+/// The boot menu, which `meetbox build` writes and first boot gives its superuser
+/// (render::boot_menu).
+pub const GRUB_CFG: &str = "/boot/grub/grub.cfg";
 pub const STATE_DIR: &str = "/var/lib/meetbox";
 pub const STATE_FILE: &str = "/var/lib/meetbox/firstboot-state.json";
 pub const DONE_MARKER: &str = "/var/lib/meetbox/firstboot.done";

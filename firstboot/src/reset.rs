@@ -1,6 +1,6 @@
 //! Factory reset: everything per-device goes (the settings and secrets, every account, the
 //! certificates and their keys, the rendered configuration, the SSH host keys and the owner's key,
-//! the swap file, the machine id), the services are fenced again as the image ships them, and the
+//! the swap file, the machine id, the boot menu's superuser), the services are fenced again as the image ships them, and the
 //! next boot asks the first-boot questions. Started from the web admin or at the box's console.
 //!
 //! Files are deleted, not overwritten; on the live box `fstrim` then lets an SSD discard the freed
@@ -59,6 +59,7 @@ pub fn erase(root: &Root) -> Result<()> {
         root.remove(file)?;
     }
     jitsi_env::clear_identity(root)?;
+    unlock_boot_menu(root)?;
     swap::remove(root)?;
     // systemd makes a new machine id at the next boot ("uninitialized" is its first-boot mark).
     root.write(&FileSpec::new(
@@ -97,6 +98,25 @@ pub fn erase_and_restart(root: &Root) -> Result<String> {
         "Everything of this box is erased; it is restarting and will ask the first-boot questions."
             .into(),
     )
+}
+
+/// The boot menu back to the image's text: the next setup gives it a new superuser.
+fn unlock_boot_menu(root: &Root) -> Result<()> {
+    if !root.exists(layout::GRUB_CFG) {
+        return Ok(());
+    }
+    let menu = root.read_to_string(layout::GRUB_CFG)?;
+    if !menu.contains(render::boot_menu::SUPERUSER_MARKER) {
+        return Ok(());
+    }
+    let image_text = render::boot_menu::without_superuser(&menu)?;
+    root.write(&FileSpec::new(
+        layout::GRUB_CFG,
+        image_text,
+        0o600,
+        Owner::ROOT,
+    ))
+    .context("cannot take the superuser out of the boot menu")
 }
 
 fn empty(root: &Root, dir: &str) -> Result<()> {

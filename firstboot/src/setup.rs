@@ -22,6 +22,7 @@ use crate::clock;
 use crate::layout;
 use crate::network;
 use crate::render::{self, NetworkFacts, Site};
+use crate::secrets::boot_menu;
 use crate::secrets::scram;
 use crate::secrets::Secrets;
 use crate::settings::{Settings, LETS_ENCRYPT_DIRECTORY};
@@ -222,6 +223,7 @@ fn do_step(
                 Owner::ROOT,
             ))?;
         }
+        Step::BootMenu => boot_menu(root)?,
         Step::SshHostKeys => {
             ssh_host_keys(root)?;
             ssh_authorized_keys(root, &settings.ssh_authorized_keys)?;
@@ -269,6 +271,20 @@ fn do_step(
         }
     }
     Ok(String::new())
+}
+
+/// Gives the boot menu this device's own superuser (render::boot_menu). A tree without a boot
+/// menu (the agent under `--root` away from a box) has nothing to lock.
+fn boot_menu(root: &Root) -> Result<()> {
+    if !root.exists(layout::GRUB_CFG) {
+        println!("    no boot menu at {}: nothing to lock", layout::GRUB_CFG);
+        return Ok(());
+    }
+    let menu = root.read_to_string(layout::GRUB_CFG)?;
+    let record = boot_menu::unknown_password_record()?;
+    let locked = render::boot_menu::with_superuser(&menu, &record)?;
+    root.write(&FileSpec::new(layout::GRUB_CFG, locked, 0o600, Owner::ROOT))
+        .context("cannot write the boot menu's superuser")
 }
 
 /// Replaces the image's SSH host keys with this box's own (only when SSH is installed).

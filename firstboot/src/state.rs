@@ -18,6 +18,8 @@ pub enum Step {
     Secrets,
     /// /etc/machine-id holds this device's id.
     MachineId,
+    /// The boot menu's superuser is this device's own (render::boot_menu).
+    BootMenu,
     /// SSH host keys are this device's own (only when SSH is installed).
     SshHostKeys,
     /// A self-signed certificate for the public name is installed.
@@ -40,10 +42,11 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 13] = [
         Step::Answers,
         Step::Secrets,
         Step::MachineId,
+        Step::BootMenu,
         Step::SshHostKeys,
         Step::SelfSignedCertificate,
         Step::ProsodyCertificates,
@@ -61,6 +64,7 @@ impl Step {
             Step::Answers => "answers",
             Step::Secrets => "secrets",
             Step::MachineId => "machine-id",
+            Step::BootMenu => "boot-menu",
             Step::SshHostKeys => "ssh-host-keys",
             Step::SelfSignedCertificate => "self-signed-certificate",
             Step::ProsodyCertificates => "prosody-certificates",
@@ -79,6 +83,7 @@ impl Step {
             Step::Answers => "Recording the answers",
             Step::Secrets => "Creating this box's own secrets",
             Step::MachineId => "Setting this box's machine id",
+            Step::BootMenu => "Locking the boot menu with this box's own password",
             Step::SshHostKeys => "Creating SSH host keys",
             Step::SelfSignedCertificate => "Creating a self-signed certificate",
             Step::ProsodyCertificates => "Creating the chat server's internal certificates",

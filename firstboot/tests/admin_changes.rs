@@ -27,6 +27,14 @@ fn domain_changes_roll_back_on_failure_and_a_factory_reset_erases_the_box() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     set_up_box(root);
+    // Setup gave the boot menu this box's own superuser, before the image's entries.
+    let superuser_before_reset =
+        std::fs::read_to_string(root.join(&layout::GRUB_CFG[1..])).unwrap();
+    assert!(
+        superuser_before_reset
+            .contains("set superusers=\"root\"\npassword_pbkdf2 root grub.pbkdf2.sha512.10000."),
+        "{superuser_before_reset}"
+    );
     std::fs::write(
         root.join("etc/machine-id"),
         "0123456789abcdef0123456789abcdef\n",
@@ -142,7 +150,19 @@ fn domain_changes_roll_back_on_failure_and_a_factory_reset_erases_the_box() {
         std::fs::read_to_string(root.join("etc/machine-id")).unwrap(),
         "uninitialized\n"
     );
-    // The erased box sets up again as a new one.
+    let menu = || std::fs::read_to_string(root.join(&layout::GRUB_CFG[1..])).unwrap();
+    assert_eq!(
+        menu(),
+        *IMAGE_GRUB_CFG,
+        "the boot menu keeps this box's superuser"
+    );
+    // The erased box sets up again as a new one, with a new superuser.
     set_up_box(root);
     assert!(root.join(&layout::DONE_MARKER[1..]).exists());
+    let relocked = menu();
+    assert!(relocked.contains("password_pbkdf2 root grub.pbkdf2.sha512.10000."));
+    assert_ne!(
+        relocked, superuser_before_reset,
+        "the same superuser after the reset"
+    );
 }

@@ -61,6 +61,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     jitsi::check_prosody_log(&shell);
     jitsi::check_services_fenced_then_started(&shell);
     admin::check_processes(&shell);
+    check_boot_menu_locked(&shell);
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
@@ -119,6 +120,38 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     drop(guest);
     fs::remove_file(&disk_path).unwrap();
     restore_onto_a_fresh_box(&backup, new_domain, ports, password, &pebble, dir.path());
+}
+
+/// Setup gave GRUB this box's own superuser (CIS 1.4.1), before the entries, which stay
+/// unrestricted: the reboot below (check_after_reboot) then boots unattended through it.
+fn check_boot_menu_locked(shell: &dyn Fn(&str) -> String) {
+    let menu = shell("stat -c '%U %a' /boot/grub/grub.cfg; cat /boot/grub/grub.cfg");
+    let (mode, text) = menu.split_once('\n').unwrap_or_default();
+    assert_eq!(mode, "root 600", "the boot menu's owner and mode");
+    let superuser =
+        text.find("set superusers=\"root\"\npassword_pbkdf2 root grub.pbkdf2.sha512.10000.");
+    let first_entry = text.find("menuentry ");
+    assert!(
+        superuser.is_some() && superuser < first_entry,
+        "no superuser before the entries:\n{text}"
+    );
+    assert_eq!(
+        text.matches("menuentry ").count(),
+        text.matches("' --unrestricted {").count(),
+        "an entry needs the superuser to boot:\n{text}"
+    );
+    // A kernel update's hook (what linux-image's postinst runs) leaves the menu as it is.
+    let after_hook = shell(
+        "DEB_MAINT_PARAMS=configure sh /etc/kernel/postinst.d/zz-update-grub \"$(uname -r)\" \
+         /boot/vmlinuz 2>&1; cat /boot/grub/grub.cfg",
+    );
+    assert!(
+        after_hook.ends_with(text) && after_hook.contains("nothing to regenerate"),
+        "a kernel update's update-grub changed the boot menu:\n{after_hook}"
+    );
+    eprintln!(
+        "boot menu: this box's own superuser, every entry unrestricted; kernel updates keep it"
+    );
 }
 
 /// A fresh disk from the image with the backup and its passphrase on the ESP: first boot restores

@@ -29,6 +29,33 @@ if [ -f "$root/etc/crontab" ]; then chmod 0600 "$root/etc/crontab"; fi
 for allow in cron.allow at.allow; do
     install -m 0640 /dev/null "$root/etc/$allow"
 done
+# The password files and their backups readable by root alone (CIS 7.1.5 to 7.1.8): no program on
+# the box checks a password against them (root is locked, the admin checks prosody's credential),
+# and root reads them whatever their mode. The shadow tools give a rewritten file and its backup
+# the mode of the file they replace, so accounts added later keep it.
+for file in shadow gshadow shadow- gshadow-; do
+    if [ -f "$root/etc/$file" ]; then chmod 0000 "$root/etc/$file"; fi
+done
+# The boot menu is Meetbox's own (tree/mod.rs): its entries follow the kernel links that every
+# kernel update moves, and first boot adds the box's superuser. update-grub, which kernel updates
+# run, would generate another in its place, so it is diverted to a note.
+if [ -e "$root/usr/sbin/update-grub" ]; then
+    chroot "$root" dpkg-divert --quiet --local --rename --add /usr/sbin/update-grub
+    cat > "$root/usr/sbin/update-grub" <<'UPDATE_GRUB'
+#!/bin/sh
+# Installed by meetbox build in place of update-grub (diverted to update-grub.distrib).
+echo "update-grub: Meetbox's boot menu follows the kernel links; nothing to regenerate" >&2
+exit 0
+UPDATE_GRUB
+    chmod 0755 "$root/usr/sbin/update-grub"
+fi
+# The time servers named in the main file (CIS 2.3.2.1), which scanners read: the distribution's
+# own list from the file's comment, so the box asks no one new.
+servers=$(sed -n 's/^#FallbackNTP=//p' "$root/etc/systemd/timesyncd.conf" | head -n 1)
+if [ -n "$servers" ]; then
+    printf '\n# Written by meetbox build (docs/hardening.md): the servers of the distribution.\nNTP=%s\n' "$servers" \
+        >> "$root/etc/systemd/timesyncd.conf"
+fi
 "#;
 
 /// A file this module renders into the root tree: path relative to the root, text, mode.

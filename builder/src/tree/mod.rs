@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::host::command::CommandRunExt;
 use crate::host::progress;
 use crate::profile::{Base, Profile};
+use meetbox_firstboot::render::boot_menu::SUPERUSER_MARKER;
 
 /// Kernel command line: consoles on the screen and the first serial port (the
 /// last `console=` is where /dev/console, and so the agent's messages, go).
@@ -65,9 +66,11 @@ pub fn render_fstab(root_fs_uuid: &str, esp_volume_id: &str) -> String {
 /// survives kernel upgrades without grub-mkconfig.
 pub fn render_grub_cfg(base: Base, root_fs_uuid: &str) -> String {
     let dir = base.kernel_link_dir();
+    // Unrestricted: with the superuser that first boot adds, the entries still boot unattended;
+    // only editing them and GRUB's shell need the superuser.
     let entry = |title: &str, suffix: &str| {
         format!(
-            "menuentry '{title}' {{\n\
+            "menuentry '{title}' --unrestricted {{\n\
              \x20   linux {dir}/vmlinuz{suffix} root=UUID={root_fs_uuid} ro {KERNEL_SECURITY} {KERNEL_CONSOLES}\n\
              \x20   initrd {dir}/initrd.img{suffix}\n\
              }}\n"
@@ -78,6 +81,7 @@ pub fn render_grub_cfg(base: Base, root_fs_uuid: &str) -> String {
          set default=0\n\
          set timeout=1\n\
          search --no-floppy --fs-uuid --set=root {root_fs_uuid}\n\
+         {SUPERUSER_MARKER}\n\
          {}{}",
         entry("Meetbox", ""),
         entry("Meetbox (previous kernel)", ".old")
@@ -432,6 +436,25 @@ mod tests {
         let debian = render_grub_cfg(Base::Debian12, UUID);
         assert!(debian.contains("linux /vmlinuz root="));
         assert!(debian.contains("initrd /initrd.img\n"));
+    }
+
+    #[test]
+    fn every_entry_boots_unattended_once_first_boot_locks_the_menu() {
+        for base in [Base::Ubuntu2404, Base::Debian12] {
+            let cfg = render_grub_cfg(base, UUID);
+            assert_eq!(
+                cfg.matches("menuentry ").count(),
+                cfg.matches("' --unrestricted {").count()
+            );
+            let locked = meetbox_firstboot::render::boot_menu::with_superuser(
+                &cfg,
+                "grub.pbkdf2.sha512.10000.AA.BB",
+            )
+            .unwrap();
+            // The superuser comes before the entries, which GRUB reads it for.
+            let superuser = locked.find("set superusers=\"root\"").unwrap();
+            assert!(superuser < locked.find("menuentry ").unwrap());
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The configuration files of the Jitsi stack, rendered from the agent's own templates as pure
 //! functions of the public name, the per-device secrets, the network facts and the image's tuning.
 
+pub mod boot_menu;
 mod coturn;
 pub mod firewall;
 mod jicofo;

@@ -1,6 +1,7 @@
 //! Per-device secrets, drawn from the kernel's random source on the device itself, so that two boxes
 //! flashed from the same image share none. Generated once and kept (0600) so a resumed run reuses them.
 
+pub mod boot_menu;
 pub mod scram;
 
 use anyhow::{Context, Result};

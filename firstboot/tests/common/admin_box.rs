@@ -38,11 +38,23 @@ pub struct Admin {
     _web: Running,
 }
 
-/// A box set up by the agent from an answers file, below `root`.
+/// The boot menu as `meetbox build` writes it: the superuser's place, unrestricted entries.
+pub static IMAGE_GRUB_CFG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "set timeout=1\n{}\nmenuentry 'Meetbox' --unrestricted {{\n    linux /boot/vmlinuz\n}}\n",
+        meetbox_firstboot::render::boot_menu::SUPERUSER_MARKER
+    )
+});
+
+/// A box set up by the agent from an answers file, below `root` (with the image's boot menu).
 pub fn set_up_box(root: &Path) {
     super::write_small_tuning(root);
     std::fs::write(root.join("etc/fstab"), "UUID=0f3e / ext4 defaults 0 1\n").unwrap();
     std::fs::create_dir_all(root.join("boot/efi")).unwrap();
+    if !root.join("boot/grub/grub.cfg").exists() {
+        std::fs::create_dir_all(root.join("boot/grub")).unwrap();
+        std::fs::write(root.join("boot/grub/grub.cfg"), IMAGE_GRUB_CFG.as_str()).unwrap();
+    }
     std::fs::write(root.join("boot/efi/meetbox-setup.toml"), ANSWERS).unwrap();
     let out = super::run(
         Command::new(env!("CARGO_BIN_EXE_meetbox-firstboot"))
