@@ -59,7 +59,7 @@ pub(crate) fn built() -> &'static Built {
         let server = jitsi.serve();
         let mut args = support::test_build_args("ubuntu-24.04", &out, &key, &cache);
         let profile = args.iter().position(|a| a == "--profile").unwrap() + 1;
-        args[profile] = jitsi::profile_with_jitsi(&work)
+        args[profile] = support::jitsi_packages::profile_with_jitsi(&work)
             .to_str()
             .unwrap()
             .to_string();

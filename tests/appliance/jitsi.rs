@@ -79,22 +79,6 @@ impl JitsiRepository {
     }
 }
 
-/// The `test` profile with Jitsi on, written into `dir`; returns its path.
-pub fn profile_with_jitsi(dir: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/test.toml");
-    let text = fs::read_to_string(shipped).unwrap();
-    let with_jitsi = text
-        .replace("jitsi = false", "jitsi = true")
-        .replace("name = \"meetbox-test\"", "name = \"meetbox-test-jitsi\"");
-    assert!(
-        with_jitsi.contains("jitsi = true") && with_jitsi.contains("meetbox-test-jitsi"),
-        "profiles/test.toml changed shape:\n{text}"
-    );
-    let path = dir.join("test-jitsi.toml");
-    fs::write(&path, with_jitsi).unwrap();
-    path
-}
-
 /// The components of the release's template that implement service discovery answer it: the
 /// polls component (Jitsi's plugin that replaced the `polls` MUC module) and the MUCs with Jitsi's
 /// MUC modules. The other components (speaker stats, end of conference, A/V moderation, file

@@ -55,15 +55,7 @@ fn main() {
     meetbox(&["keygen", "--out", path(&work.join("key")), "--unencrypted"]);
 
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-    let test_with_jitsi = work.join("test-jitsi.toml");
-    let shipped = fs::read_to_string(source.join("test.toml")).unwrap();
-    fs::write(
-        &test_with_jitsi,
-        shipped
-            .replace("jitsi = false", "jitsi = true")
-            .replace("name = \"meetbox-test\"", "name = \"meetbox-test-jitsi\""),
-    )
-    .unwrap();
+    let test_with_jitsi = jitsi_packages::profile_with_jitsi(&work);
 
     println!("| profile | compressed | raw | build |");
     println!("|---|---|---|---|");

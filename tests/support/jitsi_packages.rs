@@ -203,3 +203,19 @@ fn matches_something(tree: &Path, pattern: &str) -> bool {
             .is_ok_and(|status| status.success())
     })
 }
+
+/// The `test` profile with Jitsi on, written into `dir`; returns its path.
+pub fn profile_with_jitsi(dir: &Path) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/test.toml");
+    let text = fs::read_to_string(shipped).unwrap();
+    let with_jitsi = text
+        .replace("jitsi = false", "jitsi = true")
+        .replace("name = \"meetbox-test\"", "name = \"meetbox-test-jitsi\"");
+    assert!(
+        with_jitsi.contains("jitsi = true") && with_jitsi.contains("meetbox-test-jitsi"),
+        "profiles/test.toml changed shape:\n{text}"
+    );
+    let path = dir.join("test-jitsi.toml");
+    fs::write(&path, with_jitsi).unwrap();
+    path
+}
