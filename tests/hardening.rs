@@ -3,41 +3,22 @@
 //! a stock Ubuntu 24.04 minimal root built here for comparison. Fails when a rule
 //! fails on the image that `tests/hardening/cis-exceptions.toml` does not except.
 //!
-//! The SCAP content is the newest SCAP Security Guide packaged by Debian
-//! (`ssg-debderived` from trixie, which has `ssg-ubuntu2404-ds.xml`), fetched with
-//! apt from the mirror the host's own apt configuration names, or taken from the
-//! .deb in `MEETBOX_SSG_DEB`. Reports (HTML and ARF) land in
-//! `target/tmp/hardening-report/`.
+//! The same scans on the booted appliance are tests/appliance/scan.rs; both read the
+//! content and exceptions of tests/support/cis (the newest SCAP Security Guide that
+//! Debian packages). Reports (HTML and ARF) land in `target/tmp/hardening-report/chroot/`.
 //!
 //! Needs root and the host packages tests/run installs. Outside CI a missing
 //! prerequisite skips with the reason; with CI=true it fails.
 
-#[path = "hardening/ssg.rs"]
-mod ssg;
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde::Deserialize;
-use ssg::ssg_content;
+use support::cis::{self, Kind, Scan, PROFILES};
 
 const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
-const DATASTREAM: &str = "usr/share/xml/scap/ssg/content/ssg-ubuntu2404-ds.xml";
-const PROFILES: [(&str, &str); 2] = [
-    (
-        "CIS Level 1 Server",
-        "xccdf_org.ssgproject.content_profile_cis_level1_server",
-    ),
-    (
-        "CIS Level 2 Server",
-        "xccdf_org.ssgproject.content_profile_cis_level2_server",
-    ),
-];
-/// The Debian release whose ssg-debderived (0.1.76) carries Ubuntu 24.04 content.
-const SSG_SUITE: &str = "trixie";
 
 /// Tools the measurement runs, with the packages that provide them.
 const TOOLS: &[(&str, &str)] = &[
@@ -217,34 +198,6 @@ fn stock_root(work: &Path) -> PathBuf {
     tree
 }
 
-/// Results of one oscap evaluation: rule id -> result.
-struct Scan {
-    results: BTreeMap<String, String>,
-}
-
-impl Scan {
-    fn count(&self, result: &str) -> usize {
-        self.results.values().filter(|r| *r == result).count()
-    }
-    fn failed(&self) -> Vec<&str> {
-        self.results
-            .iter()
-            .filter(|(_, r)| *r == "fail")
-            .map(|(id, _)| id.as_str())
-            .collect()
-    }
-    /// Share of decided rules that pass, in percent.
-    fn score(&self) -> f64 {
-        let pass = self.count("pass") as f64;
-        let fail = self.count("fail") as f64;
-        if pass + fail == 0.0 {
-            0.0
-        } else {
-            100.0 * pass / (pass + fail)
-        }
-    }
-}
-
 /// oscap's package probe reads APT's binary cache with the host's libapt: write
 /// one in the host's format from the tree's dpkg status, and point the probe at it
 /// with a configuration that ignores the host's apt.conf.d (which may disable the cache).
@@ -286,10 +239,7 @@ fn oscap(
     PROFILES
         .iter()
         .map(|(title, profile)| {
-            let stem = format!(
-                "{label}-{}",
-                profile.rsplit('_').take(2).collect::<Vec<_>>().join("-")
-            );
+            let stem = format!("{label}-{}", cis::profile_stem(profile));
             let output = Command::new("oscap-chroot")
                 .arg(tree)
                 .args(["xccdf", "eval", "--profile", profile])
@@ -313,69 +263,15 @@ fn oscap(
                 !stderr.contains("dpkginfo_init has failed"),
                 "oscap's package probe cannot read the tree's packages: {stderr}"
             );
-            let scan = parse_oscap_text(&String::from_utf8_lossy(&output.stdout));
+            let scan = Scan::parse(&String::from_utf8_lossy(&output.stdout));
             assert!(
-                scan.count("pass") + scan.count("fail") > 100,
+                scan.decided() > 100,
                 "oscap decided only {} rules of {profile} on {label}: wrong content for the release?",
-                scan.count("pass") + scan.count("fail")
+                scan.decided()
             );
             (title.to_string(), scan)
         })
         .collect()
-}
-
-/// oscap's text output: blocks of `Title`, `Rule`, `Result` lines.
-fn parse_oscap_text(text: &str) -> Scan {
-    let mut results = BTreeMap::new();
-    let mut rule = None;
-    // oscap redraws its progress with carriage returns; they are not part of a field.
-    for line in text.replace('\r', "").lines() {
-        if let Some(id) = line.strip_prefix("Rule\t") {
-            rule = Some(id.trim().to_string());
-        } else if let Some(result) = line.strip_prefix("Result\t") {
-            if let Some(id) = rule.take() {
-                results.insert(id, result.trim().to_string());
-            }
-        }
-    }
-    Scan { results }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Exceptions {
-    exception: Vec<Exception>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Exception {
-    rule: String,
-    reason: String,
-}
-
-fn exceptions() -> BTreeMap<String, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hardening/cis-exceptions.toml");
-    let text = fs::read_to_string(&path).unwrap();
-    let parsed: Exceptions =
-        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut map = BTreeMap::new();
-    for exception in parsed.exception {
-        assert!(
-            exception.reason.trim().len() >= 20,
-            "{}: exception {} needs a real reason",
-            path.display(),
-            exception.rule
-        );
-        assert!(
-            map.insert(exception.rule.clone(), exception.reason)
-                .is_none(),
-            "{}: {} is listed twice",
-            path.display(),
-            exception.rule
-        );
-    }
-    map
 }
 
 /// Lynis run inside the tree with chroot (its `--rootdir` still audits the host in
@@ -420,11 +316,7 @@ fn lynis_index(tree: &Path) -> u32 {
         tree.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = fs::read_to_string(tree.join("root/lynis-report.dat")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("hardening_index="))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a hardening_index in the Lynis report")
+    cis::lynis_index(&fs::read_to_string(tree.join("root/lynis-report.dat")).unwrap())
 }
 
 #[test]
@@ -434,11 +326,9 @@ fn cis_benchmark_and_lynis_on_the_image_and_a_stock_root() {
     }
     let work = target_tmp().join("hardening-tests");
     fs::create_dir_all(&work).unwrap();
-    let report = target_tmp().join("hardening-report");
-    let _ = fs::remove_dir_all(&report);
-    fs::create_dir_all(&report).unwrap();
-    let datastream = ssg_content();
-    let allowed = exceptions();
+    let report = cis::report_dir(Kind::Chroot);
+    let datastream = cis::ssg_content();
+    let allowed = cis::exceptions();
 
     let image = image_root(&work);
     for absent in [
@@ -460,23 +350,12 @@ fn cis_benchmark_and_lynis_on_the_image_and_a_stock_root() {
     for (label, tree) in [("image", &image), ("stock", &stock)] {
         let apt_config = prepare_package_probe(tree, &work);
         for (title, scan) in oscap(tree, label, &datastream, &apt_config, &report) {
-            let line = format!(
-                "{title:<20} {label:<6} score {:5.1} %  pass {:3}  fail {:3}  not applicable {:3}  other {:3}\n",
-                scan.score(),
-                scan.count("pass"),
-                scan.count("fail"),
-                scan.count("notapplicable"),
-                scan.results.len() - scan.count("pass") - scan.count("fail") - scan.count("notapplicable"),
-            );
+            let line = scan.summary(&title, &format!("{label} (chroot)"));
             eprint!("{line}");
             summary.push_str(&line);
             if label == "image" {
-                for rule in scan.failed() {
-                    image_failed.insert(rule.to_string());
-                    if !allowed.contains_key(rule) {
-                        unexcepted.push(format!("{title}: {rule}"));
-                    }
-                }
+                image_failed.extend(scan.failed().into_iter().map(str::to_string));
+                unexcepted.extend(cis::unexcepted(&title, &scan, Kind::Chroot, &allowed));
             }
         }
     }

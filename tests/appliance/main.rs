@@ -40,6 +40,7 @@ mod guest_disk;
 mod installer;
 mod jitsi;
 mod pebble;
+mod scan;
 #[path = "../support/mod.rs"]
 mod support;
 mod unattended;
@@ -70,7 +71,7 @@ const SETUP: Duration = Duration::from_secs(900);
 const PROMPT: Duration = Duration::from_secs(120);
 
 /// (program, Debian package)
-const TOOLS: [(&str, &str); 20] = [
+const TOOLS: [(&str, &str); 21] = [
     ("mmdebstrap", "mmdebstrap"),
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("mcopy", "mtools"),
@@ -94,6 +95,7 @@ const TOOLS: [(&str, &str); 20] = [
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
     ("tesseract", "tesseract-ocr"),
+    ("oscap", "openscap-scanner"),
 ];
 
 fn can_run(test: &str) -> bool {

@@ -62,6 +62,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     jitsi::check_services_fenced_then_started(&shell);
     admin::check_processes(&shell);
     check_boot_menu_locked(&shell);
+    scan::scan_the_running_box(&scan_link, &owner_key, &shell);
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);

@@ -1,8 +1,8 @@
 //! What the integration tests share, in one module: the gate that runs a test only as root with
 //! its tools installed (skipping with the reason elsewhere and failing in CI, through
 //! `meetbox::host::test_tools`), the build the image tests start from, the signed apt
-//! repository and the package-shaped Jitsi debs, and the small signed images the flash tests
-//! write.
+//! repository and the package-shaped Jitsi debs, the CIS measurement, and the small signed images
+//! the flash tests write.
 //!
 //! The integration tests stay targets of the `meetbox` package (declared in builder/Cargo.toml)
 //! rather than a workspace member of their own: Cargo gives the binary's path
@@ -13,6 +13,9 @@ use std::path::Path;
 
 #[allow(dead_code)] // the Jitsi repository and appliance tests serve packages; the others do not
 pub mod apt_repo;
+#[allow(dead_code, unused_imports)]
+// the hardening and appliance tests measure CIS; the others do not
+pub mod cis;
 #[allow(dead_code)] // the flash tests sign and flash small images; the others do not
 pub mod flash;
 #[allow(dead_code)]

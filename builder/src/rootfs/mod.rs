@@ -53,6 +53,8 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "libpam-pwquality",
         "apparmor-utils",
         "unattended-upgrades",
+        // The audit trail, private and in memory (tree/audit.rs).
+        "auditd",
         // TLS, ACME and TURN credentials need the right time.
         "systemd-timesyncd",
     ];

@@ -1,9 +1,11 @@
 //! Turns an unpacked root file system into this image's root: the overlay, the
-//! first-boot agent, fstab, the GRUB configuration, growing root on first boot,
+//! first-boot agent, fstab and the file systems in memory (mounts.rs), the GRUB configuration, growing root on first boot,
 //! enabled units, and timestamps clamped so assembly is reproducible.
 
+pub mod audit;
 pub mod hardening;
 pub mod logins;
+pub mod mounts;
 
 use std::ffi::CString;
 use std::fs;
@@ -17,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use crate::host::command::CommandRunExt;
 use crate::host::progress;
 use crate::profile::{Base, Profile};
+use audit::KERNEL_AUDIT;
 use meetbox_firstboot::render::boot_menu::SUPERUSER_MARKER;
 
 /// Kernel command line: consoles on the screen and the first serial port (the
@@ -47,20 +50,6 @@ pub struct TreeInputs<'a> {
     pub epoch: u64,
 }
 
-/// `/etc/fstab`: root by UUID, grown online at boot; the ESP for the answers file, waited for up to
-/// 5 minutes (a slow first boot can need more than systemd's default 90 s, and the agent waits for it);
-/// `/tmp` and `/dev/shm` in memory without devices, set-uid or executables (CIS 1.1.2);
-/// apt extracts its configuration scripts to /var/tmp instead (overlay/etc/apt).
-pub fn render_fstab(root_fs_uuid: &str, esp_volume_id: &str) -> String {
-    format!(
-        "# Written by meetbox build.\n\
-         UUID={root_fs_uuid} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1\n\
-         UUID={esp_volume_id} /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2\n\
-         tmpfs /tmp tmpfs defaults,mode=1777,size=25%,nodev,nosuid,noexec 0 0\n\
-         tmpfs /dev/shm tmpfs defaults,nodev,nosuid,noexec 0 0\n"
-    )
-}
-
 /// `/boot/grub/grub.cfg`, read by the signed GRUB through the ESP stub. It names
 /// the `vmlinuz`/`initrd.img` symlinks the kernel packages keep current, so it
 /// survives kernel upgrades without grub-mkconfig.
@@ -71,7 +60,7 @@ pub fn render_grub_cfg(base: Base, root_fs_uuid: &str) -> String {
     let entry = |title: &str, suffix: &str| {
         format!(
             "menuentry '{title}' --unrestricted {{\n\
-             \x20   linux {dir}/vmlinuz{suffix} root=UUID={root_fs_uuid} ro {KERNEL_SECURITY} {KERNEL_CONSOLES}\n\
+             \x20   linux {dir}/vmlinuz{suffix} root=UUID={root_fs_uuid} ro {KERNEL_SECURITY} {KERNEL_AUDIT} {KERNEL_CONSOLES}\n\
              \x20   initrd {dir}/initrd.img{suffix}\n\
              }}\n"
         )
@@ -123,7 +112,12 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
     install_text(
         tree,
         "etc/fstab",
-        &render_fstab(&inputs.root_fs_uuid, &inputs.esp_volume_id),
+        &mounts::render_fstab(&inputs.root_fs_uuid, &inputs.esp_volume_id),
+    )?;
+    install_text(
+        tree,
+        mounts::LOG_SKELETON,
+        &mounts::render_log_skeleton(&mounts::log_skeleton(tree)?),
     )?;
     fs::create_dir_all(tree.join("boot/efi"))?;
     // Readable by root only (CIS 1.4.2): GRUB reads it through the firmware, not as a user.
@@ -133,6 +127,7 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
+    install_audit(tree)?;
     let filters =
         crate::rootfs::firmware::dpkg_filters(profile.base, &profile.hardware.firmware.files);
     if let Some(config) = crate::rootfs::firmware::dpkg_config(&filters) {
@@ -156,6 +151,34 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
     }
     enable_units(tree, inputs.overlay)?;
     clamp_times(tree, inputs.epoch)?;
+    Ok(())
+}
+
+/// auditd's configuration and rules (tree/audit.rs), readable by root alone (CIS 6.3.4).
+fn install_audit(tree: &Path) -> Result<()> {
+    let conf = tree.join(audit::AUDITD_CONF);
+    let package_file = fs::read_to_string(&conf)
+        .with_context(|| format!("cannot read {}: is auditd installed?", conf.display()))?;
+    install_file(
+        audit::render_auditd_conf(&package_file).as_bytes(),
+        &conf,
+        0o640,
+    )?;
+    let privileged = audit::privileged_programs(tree)?;
+    progress::detail(format!(
+        "audit: CIS rules for {} set-id programs, client addresses excluded",
+        privileged.len()
+    ));
+    for (path, text) in [
+        (audit::PRIVACY_RULES, audit::render_privacy_rules()),
+        (audit::CIS_RULES, audit::render_cis_rules(&privileged)),
+        (audit::FINAL_RULES, audit::render_final_rules()),
+    ] {
+        install_file(text.as_bytes(), &tree.join(path), 0o640)?;
+    }
+    for dir in audit::WATCHED_DIRECTORIES {
+        fs::create_dir_all(tree.join(dir)).with_context(|| format!("cannot create /{dir}"))?;
+    }
     Ok(())
 }
 
@@ -429,7 +452,7 @@ mod tests {
         let cfg = render_grub_cfg(Base::Ubuntu2404, UUID);
         assert!(cfg.contains(&format!("search --no-floppy --fs-uuid --set=root {UUID}")));
         assert!(cfg.contains(&format!(
-            "linux /boot/vmlinuz root=UUID={UUID} ro apparmor=1 security=apparmor console=tty0 console=ttyS0,115200"
+            "linux /boot/vmlinuz root=UUID={UUID} ro apparmor=1 security=apparmor audit=1 audit_backlog_limit=8192 console=tty0 console=ttyS0,115200"
         )));
         assert!(cfg.contains("initrd /boot/initrd.img\n"));
         assert!(cfg.contains("linux /boot/vmlinuz.old "));
@@ -454,21 +477,6 @@ mod tests {
             // The superuser comes before the entries, which GRUB reads it for.
             let superuser = locked.find("set superusers=\"root\"").unwrap();
             assert!(superuser < locked.find("menuentry ").unwrap());
-        }
-    }
-
-    #[test]
-    fn fstab_grows_root_and_mounts_the_esp() {
-        let fstab = render_fstab(UUID, "1A2B-3C4D");
-        assert!(fstab.contains(&format!(
-            "UUID={UUID} / ext4 defaults,errors=remount-ro,x-systemd.growfs 0 1"
-        )));
-        assert!(fstab.contains(
-            "UUID=1A2B-3C4D /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=5min 0 2"
-        ));
-        for mount in [" /tmp tmpfs ", " /dev/shm tmpfs "] {
-            let line = fstab.lines().find(|l| l.contains(mount)).unwrap();
-            assert!(line.contains("nodev,nosuid,noexec"), "{line}");
         }
     }
 

@@ -1,15 +1,26 @@
-//! The SCAP Security Guide content the CIS scan reads: the newest SSG package of Debian's archive,
-//! fetched through the host's own apt mirror and keyring, and cached in the target directory.
+//! The SCAP Security Guide content both CIS scans read: SSG as Debian packages it
+//! (`ssg-debderived`, which carries `ssg-ubuntu2404-ds.xml`), the newest release in Debian's
+//! archive, fetched through the host's own apt mirror and keyring with a private apt state, and
+//! cached in the target directory. `MEETBOX_SSG_DEB` names a downloaded .deb instead (a host
+//! without a Debian mirror).
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use crate::*;
+use super::DATASTREAM;
+use crate::support::apt_repo::run;
+
+/// The SSG release the exceptions were written against: 0.1.82, in Debian unstable (trixie has
+/// 0.1.76). Taken when the mirror still has it; otherwise the newest, said on stderr.
+pub const SSG_VERSION: &str = "0.1.82-1";
+/// The Debian suites searched, newest first.
+const SSG_SUITES: [&str; 2] = ["sid", "trixie"];
 
 /// The Debian archive URI and keyring of the host's apt configuration (deb822
 /// `.sources` first, then one-line `sources.list`): the entry with a plain release
 /// suite (no -security/-updates).
-pub(crate) fn host_debian_mirror() -> Option<(String, String)> {
+fn host_debian_mirror() -> Option<(String, String)> {
     let default_keyring = "/usr/share/keyrings/debian-archive-keyring.gpg".to_string();
     let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
         .into_iter()
@@ -55,8 +66,8 @@ pub(crate) fn host_debian_mirror() -> Option<(String, String)> {
 }
 
 /// Unpacks ssg-debderived into a directory (cached) and returns the datastream.
-pub(crate) fn ssg_content() -> PathBuf {
-    let dir = target_tmp().join("hardening-ssg");
+pub fn ssg_content() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hardening-ssg-{SSG_VERSION}"));
     let datastream = dir.join("content").join(DATASTREAM);
     if datastream.is_file() {
         return datastream;
@@ -67,10 +78,7 @@ pub(crate) fn ssg_content() -> PathBuf {
     };
     let content = dir.join("content");
     let _ = fs::remove_dir_all(&content);
-    run(
-        "dpkg-deb",
-        &["-x", deb.to_str().unwrap(), content.to_str().unwrap()],
-    );
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&content));
     assert!(
         datastream.is_file(),
         "{} has no {DATASTREAM}: it must be ssg-debderived 0.1.76 or newer",
@@ -79,13 +87,13 @@ pub(crate) fn ssg_content() -> PathBuf {
     datastream
 }
 
-/// Fetches ssg-debderived from the SSG_SUITE suite of the host's own Debian mirror,
-/// with a private apt state so the host's apt configuration is left alone.
-pub(crate) fn download_ssg(dir: &Path) -> PathBuf {
+/// Fetches ssg-debderived from the SSG_SUITES of the host's own Debian mirror, with a private
+/// apt state so the host's apt configuration is left alone.
+fn download_ssg(dir: &Path) -> PathBuf {
     let (mirror, keyring) = host_debian_mirror().unwrap_or_else(|| {
         panic!(
             "no Debian mirror in the host's apt configuration: on a non-Debian host set \
-             MEETBOX_SSG_DEB to a downloaded ssg-debderived_0.1.76 (or newer) .deb"
+             MEETBOX_SSG_DEB to a downloaded ssg-debderived_{SSG_VERSION} .deb"
         )
     });
     let state = dir.join("apt");
@@ -94,11 +102,11 @@ pub(crate) fn download_ssg(dir: &Path) -> PathBuf {
         fs::create_dir_all(state.join(sub)).unwrap();
     }
     fs::write(state.join("status"), "").unwrap();
-    fs::write(
-        state.join("etc/sources.list"),
-        format!("deb [signed-by={keyring}] {mirror} {SSG_SUITE} main\n"),
-    )
-    .unwrap();
+    let sources: String = SSG_SUITES
+        .iter()
+        .map(|suite| format!("deb [signed-by={keyring}] {mirror} {suite} main\n"))
+        .collect();
+    fs::write(state.join("etc/sources.list"), sources).unwrap();
     let options: Vec<String> = [
         ("Dir::State", state.display().to_string()),
         (
@@ -131,21 +139,27 @@ pub(crate) fn download_ssg(dir: &Path) -> PathBuf {
             .chain(extra.iter().map(|s| s.to_string()))
             .collect()
     };
-    eprintln!("==> ssg-debderived from {mirror} {SSG_SUITE}");
-    let update = args(&["update"]);
-    run(
-        "apt-get",
-        &update.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let download = args(&["download", "ssg-debderived"]);
+    eprintln!("==> ssg-debderived from {mirror} {}", SSG_SUITES.join(", "));
+    run(Command::new("apt-get").args(args(&["update"])));
+    let policy = run(Command::new("apt-cache").args(args(&["madison", "ssg-debderived"])));
+    let offered = String::from_utf8_lossy(&policy.stdout).into_owned();
+    let wanted = if offered.contains(&format!(" {SSG_VERSION} ")) {
+        format!("ssg-debderived={SSG_VERSION}")
+    } else {
+        eprintln!(
+            "note: ssg-debderived {SSG_VERSION} is gone from the mirror; taking the newest, whose \
+             rules may differ from the exceptions':\n{offered}"
+        );
+        "ssg-debderived".to_string()
+    };
     let output = Command::new("apt-get")
-        .args(&download)
+        .args(args(&["download", &wanted]))
         .current_dir(dir)
         .output()
         .expect("apt-get runs");
     assert!(
         output.status.success(),
-        "apt-get download ssg-debderived failed: {}",
+        "apt-get download {wanted} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     fs::read_dir(dir)
