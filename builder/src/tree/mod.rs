@@ -77,6 +77,19 @@ pub fn render_grub_cfg(base: Base, root_fs_uuid: &str) -> String {
     )
 }
 
+/// Where the distribution's grub-mkconfig reads its kernel arguments.
+pub const DEFAULT_GRUB: &str = "etc/default/grub.d/60-meetbox.cfg";
+
+/// The kernel arguments of [`render_grub_cfg`], for the distribution's grub-mkconfig too: the
+/// menu is Meetbox's own (update-grub is diverted), but whoever runs grub-mkconfig by hand, and
+/// the scanners that read this file, get the same security arguments.
+pub fn render_default_grub() -> String {
+    format!(
+        "# Written by meetbox build: the security arguments of Meetbox's own boot menu.\n\
+         GRUB_CMDLINE_LINUX=\"{KERNEL_SECURITY} {KERNEL_AUDIT}\"\n"
+    )
+}
+
 /// systemd-repart definition: the existing root partition takes the free space of
 /// a larger disk on first boot; fstab's `x-systemd.growfs` then grows ext4 online.
 pub fn render_repart_root() -> String {
@@ -128,6 +141,7 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
     install_audit(tree)?;
+    install_text(tree, DEFAULT_GRUB, &render_default_grub())?;
     let filters =
         crate::rootfs::firmware::dpkg_filters(profile.base, &profile.hardware.firmware.files);
     if let Some(config) = crate::rootfs::firmware::dpkg_config(&filters) {
@@ -174,8 +188,21 @@ fn install_audit(tree: &Path) -> Result<()> {
         (audit::CIS_RULES, audit::render_cis_rules(&privileged)),
         (audit::FINAL_RULES, audit::render_final_rules()),
     ] {
-        install_file(text.as_bytes(), &tree.join(path), 0o640)?;
+        install_file(text.as_bytes(), &tree.join(path), 0o600)?;
     }
+    // The package's own rules file and the log directory, root's alone too (CIS 6.3.4.1, 6.3.4.4).
+    let rules_dir = tree.join("etc/audit/rules.d");
+    for entry in
+        fs::read_dir(&rules_dir).with_context(|| format!("cannot read {}", rules_dir.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rules") {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let log_dir = tree.join("var/log/audit");
+    fs::create_dir_all(&log_dir)?;
+    fs::set_permissions(&log_dir, fs::Permissions::from_mode(0o700))?;
     for dir in audit::WATCHED_DIRECTORIES {
         fs::create_dir_all(tree.join(dir)).with_context(|| format!("cannot create /{dir}"))?;
     }
@@ -478,6 +505,26 @@ mod tests {
             let superuser = locked.find("set superusers=\"root\"").unwrap();
             assert!(superuser < locked.find("menuentry ").unwrap());
         }
+    }
+
+    #[test]
+    fn grub_defaults_carry_the_menus_security_arguments() {
+        let defaults = render_default_grub();
+        let menu = render_grub_cfg(Base::Ubuntu2404, UUID);
+        for argument in [
+            "apparmor=1",
+            "security=apparmor",
+            "audit=1",
+            "audit_backlog_limit=8192",
+        ] {
+            assert!(
+                defaults.contains(argument) && menu.contains(argument),
+                "{argument}"
+            );
+        }
+        assert!(defaults
+            .lines()
+            .any(|l| l.starts_with("GRUB_CMDLINE_LINUX=\"")));
     }
 
     #[test]
