@@ -62,11 +62,13 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     jitsi::check_services_fenced_then_started(&shell);
     admin::check_processes(&shell);
     check_boot_menu_locked(&shell);
-    scan::scan_the_running_box(&scan_link, &owner_key, &shell);
+    // The CIS and Lynis scans run on the box while the audits from outside go on.
+    let booted_scan = scan::start(&scan_link, &owner_key, &shell);
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
     let test_dns = address::check_address_follows_the_record(&scan_link, &owner_key, domain);
+    booted_scan.finish(&scan_link, &owner_key, &shell);
 
     // Updates through the box's own timers: Jitsi's next release, one that asks for a reboot, a
     // broken one, a repository that stops answering. After each the box still serves: the

@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use support::apt_repo::{LocalRepository, Server};
-use support::jitsi_packages::{self, RELEASES};
+use support::jitsi_packages::{self, ServedRelease, RELEASES};
 
 const MEETBOX: &str = env!("CARGO_BIN_EXE_meetbox");
 
@@ -41,15 +40,11 @@ fn main() {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-tests/cache");
 
     let started = Instant::now();
-    let debs =
-        jitsi_packages::build_release(RELEASES[0], &work.join("scratch"), &work.join("debs"));
-    let repository = LocalRepository::create(&work);
-    repository.publish(&debs);
-    let server = Server::start(&repository.root);
+    let jitsi = ServedRelease::start(RELEASES[0], &work);
     println!(
         "Jitsi {}: {} package-shaped debs built and published in {:.0} s",
         RELEASES[0],
-        debs.len(),
+        jitsi.debs.len(),
         started.elapsed().as_secs_f64()
     );
     meetbox(&["keygen", "--out", path(&work.join("key")), "--unencrypted"]);
@@ -64,9 +59,10 @@ fn main() {
         ("test, Jitsi on", test_with_jitsi),
     ] {
         let out = work.join(label.replace([' ', ','], ""));
-        let keyring = repository.keyring_file();
         let started = Instant::now();
-        meetbox(&[
+        let jitsi_args = jitsi.build_args();
+        let key = work.join("key.key");
+        let mut args = vec![
             "build",
             "--profile",
             path(&profile),
@@ -75,16 +71,12 @@ fn main() {
             "--out",
             path(&out),
             "--key",
-            path(&work.join("key.key")),
+            path(&key),
             "--cache-dir",
             path(&cache),
-            "--jitsi-repository",
-            &server.url,
-            "--jitsi-keyring",
-            path(&keyring),
-            "--jitsi-fingerprint",
-            &repository.fingerprint,
-        ]);
+        ];
+        args.extend(jitsi_args.iter().map(String::as_str));
+        meetbox(&args);
         let seconds = started.elapsed().as_secs_f64();
         let manifest = only_manifest(&out);
         let image = &manifest["image"];
@@ -97,7 +89,7 @@ fn main() {
             raw / f64::from(1 << 30)
         );
     }
-    drop(server);
+    drop(jitsi);
     let _ = fs::remove_dir_all(&work);
 }
 

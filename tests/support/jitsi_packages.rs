@@ -219,3 +219,38 @@ pub fn profile_with_jitsi(dir: &Path) -> PathBuf {
     fs::write(&path, with_jitsi).unwrap();
     path
 }
+
+/// One release's package-shaped debs in a signed repository served on 127.0.0.1, and the
+/// `meetbox build` options a user with a mirror passes to install Jitsi from it.
+pub struct ServedRelease {
+    pub repository: super::apt_repo::LocalRepository,
+    pub server: super::apt_repo::Server,
+    pub debs: Vec<PathBuf>,
+}
+
+impl ServedRelease {
+    /// Builds `release` in `work` and serves it until dropped.
+    pub fn start(release: &str, work: &Path) -> ServedRelease {
+        let debs = build_release(release, &work.join("scratch"), &work.join("debs"));
+        let repository = super::apt_repo::LocalRepository::create(work);
+        repository.publish(&debs);
+        let server = super::apt_repo::Server::start(&repository.root);
+        ServedRelease {
+            repository,
+            server,
+            debs,
+        }
+    }
+
+    /// `--jitsi-repository`, `--jitsi-keyring` and `--jitsi-fingerprint` for `meetbox build`.
+    pub fn build_args(&self) -> Vec<String> {
+        vec![
+            "--jitsi-repository".to_string(),
+            self.server.url.clone(),
+            "--jitsi-keyring".to_string(),
+            self.repository.keyring_file().to_str().unwrap().to_string(),
+            "--jitsi-fingerprint".to_string(),
+            self.repository.fingerprint.clone(),
+        ]
+    }
+}

@@ -57,6 +57,22 @@ fi
 # Log files the packages left readable by their group at most (CIS 6.1.3.1); at run time /var/log
 # is in memory (tree/mounts.rs) and these stay under it.
 find "$root/var/log" -type f -perm /0137 -exec chmod u-x,g-wx,o-rwx {} +
+# System accounts cannot log in (CIS 5.4.2.8): Jitsi's maintainer scripts give jvb and jicofo
+# /bin/bash, and their services need no shell.
+awk -F: '$1 != "root" && $3 < 1000 && $7 !~ /(nologin|false|sync|shutdown|halt)$/ { print $1 }' \
+    "$root/etc/passwd" | while read -r account; do
+    chroot "$root" usermod --shell /usr/sbin/nologin "$account"
+done
+# AppArmor profiles that do not enforce, for desktop and container programs the box does not have
+# (Ubuntu's flags=(unconfined) ones only lift its user-namespace restriction; transmission's
+# complain), are disabled the way AppArmor documents, a link in disable/ (the profiles stay as the
+# package shipped them), so every loaded profile enforces (CIS 1.3.1.3, 1.3.1.4).
+if [ -d "$root/etc/apparmor.d/disable" ]; then
+    for profile in $(grep -lsE 'flags=\([^)]*(unconfined|complain)' "$root"/etc/apparmor.d/*); do
+        name=$(basename "$profile")
+        ln -sfn "../$name" "$root/etc/apparmor.d/disable/$name"
+    done
+fi
 # The time servers named in the main file (CIS 2.3.2.1), which scanners read: the distribution's
 # own list from the file's comment, so the box asks no one new.
 servers=$(sed -n 's/^#FallbackNTP=//p' "$root/etc/systemd/timesyncd.conf" | head -n 1)

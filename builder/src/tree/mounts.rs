@@ -49,6 +49,25 @@ pub fn render_fstab(root_fs_uuid: &str, esp_volume_id: &str) -> String {
     fstab
 }
 
+/// Log files that programs create at run time with mode 0644, made beforehand with a mode that
+/// keeps them from other users (CIS 6.1.3.1): the programs append and keep the mode.
+pub const LOG_FILES: [(&str, &str); 5] = [
+    ("/var/log/dpkg.log", "root root"),
+    ("/var/log/apt/history.log", "root root"),
+    (
+        "/var/log/unattended-upgrades/unattended-upgrades.log",
+        "root root",
+    ),
+    (
+        "/var/log/unattended-upgrades/unattended-upgrades-dpkg.log",
+        "root adm",
+    ),
+    (
+        "/var/log/unattended-upgrades/unattended-upgrades-shutdown.log",
+        "root root",
+    ),
+];
+
 /// A directory under `/var/log` as the packages left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogDirectory {
@@ -59,7 +78,8 @@ pub struct LogDirectory {
     pub group: String,
 }
 
-/// The tmpfiles.d lines that re-create `directories` at boot (`d`: create, set owner and mode).
+/// The tmpfiles.d lines that re-create `directories` at boot (`d`: create, set owner and mode),
+/// then [`LOG_FILES`] (`f`: create if missing).
 pub fn render_log_skeleton(directories: &[LogDirectory]) -> String {
     let mut text = String::from(
         "# Written by meetbox build: /var/log is in memory (etc/fstab); the directories the\n\
@@ -70,6 +90,9 @@ pub fn render_log_skeleton(directories: &[LogDirectory]) -> String {
             "d {} {:04o} {} {} -\n",
             dir.path, dir.mode, dir.user, dir.group
         ));
+    }
+    for (file, owner) in LOG_FILES {
+        text.push_str(&format!("f {file} 0640 {owner} -\n"));
     }
     text
 }
@@ -187,6 +210,12 @@ mod tests {
             text.contains(&format!("d /var/log/nginx 0750 {} {} -\n", me.0, me.1)),
             "{text}"
         );
+        assert!(
+            text.contains("f /var/log/dpkg.log 0640 root root -\n"),
+            "{text}"
+        );
+        // A file's line comes after its directory's.
+        assert!(text.find("d /var/log/apt ").unwrap() < text.find("f /var/log/apt/").unwrap());
     }
 
     /// The names the test tree's files give the current user and group (root in the build).

@@ -49,9 +49,11 @@ pub fn nftables(ssh: bool, admin_from_internet: bool) -> String {
          \x20   chain input {{\n\
          \x20       type filter hook input priority filter; policy drop;\n\
          \x20       iif \"lo\" accept\n\
-         \x20       # Loopback addresses arriving on another interface are spoofed.\n\
+         \x20       # Loopback addresses arriving on another interface, to or from, are spoofed.\n\
          \x20       iif != \"lo\" ip daddr 127.0.0.0/8 drop\n\
+         \x20       iif != \"lo\" ip saddr 127.0.0.0/8 drop\n\
          \x20       iif != \"lo\" ip6 daddr ::1 drop\n\
+         \x20       iif != \"lo\" ip6 saddr ::1 drop\n\
          \x20       ct state established,related accept\n\
          \x20       ct state invalid drop\n\
          \x20       # ICMP needed for path MTU discovery, errors and reachability checks.\n\
@@ -93,6 +95,8 @@ mod tests {
         assert!(rules.contains("udp dport { 3478, 10000 } accept"));
         assert!(rules.contains("ct state established,related accept"));
         assert!(rules.contains("iif \"lo\" accept"));
+        assert!(rules.contains("iif != \"lo\" ip saddr 127.0.0.0/8 drop"));
+        assert!(rules.contains("iif != \"lo\" ip6 saddr ::1 drop"));
         assert!(rules.contains("nd-neighbor-solicit"));
         assert!(!rules.contains("dport 22"), "SSH is off by default");
         // The admin's port only from private, unique-local and link-local sources.

@@ -85,7 +85,7 @@ pub fn oscap_command() -> String {
     let kit = format!("{ON_THE_BOX}/kit");
     format!(
         "OSCAP_XSLT_PATH={kit}/usr/share/openscap/xsl OSCAP_CPE_PATH={kit}/usr/share/openscap/cpe \
-         {kit}/usr/lib64/ld-linux-x86-64.so.2 --library-path {kit}/usr/lib/x86_64-linux-gnu \
+         {kit}/usr/lib64/ld-linux-x86-64.so.2 --library-path {kit}/usr/lib/x86_64-linux-gnu:{kit}/usr/lib \
          {kit}/usr/bin/oscap"
     )
 }

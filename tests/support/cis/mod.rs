@@ -204,3 +204,84 @@ pub fn lynis_index(report: &str) -> u32 {
         .and_then(|v| v.trim().parse().ok())
         .expect("a hardening_index in the Lynis report")
 }
+
+/// What an XCCDF profile of the datastream selects and refines.
+pub struct Selection {
+    pub rules: std::collections::BTreeSet<String>,
+    /// value id -> selector
+    pub values: BTreeMap<String, String>,
+}
+
+/// The value of attribute `name` in one XML start tag.
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    let end = tag[start..].find('"')? + start;
+    Some(&tag[start..end])
+}
+
+/// Start tags named `element` (with its namespace prefix) in `text`.
+fn tags<'a>(text: &'a str, element: &str) -> Vec<&'a str> {
+    let open = format!("<{element} ");
+    text.match_indices(open.as_str())
+        .filter_map(|(at, _)| text[at..].find('>').map(|end| &text[at..at + end]))
+        .collect()
+}
+
+/// The rules `profile` selects and the values it refines, read from the datastream's text.
+pub fn selection(datastream: &str, profile: &str) -> Selection {
+    let start = datastream
+        .find(&format!("<xccdf-1.2:Profile id=\"{profile}\""))
+        .unwrap_or_else(|| panic!("no profile {profile} in the datastream"));
+    let end = datastream[start..].find("</xccdf-1.2:Profile>").unwrap() + start;
+    let body = &datastream[start..end];
+    Selection {
+        rules: tags(body, "xccdf-1.2:select")
+            .into_iter()
+            .filter(|t| attribute(t, "selected") == Some("true"))
+            .filter_map(|t| attribute(t, "idref").map(str::to_string))
+            .collect(),
+        values: tags(body, "xccdf-1.2:refine-value")
+            .into_iter()
+            .filter_map(|t| {
+                Some((
+                    attribute(t, "idref")?.to_string(),
+                    attribute(t, "selector")?.to_string(),
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// Rules of `narrow` whose checks read a value that `narrow` and `wide` refine differently: the
+/// only ones whose result a scan of `wide` cannot give for `narrow`.
+pub fn rules_with_other_values(
+    datastream: &str,
+    narrow: &Selection,
+    wide: &Selection,
+) -> Vec<String> {
+    let differing: std::collections::BTreeSet<&String> = narrow
+        .values
+        .keys()
+        .chain(wide.values.keys())
+        .filter(|v| narrow.values.get(*v) != wide.values.get(*v))
+        .collect();
+    let mut found = Vec::new();
+    for (at, _) in datastream.match_indices("<xccdf-1.2:Rule ") {
+        let tag_end = datastream[at..].find('>').unwrap() + at;
+        let Some(id) = attribute(&datastream[at..tag_end], "id") else {
+            continue;
+        };
+        if !narrow.rules.contains(id) {
+            continue;
+        }
+        let end = datastream[at..].find("</xccdf-1.2:Rule>").unwrap() + at;
+        let reads_other = tags(&datastream[at..end], "xccdf-1.2:check-export")
+            .into_iter()
+            .filter_map(|t| attribute(t, "value-id"))
+            .any(|v| differing.contains(&v.to_string()));
+        if reads_other {
+            found.push(id.to_string());
+        }
+    }
+    found
+}
