@@ -326,3 +326,52 @@ fn html_report(arf: &Path, html: &Path) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// What the scans' mount and audit rules stand on, checked directly on the running box: the file
+/// systems in memory with their options, the log directories re-made in them, auditd running
+/// with its rules locked, and no client address in the audit trail after the visits.
+pub(crate) fn check_memory_mounts_and_audit(shell: &dyn Fn(&str) -> String) {
+    for (mount, _) in meetbox::tree::mounts::MEMORY_MOUNTS {
+        let found = shell(&format!("findmnt -n -o FSTYPE,OPTIONS {mount} || true"));
+        let (fstype, options) = found.trim().split_once(' ').unwrap_or_default();
+        assert!(
+            fstype == "tmpfs"
+                && ["nodev", "nosuid", "noexec"]
+                    .iter()
+                    .all(|o| options.split(',').any(|x| x == *o)),
+            "{mount} is not a tmpfs with nodev,nosuid,noexec: {found:?}"
+        );
+    }
+    let directories = shell("stat -c '%n %U %a' /var/log/nginx /var/log/apt /var/log/audit");
+    assert!(
+        directories.contains("/var/log/nginx root 755")
+            && directories.contains("/var/log/audit root 700"),
+        "the log directories were not made again in memory:\n{directories}"
+    );
+    let status = shell("auditctl -s; auditctl -l | wc -l");
+    let rules: usize = status
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        status.contains("enabled 2") && rules > 100,
+        "auditd is not running with its rules locked:\n{status}"
+    );
+    let hits = shell(&format!(
+        "grep -c -i '{}' /var/log/audit/audit.log || true",
+        crate::audit::CLIENT_ADDRESS
+    ));
+    assert_eq!(
+        hits.trim(),
+        "0",
+        "the audit trail names the client's address"
+    );
+    eprintln!(
+        "memory mounts: {} tmpfs with nodev,nosuid,noexec; auditd: {rules} rules, locked, no \
+         client address in its trail",
+        meetbox::tree::mounts::MEMORY_MOUNTS.len()
+    );
+}

@@ -67,6 +67,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
+    scan::check_memory_mounts_and_audit(&shell);
     let test_dns = address::check_address_follows_the_record(&scan_link, &owner_key, domain);
     booted_scan.finish(&scan_link, &owner_key, &shell);
 

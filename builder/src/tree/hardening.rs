@@ -132,7 +132,7 @@ pub fn rendered_files(profile: &Profile, jitsi_origin: Option<&str>) -> Vec<Rend
 }
 
 /// `/etc/ssh/sshd_config` itself (not a drop-in: CIS scanners read only the main
-/// file): keys only, no root password, and only algorithms that both ssh-audit and
+/// file): keys only, root alone (the owner's key), no root password, and only algorithms that both ssh-audit and
 /// the CIS lists accept (no NIST curves, no SHA-1, no CBC, encrypt-then-MAC only).
 /// sshd keeps the first value it reads, so drop-ins included at the end can add
 /// settings but not weaken these.
@@ -147,6 +147,7 @@ pub fn render_sshd_config() -> String {
      PermitEmptyPasswords no\n\
      PubkeyAuthentication yes\n\
      PermitRootLogin prohibit-password\n\
+     AllowUsers root\n\
      HostbasedAuthentication no\n\
      IgnoreRhosts yes\n\
      PermitUserEnvironment no\n\
@@ -295,6 +296,8 @@ mod tests {
         let config = render_sshd_config();
         assert!(config.contains("PasswordAuthentication no\n"));
         assert!(config.contains("KbdInteractiveAuthentication no\n"));
+        // The owner's key logs in as root; no other account may log in at all (CIS 5.1.4).
+        assert!(config.contains("AllowUsers root\n"));
         // First value wins in sshd: drop-ins come after Meetbox's settings.
         assert!(config
             .trim_end()
