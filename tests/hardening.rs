@@ -16,8 +16,9 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use support::apt_repo::run;
 use support::cis::{self, Kind, Scan, PROFILES};
 use support::jitsi_packages::{ServedRelease, RELEASES};
 
@@ -46,21 +47,6 @@ fn target_tmp() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
 }
 
-fn run(program: &str, args: &[&str]) -> Output {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        output.status.success(),
-        "{program} {} failed: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 /// Builds an image of `profile` (a name or a file; sharing the image tests' root file system
 /// cache), with `extra` build options, and unpacks its root partition with debugfs: owners,
 /// modes and links as in the image.
@@ -69,10 +55,12 @@ fn image_root(work: &Path, label: &str, profile: &str, extra: &[String]) -> Path
     let _ = fs::remove_dir_all(&out);
     let prefix = work.join("signing");
     if !prefix.with_extension("key").exists() {
-        run(
-            MEETBOX,
-            &["keygen", "--out", prefix.to_str().unwrap(), "--unencrypted"],
-        );
+        run(Command::new(MEETBOX).args([
+            "keygen",
+            "--out",
+            prefix.to_str().unwrap(),
+            "--unencrypted",
+        ]));
     }
     let cache = target_tmp().join("image-tests").join("cache");
     let build = Command::new(MEETBOX)
@@ -96,17 +84,14 @@ fn image_root(work: &Path, label: &str, profile: &str, extra: &[String]) -> Path
         })
         .expect("a manifest in the build's output");
     let raw = out.join(format!("{name}.img"));
-    run(
-        "zstd",
-        &[
-            "-d",
-            "-q",
-            "-f",
-            out.join(format!("{name}.img.zst")).to_str().unwrap(),
-            "-o",
-            raw.to_str().unwrap(),
-        ],
-    );
+    run(Command::new("zstd").args([
+        "-d",
+        "-q",
+        "-f",
+        out.join(format!("{name}.img.zst")).to_str().unwrap(),
+        "-o",
+        raw.to_str().unwrap(),
+    ]));
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join(format!("{name}.manifest.json"))).unwrap())
             .unwrap();
@@ -122,10 +107,10 @@ fn image_root(work: &Path, label: &str, profile: &str, extra: &[String]) -> Path
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(&tree).unwrap();
     let source = format!("{}?offset={}", raw.display(), root_lba * 512);
-    run(
-        "debugfs",
-        &["-R", &format!("rdump / {}", tree.display()), &source],
-    );
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", tree.display()))
+        .arg(&source));
     restore_set_id_bits(&source, &tree, work);
     fs::remove_file(&raw).unwrap();
     tree
@@ -154,7 +139,7 @@ fn restore_set_id_bits(source: &str, tree: &Path, work: &Path) {
         .map(|d| format!("ls -l \"{}\"\n", d.display()))
         .collect();
     fs::write(&commands, text).unwrap();
-    let output = run("debugfs", &["-f", commands.to_str().unwrap(), source]);
+    let output = run(Command::new("debugfs").args(["-f", commands.to_str().unwrap(), source]));
     let listing = String::from_utf8_lossy(&output.stdout);
     let mut current = PathBuf::new();
     let mut restored = 0;
@@ -194,19 +179,16 @@ fn stock_root(work: &Path) -> PathBuf {
     let _ = fs::remove_dir_all(&tree);
     let keyring = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/ubuntu-archive.gpg");
     eprintln!("==> stock Ubuntu 24.04 minimal root (mmdebstrap minbase + linux-image-virtual)");
-    run(
-        "mmdebstrap",
-        &[
-            "--mode=root",
-            "--variant=minbase",
-            "--format=directory",
-            "--components=main,universe",
-            &format!("--keyring={}", keyring.display()),
-            "--include=linux-image-virtual",
-            "noble",
-            tree.to_str().unwrap(),
-        ],
-    );
+    run(Command::new("mmdebstrap").args([
+        "--mode=root",
+        "--variant=minbase",
+        "--format=directory",
+        "--components=main,universe",
+        format!("--keyring={}", keyring.display()).as_str(),
+        "--include=linux-image-virtual",
+        "noble",
+        tree.to_str().unwrap(),
+    ]));
     tree
 }
 
@@ -305,18 +287,15 @@ fn lynis_index(tree: &Path) -> u32 {
         ("/etc/lynis", "etc/lynis"),
     ] {
         fs::create_dir_all(tree.join(to)).unwrap();
-        run(
-            "cp",
-            &["-a", &format!("{from}/."), tree.join(to).to_str().unwrap()],
-        );
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{from}/."))
+            .arg(tree.join(to)));
     }
-    run(
-        "cp",
-        &[
-            "/usr/sbin/lynis",
-            tree.join("usr/sbin/lynis").to_str().unwrap(),
-        ],
-    );
+    run(Command::new("cp").args([
+        "/usr/sbin/lynis",
+        tree.join("usr/sbin/lynis").to_str().unwrap(),
+    ]));
     let output = Command::new("chroot")
         .arg(tree)
         .args([

@@ -1,4 +1,4 @@
-//! The command line: `meetbox-firstboot` runs (or resumes) setup; `status`, `reconfigure`, `renew`
+//! The command line: `meetbox-firstboot` runs (or resumes) setup; `status`, `reconfigure`, `renew`, `integrity`
 //! and `follow-address` act on a finished box. Exit codes: 0 done, 1 failed (the message says what and how to retry),
 //! 2 usage error.
 
@@ -22,6 +22,7 @@ use crate::ask::prompts;
 use crate::ask::validation::{self, TlsChoice};
 use crate::clock::format_time;
 use crate::install;
+use crate::integrity;
 use crate::network;
 use crate::reconfigure;
 use crate::settings::LETS_ENCRYPT_DIRECTORY;
@@ -85,6 +86,15 @@ enum Command {
     /// the videobridge and TURN follow it (run by meetbox-address.timer and on DHCP changes).
     #[command(after_help = "Example:\n  meetbox-firstboot follow-address")]
     FollowAddress,
+    /// The file integrity database (AIDE): made once after setup, then compared daily, each
+    /// check reporting what changed since the previous one (integrity.rs).
+    #[command(after_help = "Examples:\n  \
+        meetbox-firstboot integrity init    make the database (once, after setup)\n  \
+        meetbox-firstboot integrity check   what changed since the last check")]
+    Integrity {
+        #[arg(value_enum)]
+        action: integrity::Action,
+    },
     /// The box's own screen after setup: the status, where the web admin is, and a factory reset
     /// or a restore from a USB stick (run on tty1 by meetbox-screen@tty1.service).
     #[command(after_help = "Example:\n  meetbox-firstboot screen")]
@@ -108,6 +118,7 @@ pub fn main() -> ExitCode {
             renew::renew(&root, force).map(|message| println!("{message}"))
         }
         Some(Command::Update { stage }) => updates::run(&root, stage),
+        Some(Command::Integrity { action }) => integrity::run(&root, action),
         Some(Command::Screen) => admin::screen::run(&root),
         Some(Command::FollowAddress) => {
             network::follow::follow(&root).map(|message| println!("{message}"))
@@ -358,6 +369,10 @@ fn status(root: &Root) -> Result<()> {
             "not finished: run meetbox-firstboot to resume"
         }
     );
+    println!("Integrity:");
+    for line in integrity::describe(root)? {
+        println!("  {line}");
+    }
     print_updates(root)
 }
 

@@ -73,6 +73,13 @@ pub const UPDATES_FILE: &str = "/var/lib/meetbox/updates.json";
 /// The web admin's last long-running change (admin/jobs.rs).
 pub const ADMIN_JOB_FILE: &str = "/var/lib/meetbox/admin-job.json";
 pub const ACME_RETRY_FILE: &str = "/var/lib/meetbox/acme-retry.json";
+/// When the integrity database was made and its last check (integrity.rs).
+pub const INTEGRITY_FILE: &str = "/var/lib/meetbox/integrity.json";
+/// AIDE's configuration (written by `meetbox build`) and its database, made on the box.
+pub const AIDE_CONF: &str = "/etc/aide/aide.conf";
+pub const AIDE_DB_DIR: &str = "/var/lib/aide";
+pub const AIDE_DB: &str = "/var/lib/aide/aide.db";
+pub const AIDE_DB_NEW: &str = "/var/lib/aide/aide.db.new";
 /// The addresses the configuration is rendered with and the last check of them (network/follow.rs).
 pub const NETWORK_FILE: &str = "/var/lib/meetbox/network.json";
 pub const ACME_CA_FILE: &str = "/var/lib/meetbox/acme-ca.pem";

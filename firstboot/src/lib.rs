@@ -17,6 +17,7 @@ pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod install;
+pub mod integrity;
 pub mod layout;
 pub mod network;
 pub mod reconfigure;

@@ -19,8 +19,10 @@ use crate::render;
 use crate::state::State;
 
 /// Directories whose whole content is per-device.
-const EMPTIED: [&str; 4] = [
+const EMPTIED: [&str; 5] = [
     layout::STATE_DIR,
+    // The integrity database describes this setup's files; the next setup makes its own.
+    layout::AIDE_DB_DIR,
     layout::PROSODY_DATA_DIR,
     "/etc/meetbox/tls",
     "/etc/coturn/meetbox",

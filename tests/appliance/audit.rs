@@ -9,6 +9,7 @@
 //! sees the box as a neighbour on its LAN would, over IPv6 link-local addresses. The namespace's
 //! only address is [`CLIENT_ADDRESS`], so every request sent from it carries that address.
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,17 @@ impl ScanLink {
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &self.netns, program]);
         command
+    }
+
+    /// `ssh root@guest command` with the test client's options and one identity, over this link.
+    pub fn ssh_as_root(&self, identity: &Path, command: &str) -> Command {
+        let mut ssh = self.command("ssh");
+        ssh.args(SSH_OPTIONS)
+            .arg("-i")
+            .arg(identity)
+            .arg(format!("root@{}", self.guest()))
+            .arg(command);
+        ssh
     }
 
     pub fn netns(&self) -> &str {
@@ -183,7 +195,7 @@ pub struct Finding {
 
 /// testssl.sh against the forward: protocols, every cipher per protocol, forward secrecy and
 /// the vulnerability checks.
-pub fn testssl(domain: &str, port: u16, work: &std::path::Path) -> Vec<Finding> {
+pub fn testssl(domain: &str, port: u16, work: &Path) -> Vec<Finding> {
     let json = work.join("testssl.json");
     let _ = std::fs::remove_file(&json);
     let started = Instant::now();

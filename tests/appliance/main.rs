@@ -11,7 +11,8 @@
 //!   anonymous guests on the guest host only, TURN credentials from prosody (XEP-0215) accepted by
 //!   coturn over TCP and UDP. With MEETBOX_BOOTED_SCAN=1 the CIS benchmark and Lynis run
 //!   inside the box (scan.rs), in the background while the audits go on. The audits (audit.rs): testssl.sh, HTTP methods and headers and
-//!   ssh-audit through the forwards; nmap, an SSH login with the owner's key and a guest's visit
+//!   ssh-audit through the forwards; the integrity database made after setup, and a file nobody
+//!   installed reported by the daily check (integrity.rs); nmap, an SSH login with the owner's key and a guest's visit
 //!   (page, XMPP login, room) from a distinctive address on a second card. After power-off the
 //!   whole disk holds neither that address nor the room's name, and the jicofo and videobridge
 //!   secrets are read from it; after a reboot those accounts log in and the agent stays quiet.
@@ -39,6 +40,7 @@ mod from_the_host;
 mod guest;
 mod guest_disk;
 mod installer;
+mod integrity;
 mod jitsi;
 mod pebble;
 mod scan;

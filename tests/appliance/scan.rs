@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::audit::{ScanLink, SSH_OPTIONS};
+use crate::audit::ScanLink;
 use crate::guest::work_dir;
 use crate::support::cis::{self, kit, Kind, Scan, PROFILES};
 use crate::unattended::OwnerKey;
@@ -40,20 +40,15 @@ fn ssh_file(
     input: Option<&Path>,
     output: Option<&Path>,
 ) {
-    let mut ssh = link.command("ssh");
-    ssh.args(SSH_OPTIONS)
-        .arg("-i")
-        .arg(&owner.private)
-        .arg(format!("root@{}", link.guest()))
-        .arg(command)
-        .stdin(match input {
-            Some(path) => Stdio::from(fs::File::open(path).unwrap()),
-            None => Stdio::null(),
-        })
-        .stdout(match output {
-            Some(path) => Stdio::from(fs::File::create(path).unwrap()),
-            None => Stdio::null(),
-        });
+    let mut ssh = link.ssh_as_root(&owner.private, command);
+    ssh.stdin(match input {
+        Some(path) => Stdio::from(fs::File::open(path).unwrap()),
+        None => Stdio::null(),
+    })
+    .stdout(match output {
+        Some(path) => Stdio::from(fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    });
     let status = ssh.status().unwrap();
     assert!(status.success(), "{command} on the guest failed");
 }

@@ -70,6 +70,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
     scan::check_memory_mounts_and_audit(&shell);
+    integrity::check_database_then_an_intruder(&shell);
     let test_dns = address::check_address_follows_the_record(&scan_link, &owner_key, domain);
     match booted_scan {
         Some(scan) => scan.finish(&scan_link, &owner_key, &shell),
@@ -464,15 +465,7 @@ pub(crate) const UNATTENDED_DISK_BYTES: u64 = 7 << 30;
 
 /// A command run as root on the guest over SSH with the owner's key, from the scan link.
 pub(crate) fn guest_shell(link: &audit::ScanLink, owner: &OwnerKey, command: &str) -> String {
-    let output = link
-        .command("ssh")
-        .args(audit::SSH_OPTIONS)
-        .arg("-i")
-        .arg(&owner.private)
-        .arg(format!("root@{}", link.guest()))
-        .arg(command)
-        .output()
-        .unwrap();
+    let output = link.ssh_as_root(&owner.private, command).output().unwrap();
     assert!(
         output.status.success(),
         "{command} on the guest: {}",

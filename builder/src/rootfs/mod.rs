@@ -55,6 +55,8 @@ fn base_packages(base: Base) -> Vec<&'static str> {
         "unattended-upgrades",
         // The audit trail, private and in memory (tree/audit.rs).
         "auditd",
+        // File integrity: the database is made on the box after setup (tree/integrity.rs).
+        "aide",
         // TLS, ACME and TURN credentials need the right time.
         "systemd-timesyncd",
     ];

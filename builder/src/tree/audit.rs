@@ -13,7 +13,7 @@
 //!   locked until the next boot (`-e 2`).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -281,6 +281,43 @@ pub fn privileged_programs(tree: &Path) -> Result<Vec<String>> {
     }
     found.sort();
     Ok(found)
+}
+
+/// Installs auditd's configuration and rules, readable by root alone (CIS 6.3.4).
+pub(super) fn install(tree: &Path) -> Result<()> {
+    let conf = tree.join(AUDITD_CONF);
+    let package_file = fs::read_to_string(&conf)
+        .with_context(|| format!("cannot read {}: is auditd installed?", conf.display()))?;
+    super::install_file(render_auditd_conf(&package_file).as_bytes(), &conf, 0o640)?;
+    let privileged = privileged_programs(tree)?;
+    crate::host::progress::detail(format!(
+        "audit: CIS rules for {} set-id programs, client addresses excluded",
+        privileged.len()
+    ));
+    for (path, text) in [
+        (PRIVACY_RULES, render_privacy_rules()),
+        (CIS_RULES, render_cis_rules(&privileged)),
+        (FINAL_RULES, render_final_rules()),
+    ] {
+        super::install_file(text.as_bytes(), &tree.join(path), 0o600)?;
+    }
+    // The package's own rules file and the log directory, root's alone too (CIS 6.3.4.1, 6.3.4.4).
+    let rules_dir = tree.join("etc/audit/rules.d");
+    for entry in
+        fs::read_dir(&rules_dir).with_context(|| format!("cannot read {}", rules_dir.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rules") {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let log_dir = tree.join("var/log/audit");
+    fs::create_dir_all(&log_dir)?;
+    fs::set_permissions(&log_dir, fs::Permissions::from_mode(0o700))?;
+    for dir in WATCHED_DIRECTORIES {
+        fs::create_dir_all(tree.join(dir)).with_context(|| format!("cannot create /{dir}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod hardening;
+pub mod integrity;
 pub mod logins;
 pub mod mounts;
 
@@ -140,7 +141,8 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
         0o600,
     )?;
     install_text(tree, "etc/repart.d/50-root.conf", &render_repart_root())?;
-    install_audit(tree)?;
+    audit::install(tree)?;
+    integrity::install(tree)?;
     install_text(tree, DEFAULT_GRUB, &render_default_grub())?;
     let filters =
         crate::rootfs::firmware::dpkg_filters(profile.base, &profile.hardware.firmware.files);
@@ -165,47 +167,6 @@ pub fn customize(tree: &Path, inputs: &TreeInputs) -> Result<()> {
     }
     enable_units(tree, inputs.overlay)?;
     clamp_times(tree, inputs.epoch)?;
-    Ok(())
-}
-
-/// auditd's configuration and rules (tree/audit.rs), readable by root alone (CIS 6.3.4).
-fn install_audit(tree: &Path) -> Result<()> {
-    let conf = tree.join(audit::AUDITD_CONF);
-    let package_file = fs::read_to_string(&conf)
-        .with_context(|| format!("cannot read {}: is auditd installed?", conf.display()))?;
-    install_file(
-        audit::render_auditd_conf(&package_file).as_bytes(),
-        &conf,
-        0o640,
-    )?;
-    let privileged = audit::privileged_programs(tree)?;
-    progress::detail(format!(
-        "audit: CIS rules for {} set-id programs, client addresses excluded",
-        privileged.len()
-    ));
-    for (path, text) in [
-        (audit::PRIVACY_RULES, audit::render_privacy_rules()),
-        (audit::CIS_RULES, audit::render_cis_rules(&privileged)),
-        (audit::FINAL_RULES, audit::render_final_rules()),
-    ] {
-        install_file(text.as_bytes(), &tree.join(path), 0o600)?;
-    }
-    // The package's own rules file and the log directory, root's alone too (CIS 6.3.4.1, 6.3.4.4).
-    let rules_dir = tree.join("etc/audit/rules.d");
-    for entry in
-        fs::read_dir(&rules_dir).with_context(|| format!("cannot read {}", rules_dir.display()))?
-    {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "rules") {
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-        }
-    }
-    let log_dir = tree.join("var/log/audit");
-    fs::create_dir_all(&log_dir)?;
-    fs::set_permissions(&log_dir, fs::Permissions::from_mode(0o700))?;
-    for dir in audit::WATCHED_DIRECTORIES {
-        fs::create_dir_all(tree.join(dir)).with_context(|| format!("cannot create /{dir}"))?;
-    }
     Ok(())
 }
 

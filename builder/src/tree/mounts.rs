@@ -186,8 +186,24 @@ mod tests {
         let tree = tempfile::tempdir().unwrap();
         let root = tree.path();
         fs::create_dir_all(root.join("etc")).unwrap();
-        fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
-        fs::write(root.join("etc/group"), "root:x:0:\nadm:x:4:\n").unwrap();
+        // The tree's files belong to whoever runs the test: its ids get names of their own.
+        let me = fs::metadata(root).unwrap();
+        let user = if me.uid() == 0 { "root" } else { "tester" };
+        let group = if me.gid() == 0 { "root" } else { "testers" };
+        fs::write(
+            root.join("etc/passwd"),
+            format!(
+                "root:x:0:0::/root:/bin/sh\n{user}:x:{}:{}::/:/bin/sh\n",
+                me.uid(),
+                me.gid()
+            ),
+        )
+        .unwrap();
+        fs::write(
+            root.join("etc/group"),
+            format!("root:x:0:\nadm:x:4:\n{group}:x:{}:\n", me.gid()),
+        )
+        .unwrap();
         for (dir, mode) in [
             ("var/log/nginx", 0o750),
             ("var/log/apt", 0o755),
@@ -205,9 +221,8 @@ mod tests {
             "files and mount points are left out"
         );
         let text = render_log_skeleton(&dirs);
-        let me = expected_owner();
         assert!(
-            text.contains(&format!("d /var/log/nginx 0750 {} {} -\n", me.0, me.1)),
+            text.contains(&format!("d /var/log/nginx 0750 {user} {group} -\n")),
             "{text}"
         );
         assert!(
@@ -216,18 +231,5 @@ mod tests {
         );
         // A file's line comes after its directory's.
         assert!(text.find("d /var/log/apt ").unwrap() < text.find("f /var/log/apt/").unwrap());
-    }
-
-    /// The names the test tree's files give the current user and group (root in the build).
-    fn expected_owner() -> (String, String) {
-        let meta = fs::metadata("/proc/self").unwrap();
-        let name = |id: u32, root: &str| {
-            if id == 0 {
-                root.to_string()
-            } else {
-                id.to_string()
-            }
-        };
-        (name(meta.uid(), "root"), name(meta.gid(), "root"))
     }
 }

@@ -87,6 +87,7 @@ pub fn status(csrf: &str, notice: Option<&Notice>, status: &Status) -> String {
          <tr><td>Public address (the domain's DNS record)</td><td>{public}</td></tr></table>\
          <ul>{network}</ul></section>\
          <section><h2>Updates</h2><ul>{updates}</ul></section>\
+         <section><h2>File integrity</h2><ul>{integrity}</ul></section>\
          <section><h2>Disk and memory</h2><table>\
          <tr><td>Disk</td><td>{disk_used} used of {disk_total}</td></tr>\
          <tr><td>Memory</td><td>{memory_free} free of {memory_total}</td></tr></table></section>",
@@ -104,6 +105,7 @@ pub fn status(csrf: &str, notice: Option<&Notice>, status: &Status) -> String {
             ))
             .collect::<String>(),
         updates = lines(&status.updates),
+        integrity = lines(&status.integrity),
         disk_used = size(status.disk.0),
         disk_total = size(status.disk.1),
         memory_free = size(status.memory.0),

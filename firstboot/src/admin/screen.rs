@@ -200,6 +200,7 @@ mod tests {
             public_address: None,
             network: Vec::new(),
             updates: Vec::new(),
+            integrity: Vec::new(),
             disk: (1, 2),
             memory: (1, 2),
             domain: "meet.example.org".into(),

@@ -1,5 +1,6 @@
 //! What the status page shows, gathered by the root helper: the meeting URL, each service's state, the
-//! certificate and its renewal, the addresses, the updates, disk and memory.
+//! certificate and its renewal, the addresses, the updates, the file integrity check, disk and
+//! memory.
 
 use std::process::Command;
 
@@ -13,6 +14,7 @@ use crate::apply::services;
 use crate::apply::Root;
 use crate::ask::validation::TlsChoice;
 use crate::clock::format_time;
+use crate::integrity;
 use crate::network;
 use crate::state::State;
 use crate::updates;
@@ -29,6 +31,9 @@ pub struct Status {
     #[serde(default)]
     pub network: Vec<(bool, String)>,
     pub updates: Vec<String>,
+    /// The file integrity database and its last check (integrity.rs).
+    #[serde(default)]
+    pub integrity: Vec<String>,
     /// Bytes used and in all on the root file system.
     pub disk: (u64, u64),
     /// Bytes available and in all.
@@ -79,6 +84,7 @@ pub fn gather(root: &Root) -> Result<Status> {
             .into_iter()
             .chain(updates::describe(root)?)
             .collect(),
+        integrity: integrity::describe(root)?,
         disk: disk_usage(root),
         memory: memory(root),
         tls: settings.as_ref().map(|s| s.tls),

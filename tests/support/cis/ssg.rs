@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use super::DATASTREAM;
 use crate::support::apt_repo::run;
@@ -65,8 +66,14 @@ fn host_debian_mirror() -> Option<(String, String)> {
     None
 }
 
-/// Unpacks ssg-debderived into a directory (cached) and returns the datastream.
+/// Unpacks ssg-debderived into a directory (cached) and returns the datastream. Once per test
+/// process: the tests of one binary run in parallel and would otherwise share apt's lock.
 pub fn ssg_content() -> PathBuf {
+    static CONTENT: OnceLock<PathBuf> = OnceLock::new();
+    CONTENT.get_or_init(unpack_ssg).clone()
+}
+
+fn unpack_ssg() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hardening-ssg-{SSG_VERSION}"));
     let datastream = dir.join("content").join(DATASTREAM);
     if datastream.is_file() {
