@@ -134,8 +134,8 @@ pub(crate) fn start(
         .collect();
     // Lynis alongside oscap: each keeps one of the box's two processors busy.
     let mut script = format!(
-        "cd {dir}/kit/lynis && (./lynis audit system --quick --no-colors --no-log \
-         --report-file {dir}/lynis-report.dat > {dir}/lynis.txt 2>&1; \
+        "cd {dir}/kit/lynis && (./lynis audit system --quick --no-colors \
+         --log-file {dir}/lynis.log --report-file {dir}/lynis-report.dat > {dir}/lynis.txt 2>&1; \
          echo $? > {dir}/lynis.code) &\n\
          cd {dir}\n{}",
         eval(level2_id, &[], &stem(level2_id), true)
@@ -280,6 +280,14 @@ impl BootedScan {
             &format!("cat {dir}/lynis.txt"),
             None,
             Some(&lynis_log),
+        );
+        // Lynis's own log: each test with its time, for what takes long under emulation.
+        ssh_file(
+            link,
+            owner,
+            &format!("cat {dir}/lynis.log"),
+            None,
+            Some(&report.join("booted-lynis.log")),
         );
         let code = shell(&format!("cat {dir}/lynis.code"));
         assert_eq!(
