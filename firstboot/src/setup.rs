@@ -104,6 +104,11 @@ pub fn resume(root: &Root, state: &mut State) -> Result<Outcome> {
         0o644,
         Owner::ROOT,
     ))?;
+    // Not ordered after the first-boot units at boot: the instance on the other console waits
+    // for the owner forever, so setup itself queues the database once the box is configured.
+    if let Err(error) = services::start_in_background(root, services::INTEGRITY_INIT) {
+        eprintln!("warning: the file integrity database was not started ({error:#}); the next boot makes it");
+    }
     Ok(Outcome {
         settings,
         network,

@@ -207,7 +207,13 @@ fn fire_refresh(shell: &dyn Fn(&str) -> String) -> String {
     loop {
         let exited =
             shell("systemctl show --timestamp=unix -P InactiveEnterTimestamp apt-daily.service");
-        if exited.trim().trim_start_matches('@').parse::<i64>().unwrap_or(0) >= started {
+        if exited
+            .trim()
+            .trim_start_matches('@')
+            .parse::<i64>()
+            .unwrap_or(0)
+            >= started
+        {
             break;
         }
         assert!(

@@ -25,6 +25,10 @@ pub const ACME_TIMER: &str = "meetbox-acme.timer";
 /// Run `meetbox-firstboot follow-address` every five minutes and on a new DHCP lease.
 pub const ADDRESS_WATCH: [&str; 2] = ["meetbox-address.timer", "meetbox-address.path"];
 
+/// Makes the file integrity database once setup has finished (overlay's unit; a no-op when the
+/// database exists).
+pub const INTEGRITY_INIT: &str = "meetbox-integrity-init.service";
+
 /// True when the target has a unit file for `unit`, or an init script that systemd's SysV
 /// generator turns into that unit (jicofo ships only `/etc/init.d/jicofo`; `systemctl enable` then
 /// runs update-rc.d, as the package's own scripts do).
@@ -63,6 +67,15 @@ fn enable_then(root: &Root, units: &[&str], verb: &str) -> Result<Vec<String>> {
         }
     }
     Ok(present.iter().map(|u| u.to_string()).collect())
+}
+
+/// Queues `unit` on the live system without waiting for it (work that may take minutes after
+/// setup, such as the integrity database); nothing to do under `--root` or without systemd.
+pub fn start_in_background(root: &Root, unit: &str) -> Result<()> {
+    if !root.is_live() || !systemd_running() || !installed(root, unit) {
+        return Ok(());
+    }
+    run(Command::new("systemctl").args(["start", "--no-block", unit]))
 }
 
 /// Disables `units` in the target (factory reset: off until setup again, as the image ships them).
