@@ -11,7 +11,8 @@ const DATABASE: Duration = Duration::from_secs(15 * 60);
 /// A program nobody installed.
 const INTRUDER: &str = "/usr/local/bin/meetbox-test-intruder";
 
-pub(crate) fn check_database_then_an_intruder(shell: &dyn Fn(&str) -> String) {
+/// Waits for the database setup queued; how long that took.
+pub(crate) fn wait_for_database(shell: &dyn Fn(&str) -> String) -> Duration {
     let started = Instant::now();
     while shell("test -f /var/lib/aide/aide.db && echo made || true").trim() != "made" {
         assert!(
@@ -22,13 +23,17 @@ pub(crate) fn check_database_then_an_intruder(shell: &dyn Fn(&str) -> String) {
         );
         std::thread::sleep(Duration::from_secs(10));
     }
+    started.elapsed()
+}
+
+pub(crate) fn check_database_then_an_intruder(shell: &dyn Fn(&str) -> String) {
+    let waited = wait_for_database(shell);
     let state = shell("systemctl is-active aidecheck.timer; systemctl is-enabled aidecheck.timer");
     assert_eq!(
         state.split_whitespace().collect::<Vec<_>>(),
         ["active", "enabled"],
         "the daily check's timer"
     );
-    let waited = started.elapsed();
     shell(&format!(
         "printf '#!/bin/sh\\n' > {INTRUDER}; chmod 755 {INTRUDER}"
     ));

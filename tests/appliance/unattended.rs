@@ -62,16 +62,16 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     jitsi::check_services_fenced_then_started(&shell);
     admin::check_processes(&shell);
     check_boot_menu_locked(&shell);
-    // The CIS and Lynis scans run on the box while the audits from outside go on.
-    let booted_scan = std::env::var_os(scan::BOOTED_SCAN)
-        .is_some()
-        .then(|| scan::start(&scan_link, &owner_key, &shell));
+    // The CIS and Lynis scans run on the box while the audits from outside go on; they start
+    // once the box has its integrity database, which CIS checks for.
+    let booted_scan = std::env::var_os(scan::BOOTED_SCAN).is_some().then(|| {
+        integrity::wait_for_database(&shell);
+        scan::start(&scan_link, &owner_key, &shell)
+    });
     audit_from_the_host(&https, ports, &owner_key, &scan_link, dir.path());
     visit_from_a_distinctive_address(&https, &scan_link, password);
     check_swap_from_tuning(&scan_link, &owner_key);
     scan::check_memory_mounts_and_audit(&shell);
-    integrity::check_database_then_an_intruder(&shell);
-    let test_dns = address::check_address_follows_the_record(&scan_link, &owner_key, domain);
     match booted_scan {
         Some(scan) => scan.finish(&scan_link, &owner_key, &shell),
         None => eprintln!(
@@ -79,6 +79,10 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
             scan::BOOTED_SCAN
         ),
     }
+    // After the scan, which reads the files the check compares, and before the new address
+    // rewrites configuration the check would then report.
+    integrity::check_database_then_an_intruder(&shell);
+    let test_dns = address::check_address_follows_the_record(&scan_link, &owner_key, domain);
 
     // Updates through the box's own timers: Jitsi's next release, one that asks for a reboot, a
     // broken one, a repository that stops answering. After each the box still serves: the
