@@ -4,7 +4,7 @@
 //! Made on the box, not by the build: each box's database then describes the files it really
 //! runs, its per-device configuration included, and no database travels in the image.
 //!
-//! The daily check (`aidecheck.timer`, the unit name CIS looks for) reports what changed since
+//! The daily check (`dailyaidecheck.timer`, the unit name CIS looks for) reports what changed since
 //! the previous check, then takes the present files as the reference. The box updates itself
 //! every night, and a check against the first day's files would list every update's files
 //! forever, hiding the one change that matters. The record says whether updates were installed
@@ -28,7 +28,7 @@ pub enum Action {
     /// Make the database, once, after setup (meetbox-integrity-init.service).
     Init,
     /// Compare the files with the database, then make the present files the reference
-    /// (aidecheck.service, daily).
+    /// (dailyaidecheck.service, daily).
     Check,
 }
 

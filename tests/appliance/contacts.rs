@@ -383,7 +383,7 @@ pub fn run_every_timer(shell: &dyn Fn(&str) -> String) {
     for timer in timers.split_whitespace() {
         // apt's timers ran in updates.rs; the integrity check reads local files only, with no
         // network of its own (PrivateNetwork), and ran in integrity.rs.
-        if timer.starts_with("apt-daily") || timer == "aidecheck.timer" {
+        if timer.starts_with("apt-daily") || timer == "dailyaidecheck.timer" {
             continue;
         }
         let service = shell(&format!("systemctl show -P Triggers {timer}"));

@@ -28,7 +28,9 @@ pub(crate) fn wait_for_database(shell: &dyn Fn(&str) -> String) -> Duration {
 
 pub(crate) fn check_database_then_an_intruder(shell: &dyn Fn(&str) -> String) {
     let waited = wait_for_database(shell);
-    let state = shell("systemctl is-active aidecheck.timer; systemctl is-enabled aidecheck.timer");
+    let state = shell(
+        "systemctl is-active dailyaidecheck.timer; systemctl is-enabled dailyaidecheck.timer",
+    );
     assert_eq!(
         state.split_whitespace().collect::<Vec<_>>(),
         ["active", "enabled"],
@@ -38,7 +40,7 @@ pub(crate) fn check_database_then_an_intruder(shell: &dyn Fn(&str) -> String) {
         "printf '#!/bin/sh\\n' > {INTRUDER}; chmod 755 {INTRUDER}"
     ));
     let check = Instant::now();
-    shell("systemctl start aidecheck.service");
+    shell("systemctl start dailyaidecheck.service");
     let status = shell("meetbox-firstboot status");
     let integrity = status
         .split("Integrity:\n")
@@ -56,7 +58,7 @@ pub(crate) fn check_database_then_an_intruder(shell: &dyn Fn(&str) -> String) {
             && reported.contains(&INTRUDER)
             && reported.iter().all(|path| INTRUDER.starts_with(path)),
         "the check did not report the file added, and only it:\n{status}\n{}",
-        shell("journalctl -u aidecheck.service --no-pager -n 60 || true")
+        shell("journalctl -u dailyaidecheck.service --no-pager -n 60 || true")
     );
     shell(&format!("rm {INTRUDER}"));
     eprintln!(

@@ -43,7 +43,7 @@ pub fn render_aide_conf() -> String {
     let file_name = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
     let mut text = format!(
         "# Written by meetbox build (builder/src/tree/integrity.rs). The database is made on the box\n\
-         # after setup and compared daily: meetbox-integrity-init.service, aidecheck.timer.\n\
+         # after setup and compared daily: meetbox-integrity-init.service, dailyaidecheck.timer.\n\
          @@define DBDIR {db_dir}\n\
          # `database` is the name CIS's check reads; AIDE 0.18 takes it as database_in (and says so).\n\
          database=file:@@{{DBDIR}}/{db}\n\
