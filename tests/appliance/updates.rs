@@ -163,25 +163,11 @@ fn make_timers_fire_on_restart(shell: &dyn Fn(&str) -> String) {
 /// `meetbox-firstboot status` says then, and the reboot logind had scheduled (which is then
 /// cancelled). `succeed`: whether both runs are expected to succeed.
 fn fire_timers(shell: &dyn Fn(&str) -> String, succeed: bool) -> (String, Option<i64>) {
-    let started: i64 = shell("date +%s").trim().parse().unwrap();
-    shell("systemctl restart apt-daily.timer apt-daily-upgrade.timer");
-    let deadline = Instant::now() + UPDATE_RUN;
-    loop {
-        let exited = shell(
-            "systemctl show --timestamp=unix -P InactiveEnterTimestamp apt-daily-upgrade.service",
-        );
-        let exited: i64 = exited.trim().trim_start_matches('@').parse().unwrap_or(0);
-        if exited >= started {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "apt-daily-upgrade.service did not run within {} s of its timer:\n{}",
-            UPDATE_RUN.as_secs(),
-            shell("systemctl list-timers --all --no-pager; journalctl -b -u apt-daily.service -u apt-daily-upgrade.service --no-pager | tail -40")
-        );
-        std::thread::sleep(Duration::from_secs(3));
-    }
+    restart_then_wait(
+        shell,
+        "apt-daily.timer apt-daily-upgrade.timer",
+        "apt-daily-upgrade.service",
+    );
     let results = shell("systemctl show -P Result apt-daily.service apt-daily-upgrade.service");
     let status = shell("meetbox-firstboot status");
     let scheduled = scheduled_reboot(shell);
@@ -201,29 +187,31 @@ fn fire_timers(shell: &dyn Fn(&str) -> String, succeed: bool) -> (String, Option
 /// Restarts the lists' timer alone, waits until its unit has run, and returns what
 /// `meetbox-firstboot status` says then.
 fn fire_refresh(shell: &dyn Fn(&str) -> String) -> String {
+    restart_then_wait(shell, "apt-daily.timer", "apt-daily.service");
+    shell("meetbox-firstboot status")
+}
+
+/// Restarts `timers` and waits until `unit` has run since.
+fn restart_then_wait(shell: &dyn Fn(&str) -> String, timers: &str, unit: &str) {
     let started: i64 = shell("date +%s").trim().parse().unwrap();
-    shell("systemctl restart apt-daily.timer");
+    shell(&format!("systemctl restart {timers}"));
     let deadline = Instant::now() + UPDATE_RUN;
     loop {
-        let exited =
-            shell("systemctl show --timestamp=unix -P InactiveEnterTimestamp apt-daily.service");
-        if exited
-            .trim()
-            .trim_start_matches('@')
-            .parse::<i64>()
-            .unwrap_or(0)
-            >= started
-        {
-            break;
+        let exited = shell(&format!(
+            "systemctl show --timestamp=unix -P InactiveEnterTimestamp {unit}"
+        ));
+        let exited: i64 = exited.trim().trim_start_matches('@').parse().unwrap_or(0);
+        if exited >= started {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "apt-daily.service did not run within {} s of its timer",
-            UPDATE_RUN.as_secs()
+            "{unit} did not run within {} s of its timer:\n{}",
+            UPDATE_RUN.as_secs(),
+            shell("systemctl list-timers --all --no-pager; journalctl -b -u apt-daily.service -u apt-daily-upgrade.service --no-pager | tail -40")
         );
         std::thread::sleep(Duration::from_secs(3));
     }
-    shell("meetbox-firstboot status")
 }
 
 fn point_jitsi_source_at(shell: &dyn Fn(&str) -> String, server: &Server) {
