@@ -32,6 +32,12 @@ const TMP_RULES: [&str; 2] = [
 /// Level 2 and Lynis under emulation on a busy machine: generous, bounded.
 const SCAN: Duration = Duration::from_secs(40 * 60);
 
+/// What the running box must reach (issue 15): the CIS scores by count of decided rules, and
+/// Lynis's hardening index.
+const LEVEL1_AT_LEAST: f64 = 95.0;
+const LEVEL2_AT_LEAST: f64 = 90.0;
+const LYNIS_AT_LEAST: u32 = 85;
+
 /// `ssh root@box command`, its standard input from `input` and its output into `output`.
 fn ssh_file(
     link: &ScanLink,
@@ -298,10 +304,8 @@ impl BootedScan {
         );
         let lynis_report = shell(&format!("cat {dir}/lynis-report.dat"));
         fs::write(report.join("booted-lynis-report.dat"), &lynis_report).unwrap();
-        let line = format!(
-            "Lynis hardening index: image (booted) {}\n",
-            cis::lynis_index(&lynis_report)
-        );
+        let lynis = cis::lynis_index(&lynis_report);
+        let line = format!("Lynis hardening index: image (booted) {lynis}\n");
         eprint!("{line}");
         summary.push_str(&line);
         fs::write(report.join("summary.txt"), &summary).unwrap();
@@ -314,6 +318,21 @@ impl BootedScan {
             "CIS rules failing on the running box without a documented exception \
              (fix them or add them with a reason to tests/hardening/cis-exceptions.toml):\n{}",
             unexcepted.join("\n")
+        );
+        let short = [
+            (level1_title, level1.score(), LEVEL1_AT_LEAST),
+            (level2_title, level2.score(), LEVEL2_AT_LEAST),
+            ("Lynis", f64::from(lynis), f64::from(LYNIS_AT_LEAST)),
+        ]
+        .into_iter()
+        .filter(|(_, score, target)| score < target)
+        .map(|(name, score, target)| format!("{name}: {score:.1} (must reach {target})"))
+        .collect::<Vec<_>>();
+        assert!(
+            short.is_empty(),
+            "the running box falls short: {}; reports in {}",
+            short.join(", "),
+            report.display()
         );
     }
 }

@@ -73,6 +73,37 @@ if [ -d "$root/etc/apparmor.d/disable" ]; then
         ln -sfn "../$name" "$root/etc/apparmor.d/disable/$name"
     done
 fi
+# No telnet client (CIS 2.2.4): coturn depends on "telnet | telnet-client" for its telnet console,
+# which the box never opens (render/coturn.rs: no-cli). A package that only provides telnet-client,
+# with no files, stands in for the client, which then goes.
+telnet_clients=$(chroot "$root" dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' telnet inetutils-telnet 2>/dev/null \
+    | awk '$1 == "ii" { print $2 }')
+if [ -n "$telnet_clients" ]; then
+    stand_in="$root/tmp/meetbox-no-telnet-client"
+    mkdir -p "$stand_in/DEBIAN"
+    cat > "$stand_in/DEBIAN/control" <<'CONTROL'
+Package: meetbox-no-telnet-client
+Version: 1
+Architecture: all
+Maintainer: Meetbox <meetbox@localhost>
+Priority: optional
+Section: net
+Provides: telnet-client
+Description: stand-in for the telnet client that coturn depends on
+ Meetbox runs coturn without its telnet console (no-cli), so the appliance
+ carries no telnet client; this empty package satisfies the dependency.
+CONTROL
+    chroot "$root" dpkg-deb --root-owner-group --build /tmp/meetbox-no-telnet-client /tmp/meetbox-no-telnet-client.deb >/dev/null
+    chroot "$root" dpkg --install /tmp/meetbox-no-telnet-client.deb >/dev/null
+    chroot "$root" apt-get purge -y -q $telnet_clients >/dev/null
+    rm -rf "$stand_in" "$root/tmp/meetbox-no-telnet-client.deb"
+fi
+# nginx's main file offers TLS 1.0 and 1.1 to any site that names no protocols; the box's sites
+# name 1.2 and 1.3 (render/nginx.rs), and now the default does too. A conffile, so the edit
+# survives updates.
+if [ -f "$root/etc/nginx/nginx.conf" ]; then
+    sed -i 's/^\([[:space:]]*ssl_protocols\)[[:space:]][^;]*;.*/\1 TLSv1.2 TLSv1.3;/' "$root/etc/nginx/nginx.conf"
+fi
 # The time servers named in the main file (CIS 2.3.2.1), which scanners read: the distribution's
 # own list from the file's comment, so the box asks no one new.
 servers=$(sed -n 's/^#FallbackNTP=//p' "$root/etc/systemd/timesyncd.conf" | head -n 1)
@@ -158,12 +189,13 @@ pub fn render_sshd_config() -> String {
      GSSAPIAuthentication no\n\
      UseDNS no\n\
      LogLevel INFO\n\
-     MaxAuthTries 4\n\
-     MaxSessions 4\n\
+     MaxAuthTries 3\n\
+     MaxSessions 2\n\
      MaxStartups 10:30:60\n\
      LoginGraceTime 60\n\
      ClientAliveInterval 300\n\
      ClientAliveCountMax 3\n\
+     TCPKeepAlive no\n\
      Banner /etc/issue.net\n\
      KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512\n\
      Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr\n\
