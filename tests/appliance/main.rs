@@ -9,8 +9,8 @@
 //!   with a certificate from Pebble on the host; the file is wiped. From the host, through the
 //!   forwards: HTTPS with the Pebble-issued chain, the admin's login (and a wrong password refused),
 //!   anonymous guests on the guest host only, TURN credentials from prosody (XEP-0215) accepted by
-//!   coturn over TCP and UDP. With MEETBOX_BOOTED_SCAN=1 the CIS benchmark and Lynis run
-//!   inside the box (scan.rs), in the background while the audits go on. The audits (audit.rs): testssl.sh, HTTP methods and headers and
+//!   coturn over TCP and UDP. The CIS benchmark and Lynis run inside the box (scan.rs; left out
+//!   with MEETBOX_BOOTED_SCAN=0), in the background while the audits go on. The audits (audit.rs): testssl.sh, HTTP methods and headers and
 //!   ssh-audit through the forwards; the integrity database made after setup, and a file nobody
 //!   installed reported by the daily check (integrity.rs); nmap, an SSH login with the owner's key and a guest's visit
 //!   (page, XMPP login, room) from a distinctive address on a second card. After power-off the

@@ -64,7 +64,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     check_boot_menu_locked(&shell);
     // The CIS and Lynis scans run on the box while the audits from outside go on; they start
     // once the box has its integrity database, which CIS checks for.
-    let booted_scan = std::env::var_os(scan::BOOTED_SCAN).is_some().then(|| {
+    let booted_scan = scan::wanted().then(|| {
         integrity::wait_for_database(&shell);
         scan::start(&scan_link, &owner_key, &shell)
     });
@@ -75,7 +75,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
     match booted_scan {
         Some(scan) => scan.finish(&scan_link, &owner_key, &shell),
         None => eprintln!(
-            "(set {}=1 to run the CIS and Lynis scans on the box)",
+            "({}=0: the CIS and Lynis scans on the box left out)",
             scan::BOOTED_SCAN
         ),
     }

@@ -291,6 +291,12 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
     let dir = cache_dir.join("rootfs").join(&key);
     let tarball = dir.join("rootfs.tar");
     let meta_path = dir.join("meta.json");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Another build with the same cache may be making this very entry: wait for it, then use it.
+    let _entry = crate::host::lock::exclusive(
+        &dir.join("lock"),
+        "building this root file system into the same cache",
+    )?;
     if let Ok(text) = fs::read_to_string(&meta_path) {
         let meta: CacheMeta = serde_json::from_str(&text)
             .with_context(|| format!("corrupt cache metadata {}", meta_path.display()))?;
@@ -313,7 +319,6 @@ pub fn ensure_cached(recipe: &Recipe, cache_dir: &Path) -> Result<CachedRootfs> 
         recipe.packages.len(),
         &key[..16]
     ));
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let keyring_dir = pinned_keyring(recipe.base)?;
     let keyring_path = keyring_dir.path().join(KEYRING_NAME);
 

@@ -67,7 +67,8 @@ fn host_debian_mirror() -> Option<(String, String)> {
 }
 
 /// Unpacks ssg-debderived into a directory (cached) and returns the datastream. Once per test
-/// process: the tests of one binary run in parallel and would otherwise share apt's lock.
+/// process, and under a lock between processes: the tests of one binary run in parallel, and
+/// test binaries side by side, and would otherwise share apt's state.
 pub fn ssg_content() -> PathBuf {
     static CONTENT: OnceLock<PathBuf> = OnceLock::new();
     CONTENT.get_or_init(unpack_ssg).clone()
@@ -76,6 +77,10 @@ pub fn ssg_content() -> PathBuf {
 fn unpack_ssg() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hardening-ssg-{SSG_VERSION}"));
     let datastream = dir.join("content").join(DATASTREAM);
+    fs::create_dir_all(&dir).unwrap();
+    // tests/run runs the appliance test beside the others: one of them fetches, the other waits.
+    let _fetching =
+        meetbox::host::lock::exclusive(&dir.join("lock"), "fetching the SSG content").unwrap();
     if datastream.is_file() {
         return datastream;
     }
