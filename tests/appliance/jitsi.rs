@@ -182,3 +182,23 @@ pub fn agent_files(shell: &dyn Fn(&str) -> String, domain: &str) -> String {
          && echo turnserver-backup: $(ls etc/turnserver.conf.bak 2>/dev/null)"
     ))
 }
+
+/// The test image has Jitsi's packaging but not its jars, so the videobridge fails at every start:
+/// the box restarts it after growing pauses (`61-meetbox-restart.conf`: 2 s up to 5 minutes in 8
+/// steps), not every few seconds for as long as it runs. A count above what the ramp allows since
+/// boot means the pauses do not grow.
+pub fn check_failing_videobridge_backs_off(shell: &dyn Fn(&str) -> String) {
+    let shown =
+        shell("systemctl show -P NRestarts jitsi-videobridge2.service; cut -d. -f1 /proc/uptime");
+    let mut numbers = shown.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    let (restarts, uptime) = (numbers.next().unwrap(), numbers.next().unwrap());
+    // The ramp's eight steps take about six minutes; after them, one restart in five minutes (and
+    // a start of a few seconds). Without the ramp: one every 5 to 10 s under emulation.
+    let allowed = 12 + uptime / 240;
+    assert!(
+        restarts <= allowed,
+        "the videobridge restarted {restarts} times in {uptime} s since boot (at most {allowed} with \
+         growing pauses)"
+    );
+    eprintln!("videobridge: {restarts} restarts in {uptime} s since boot, with growing pauses");
+}

@@ -79,6 +79,7 @@ pub(crate) fn unattended_setup_with_pebble_then_services_from_the_host() {
             scan::BOOTED_SCAN
         ),
     }
+    jitsi::check_failing_videobridge_backs_off(&shell);
     // After the scan, which reads the files the check compares, and before the new address
     // rewrites configuration the check would then report.
     integrity::check_database_then_an_intruder(&shell);
