@@ -16,11 +16,21 @@ use crate::pebble::free_port;
 use crate::xmpp::{Credentials, Https, Session};
 use crate::{jitsi, support, MEETBOX, PROMPT};
 
+/// The appliance tests' files: the image they build, its Jitsi repository, the disks. tests/run
+/// runs the unattended test in one process and the other appliance tests in a second one beside
+/// it; `MEETBOX_APPLIANCE_LANE` gives the second a folder of its own.
 pub(crate) fn work_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("appliance-tests");
+    let folder = match std::env::var(APPLIANCE_LANE) {
+        Ok(lane) if !lane.is_empty() => format!("appliance-tests-{lane}"),
+        _ => "appliance-tests".to_string(),
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(folder);
     fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Names the folder of a second appliance test process (see [`work_dir`]).
+const APPLIANCE_LANE: &str = "MEETBOX_APPLIANCE_LANE";
 
 /// Boots take both cores: one VM at a time.
 pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
