@@ -59,6 +59,13 @@ fn ssh_file(
     assert!(status.success(), "{command} on the guest failed");
 }
 
+/// Writes `text` to the file `path` on the box (kept beside the test's files too, to read).
+fn put_text(link: &ScanLink, owner: &OwnerKey, text: &str, path: &str) {
+    let local = work_dir().join(Path::new(path).file_name().unwrap());
+    fs::write(&local, text).unwrap();
+    ssh_file(link, owner, &format!("cat > {path}"), Some(&local), None);
+}
+
 /// A scan running on the box.
 pub(crate) struct BootedScan {
     started: Instant,
@@ -126,14 +133,11 @@ pub(crate) fn start(
         Some(&datastream),
         None,
     );
-    let profile = work_dir().join("lynis-custom.prf");
-    fs::write(&profile, LYNIS_PROFILE).unwrap();
-    ssh_file(
+    put_text(
         link,
         owner,
-        &format!("cat > {dir}/kit/lynis/custom.prf"),
-        Some(&profile),
-        None,
+        LYNIS_PROFILE,
+        &format!("{dir}/kit/lynis/custom.prf"),
     );
     let oscap = kit::oscap_command();
     // One oscap run: its output in STEM.txt and STEM.err, its exit code in STEM.code.
@@ -181,15 +185,7 @@ pub(crate) fn start(
         script.push_str(&eval(level1_id, &level1_again, &again, true));
     }
     script.push_str(&format!("wait\ntouch {dir}/done\n"));
-    let script_file = work_dir().join("booted-scan.sh");
-    fs::write(&script_file, script).unwrap();
-    ssh_file(
-        link,
-        owner,
-        &format!("cat > {dir}/scan.sh"),
-        Some(&script_file),
-        None,
-    );
+    put_text(link, owner, &script, &format!("{dir}/scan.sh"));
     let version = shell(&format!("{oscap} --version | head -1"));
     shell(&format!(
         "setsid sh {dir}/scan.sh > /dev/null 2>&1 < /dev/null &"
